@@ -1,0 +1,13 @@
+# Warnings for every pserv target: pserv_set_warnings(<target>).
+add_library(pserv_warnings INTERFACE)
+target_compile_options(pserv_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:C>:-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+                          -Wpointer-arith -Wformat=2 -Wvla -Wno-unused-parameter>)
+if(PSERV_WERROR)
+  target_compile_options(pserv_warnings INTERFACE $<$<COMPILE_LANGUAGE:C>:-Werror>
+                                                  $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings>)
+endif()
+if(PSERV_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()

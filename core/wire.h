@@ -1,0 +1,78 @@
+/*
+ * The wire format: a fixed, versioned, little-endian message header followed by an optional
+ * payload. The header travels as the transport's header bytes, the payload as its data.
+ *
+ * Decoding validates everything the header says about itself (size, magic, version, type,
+ * dtype, length against the payload actually received); the receiver then checks key, chunk,
+ * offset and length against its own state (ps_wire_check_chunk). Nothing in a header is used
+ * before it is checked.
+ */
+#ifndef PS_WIRE_H
+#define PS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pserv/pserv.h"
+
+#define PS_WIRE_MAGIC 0x56525350u /* "PSRV" read as little-endian bytes */
+#define PS_WIRE_VERSION 1
+#define PS_WIRE_HDR_LEN 72
+/* Largest payload any message may carry: bounds what a peer can make us allocate. */
+#define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
+
+typedef enum {
+    PS_MSG_JOIN = 1,       /* server/worker -> coordinator: role, address, wanted rank */
+    PS_MSG_JOIN_REPLY,     /* coordinator -> member: rank, job, server list */
+    PS_MSG_BARRIER,        /* worker -> coordinator, round = barrier sequence */
+    PS_MSG_BARRIER_REPLY,
+    PS_MSG_LEAVE,          /* worker -> coordinator: done with the job */
+    PS_MSG_LEAVE_REPLY,
+    PS_MSG_SHUTDOWN,       /* coordinator -> server: the job is over */
+    PS_MSG_HELLO,          /* worker -> server: here is my rank */
+    PS_MSG_HELLO_REPLY,
+    PS_MSG_REGISTER,       /* worker -> server: define one chunk (descriptor + initial values) */
+    PS_MSG_REGISTER_REPLY,
+    PS_MSG_PUSH,           /* worker -> server: gradient of one chunk for round `round` */
+    PS_MSG_PUSH_REPLY,
+    PS_MSG_PULL,           /* worker -> server: values of one chunk after round `round` */
+    PS_MSG_PULL_REPLY,     /* server -> worker: the values (payload) or an error status */
+    PS_MSG_PUSH_PULL,      /* push, then pull of the result: answered by PULL_REPLY */
+    PS_MSG_TYPE_MAX
+} ps_msg_type_t;
+
+/* Flags (per message): room for later features (compression, retries) without a new version. */
+#define PS_WIRE_FLAG_RETRY 0x1u
+
+typedef struct {
+    uint16_t version;
+    uint16_t type;         /* ps_msg_type_t */
+    uint32_t flags;
+    uint32_t sender;       /* rank of the sender in its role (UINT32_MAX before it has one) */
+    uint64_t req_id;       /* sender's request id: replies carry it back; retries reuse it */
+    uint64_t key;          /* tensor key */
+    uint32_t chunk;        /* chunk index within the tensor */
+    uint32_t dtype;        /* pserv_dtype_t of the payload, 0 for control messages */
+    uint64_t offset;       /* element offset of the chunk within the tensor */
+    uint64_t length;       /* payload bytes */
+    uint64_t round;        /* sync round / clock / barrier sequence */
+    int32_t status;        /* replies: pserv_status_t of the request */
+    uint32_t map_version;  /* shard map version the sender used */
+} ps_wire_hdr_t;
+
+/* Initializes a header of a type with every other field zero. */
+void ps_wire_hdr_init(ps_wire_hdr_t *hdr, ps_msg_type_t type);
+/* Writes the header's PS_WIRE_HDR_LEN bytes. */
+void ps_wire_encode(const ps_wire_hdr_t *hdr, uint8_t out[PS_WIRE_HDR_LEN]);
+/*
+ * Decodes and validates a header of hdr_len bytes that came with payload_len payload bytes.
+ * Sets *reason to a static text naming what is wrong on error (PSERV_ERR_BAD_MESSAGE).
+ */
+pserv_status_t ps_wire_decode(const void *buf, size_t hdr_len, size_t payload_len, ps_wire_hdr_t *hdr,
+                              const char **reason);
+/* Name of a message type, for logs. */
+const char *ps_wire_type_name(uint32_t type);
+/* Bytes of one element of a dtype, 0 if unknown. */
+size_t ps_dtype_size(uint32_t dtype);
+
+#endif

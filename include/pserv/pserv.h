@@ -1,0 +1,263 @@
+/*
+ * pserv: a parameter server for data-parallel training.
+ *
+ * This is the umbrella header of the host API. A job has one coordinator, S server
+ * shards and W workers, each a handle created in its own process (or thread):
+ *
+ *   coordinator  pserv_coordinator_create(): rendezvous, ranks, shard map, barriers
+ *   server       pserv_server_create():      owns chunks of every tensor, applies the optimizer
+ *   worker       pserv_worker_create():      registers tensors, pushes gradients, pulls parameters
+ *
+ * Every function returns a pserv_status_t (0 = success, negative = error) and sets its
+ * output arguments only on success. Parameter structs start with their size and have an
+ * initializer macro; a zero field means "the default". Handles are not thread-safe unless a
+ * function says so.
+ */
+#ifndef PSERV_H
+#define PSERV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pserv/pserv_export.h"
+#include "pserv/pserv_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PSERV_VERSION_MAJOR 0
+#define PSERV_VERSION_MINOR 1
+#define PSERV_VERSION_PATCH 0
+
+/** Library version as "major.minor.patch". */
+PSERV_API const char *pserv_version(void);
+
+/**
+ * Detail of the last call that failed in the calling thread ("cannot reach the coordinator at
+ * 10.0.0.1:7777"), or "". Useful when a create call fails and there is no handle to ask.
+ */
+PSERV_API const char *pserv_last_error(void);
+
+/** Consistency model of a job, chosen once by the coordinator. */
+typedef enum {
+    PSERV_MODE_SYNC = 0,  /**< bulk synchronous: one optimizer step per round, after all workers pushed */
+    PSERV_MODE_ASYNC = 1, /**< every push is applied on arrival */
+} pserv_mode_t;
+
+/** Element type of a tensor. */
+typedef enum {
+    PSERV_DTYPE_FLOAT32 = 1,
+} pserv_dtype_t;
+
+/** Server-side update rule of a tensor. */
+typedef enum {
+    PSERV_OPTIM_SGD = 0,
+    PSERV_OPTIM_MOMENTUM = 1, /**< heavy ball, or Nesterov with nesterov = 1 */
+    PSERV_OPTIM_ADAM = 2,     /**< weight decay added to the gradient (L2) */
+    PSERV_OPTIM_ADAMW = 3,    /**< decoupled weight decay */
+    PSERV_OPTIM_ADAGRAD = 4,
+    PSERV_OPTIM_COUNT
+} pserv_optim_type_t;
+
+/** Optimizer and hyper-parameters of one tensor. */
+typedef struct {
+    size_t size;             /**< sizeof(pserv_optim_params_t) */
+    pserv_optim_type_t type;
+    float lr;                /**< learning rate */
+    float momentum;          /**< MOMENTUM: coefficient */
+    int nesterov;            /**< MOMENTUM: 1 for Nesterov momentum */
+    float beta1, beta2, eps; /**< ADAM/ADAMW; eps also for ADAGRAD */
+    float weight_decay;      /**< L2 (SGD, MOMENTUM, ADAM, ADAGRAD) or decoupled (ADAMW) */
+    float clip_value;        /**< > 0: clamp each gradient element to [-clip_value, clip_value] */
+    float clip_norm;         /**< > 0: scale the gradient so its L2 norm is at most clip_norm */
+} pserv_optim_params_t;
+
+#define PSERV_OPTIM_PARAMS_INIT                                                     \
+    {                                                                               \
+        sizeof(pserv_optim_params_t), PSERV_OPTIM_SGD, 0.01f, 0.9f, 0, 0.9f, 0.999f, \
+            1e-8f, 0.0f, 0.0f, 0.0f                                                 \
+    }
+
+/** Names an optimizer ("adam"); NULL for an unknown type. */
+PSERV_API const char *pserv_optim_name(pserv_optim_type_t type);
+/** Parses an optimizer name; PSERV_ERR_INVALID_ARG if unknown. */
+PSERV_API pserv_status_t pserv_optim_parse(const char *name, pserv_optim_type_t *type);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Coordinator                                                                                  */
+
+typedef struct pserv_coordinator *pserv_coordinator_h;
+
+typedef struct {
+    size_t size;          /**< sizeof(pserv_coordinator_params_t) */
+    const char *listen;   /**< "host:port" to listen on; port 0 picks a free port. Default "127.0.0.1:0" */
+    unsigned num_servers; /**< server shards in the job (required, >= 1) */
+    unsigned num_workers; /**< workers in the job (required, >= 1) */
+    pserv_mode_t mode;    /**< consistency model */
+    size_t chunk_bytes;   /**< tensors are split into chunks of this many bytes; default 4 MiB */
+} pserv_coordinator_params_t;
+
+#define PSERV_COORDINATOR_PARAMS_INIT { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0 }
+
+/** Starts a coordinator listening for the job's servers and workers. Returns at once. */
+PSERV_API pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params,
+                                                  pserv_coordinator_h *coord);
+/** The port the coordinator listens on (useful with port 0). Thread-safe. */
+PSERV_API pserv_status_t pserv_coordinator_port(pserv_coordinator_h coord, uint16_t *port);
+/**
+ * Waits until the job is over: every worker has left (or failed) and the servers were told
+ * to shut down. timeout_ms < 0 waits forever. PSERV_ERR_TIMED_OUT if it did not end in time;
+ * PSERV_ERR_PEER_FAILED if the job ended because a member failed.
+ */
+PSERV_API pserv_status_t pserv_coordinator_wait(pserv_coordinator_h coord, int timeout_ms);
+/** Stops the coordinator and frees it. */
+PSERV_API pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Server shard                                                                                 */
+
+typedef struct pserv_server *pserv_server_h;
+
+typedef struct {
+    size_t size;             /**< sizeof(pserv_server_params_t) */
+    const char *coordinator; /**< "host:port" of the coordinator (required) */
+    const char *listen;      /**< "host:port" for workers; default "127.0.0.1:0" */
+    unsigned threads;        /**< optimizer threads; default 1 */
+    int timeout_ms;          /**< how long to wait for the job to form; default 30000 */
+} pserv_server_params_t;
+
+#define PSERV_SERVER_PARAMS_INIT { sizeof(pserv_server_params_t), NULL, NULL, 0, 0 }
+
+/** Counters of a server shard. */
+typedef struct {
+    size_t size;             /**< sizeof(pserv_server_stats_t) */
+    uint64_t pushes;         /**< push messages applied or accumulated */
+    uint64_t pulls;          /**< pull replies sent */
+    uint64_t steps;          /**< optimizer steps run (one per chunk and round) */
+    uint64_t bytes_in;       /**< payload bytes received */
+    uint64_t bytes_out;      /**< payload bytes sent */
+    uint64_t rejected;       /**< messages rejected as malformed or not matching the shard's state */
+} pserv_server_stats_t;
+
+#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0 }
+
+/**
+ * Starts a server shard: listens, joins the coordinator and waits for its rank and the job
+ * description (up to timeout_ms). PSERV_ERR_UNREACHABLE or PSERV_ERR_TIMED_OUT name the
+ * coordinator's address in pserv_server_last_error().
+ */
+PSERV_API pserv_status_t pserv_server_create(const pserv_server_params_t *params, pserv_server_h *server);
+/** Rank of this shard, 0 .. num_servers-1. */
+PSERV_API pserv_status_t pserv_server_rank(pserv_server_h server, unsigned *rank);
+/** Waits until the coordinator ends the job (timeout_ms < 0: forever). */
+PSERV_API pserv_status_t pserv_server_wait(pserv_server_h server, int timeout_ms);
+/** Copies the shard's counters. Thread-safe. */
+PSERV_API pserv_status_t pserv_server_stats(pserv_server_h server, pserv_server_stats_t *stats);
+/** Detail of the last error on this handle, or "". */
+PSERV_API const char *pserv_server_last_error(pserv_server_h server);
+PSERV_API pserv_status_t pserv_server_destroy(pserv_server_h server);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Worker                                                                                       */
+
+typedef struct pserv_worker *pserv_worker_h;
+
+/** A request in flight; bounded ids (slot + generation), valid until waited on. */
+typedef uint64_t pserv_request_t;
+
+typedef struct {
+    size_t size;             /**< sizeof(pserv_worker_params_t) */
+    const char *coordinator; /**< "host:port" of the coordinator (required) */
+    int timeout_ms;          /**< how long to wait for the job to form; default 30000 */
+    unsigned max_requests;   /**< requests in flight at once; default 1024 */
+} pserv_worker_params_t;
+
+#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0 }
+
+/** What a worker learns when it joins. */
+typedef struct {
+    size_t size; /**< sizeof(pserv_job_info_t) */
+    unsigned rank, num_workers, num_servers;
+    pserv_mode_t mode;
+    size_t chunk_bytes;
+    uint32_t map_version; /**< version of the shard map */
+} pserv_job_info_t;
+
+#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0 }
+
+/** A tensor to register on the servers. */
+typedef struct {
+    size_t size;             /**< sizeof(pserv_tensor_params_t) */
+    uint64_t key;            /**< the tensor's id, unique in the job */
+    size_t count;            /**< number of elements (>= 1) */
+    pserv_dtype_t dtype;     /**< PSERV_DTYPE_FLOAT32 (the default) */
+    const void *init;        /**< initial values (count elements), or NULL for init_value */
+    float init_value;        /**< used when init is NULL */
+    pserv_optim_params_t optim;
+} pserv_tensor_params_t;
+
+#define PSERV_TENSOR_PARAMS_INIT                                                              \
+    { sizeof(pserv_tensor_params_t), 0, 0, PSERV_DTYPE_FLOAT32, NULL, 0.0f, PSERV_OPTIM_PARAMS_INIT }
+
+/** Counters of a worker. */
+typedef struct {
+    size_t size;         /**< sizeof(pserv_worker_stats_t) */
+    uint64_t bytes_pushed;
+    uint64_t bytes_pulled;
+    uint64_t requests;   /**< requests completed */
+    uint64_t errors;     /**< requests completed with an error */
+} pserv_worker_stats_t;
+
+#define PSERV_WORKER_STATS_INIT { sizeof(pserv_worker_stats_t), 0, 0, 0, 0 }
+
+/**
+ * Joins the job through the coordinator, connects to every server shard and returns.
+ * PSERV_ERR_UNREACHABLE / PSERV_ERR_TIMED_OUT name the address in pserv_worker_last_error().
+ */
+PSERV_API pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_worker_h *worker);
+/** The job as the coordinator described it. */
+PSERV_API pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info);
+/**
+ * Registers a tensor on the shards that own its chunks and waits for them (blocking).
+ * Every worker registers the same tensors; the first registration to reach a shard sets the
+ * initial values, later ones must match in count, dtype and optimizer type
+ * (PSERV_ERR_MISMATCH otherwise). Give every worker the same initial values, or barrier after.
+ */
+PSERV_API pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_params_t *tensor);
+/**
+ * Pushes a gradient of the whole tensor (count elements). The buffer must stay unchanged
+ * until the request is waited on. In sync mode, a worker pushes round r+1 of a tensor only
+ * after it pulled round r (push_pull does both).
+ */
+PSERV_API pserv_status_t pserv_worker_push(pserv_worker_h worker, uint64_t key, const void *grad,
+                                           pserv_request_t *req);
+/**
+ * Pulls the tensor into dst (count elements), which must stay valid until the wait. In sync
+ * mode the values are those after every round this worker pushed has been applied.
+ */
+PSERV_API pserv_status_t pserv_worker_pull(pserv_worker_h worker, uint64_t key, void *dst,
+                                           pserv_request_t *req);
+/** Fused push then pull of the updated values: one round trip per chunk. */
+PSERV_API pserv_status_t pserv_worker_push_pull(pserv_worker_h worker, uint64_t key, const void *grad,
+                                                void *dst, pserv_request_t *req);
+/**
+ * Waits for a request (timeout_ms < 0: forever) and frees it; returns its status. On
+ * PSERV_ERR_TIMED_OUT the request stays in flight and may be waited on again.
+ */
+PSERV_API pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int timeout_ms);
+/** Sets *done to 1 if the request has completed (then wait returns at once), else 0. */
+PSERV_API pserv_status_t pserv_worker_test(pserv_worker_h worker, pserv_request_t req, int *done);
+/** Blocks until every worker of the job reaches the barrier (timeout_ms < 0: forever). */
+PSERV_API pserv_status_t pserv_worker_barrier(pserv_worker_h worker, int timeout_ms);
+/** Copies the worker's counters. Thread-safe. */
+PSERV_API pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_stats_t *stats);
+/** Detail of the last error on this handle, or "". */
+PSERV_API const char *pserv_worker_last_error(pserv_worker_h worker);
+/** Leaves the job (the coordinator ends it when every worker has left) and frees the worker. */
+PSERV_API pserv_status_t pserv_worker_destroy(pserv_worker_h worker);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,160 @@
+#include "harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+int harness_write(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int harness_read(int fd, void *buf, size_t n, int timeout_ms)
+{
+    char *p = buf;
+    long end = now_ms() + timeout_ms;
+    while (n > 0) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        long left = end - now_ms();
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) return -1;
+        ssize_t k = read(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void harness_add(harness_t *h, pid_t pid)
+{
+    if (h->nprocs < HARNESS_MAX_PROCS) h->pids[h->nprocs++] = pid;
+}
+
+void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers, pserv_mode_t mode,
+                               size_t chunk_bytes)
+{
+    int fds[2];
+    if (pipe(fds) != 0) abort();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        pserv_coordinator_params_t p = PSERV_COORDINATOR_PARAMS_INIT;
+        pserv_coordinator_h c;
+        uint16_t port = 0;
+        p.num_servers = servers;
+        p.num_workers = workers;
+        p.mode = mode;
+        p.chunk_bytes = chunk_bytes;
+        if (pserv_coordinator_create(&p, &c) != PSERV_OK) _exit(10);
+        pserv_coordinator_port(c, &port);
+        harness_write(fds[1], &port, sizeof(port));
+        pserv_status_t st = pserv_coordinator_wait(c, 120000);
+        pserv_coordinator_destroy(c);
+        _exit(st == PSERV_OK ? 0 : 11);
+    }
+    close(fds[1]);
+    harness_add(h, pid);
+    uint16_t port = 0;
+    if (harness_read(fds[0], &port, sizeof(port), 20000) != 0) port = 1;
+    close(fds[0]);
+    snprintf(h->coord, sizeof(h->coord), "127.0.0.1:%u", port);
+}
+
+pid_t harness_start_server(harness_t *h, unsigned threads)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        pserv_server_params_t p = PSERV_SERVER_PARAMS_INIT;
+        pserv_server_h s;
+        p.coordinator = h->coord;
+        p.threads = threads;
+        p.timeout_ms = 20000;
+        if (pserv_server_create(&p, &s) != PSERV_OK) _exit(20);
+        pserv_status_t st = pserv_server_wait(s, 120000);
+        pserv_server_destroy(s);
+        _exit(st == PSERV_OK ? 0 : 21);
+    }
+    harness_add(h, pid);
+    return pid;
+}
+
+pid_t harness_start(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), void *arg, int *rfd)
+{
+    int fds[2];
+    if (pipe(fds) != 0) abort();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        int rc = fn(arg, h->coord, fds[1]);
+        close(fds[1]);
+        _exit(rc);
+    }
+    close(fds[1]);
+    harness_add(h, pid);
+    if (rfd) *rfd = fds[0];
+    else close(fds[0]);
+    return pid;
+}
+
+int harness_wait(pid_t pid, int timeout_ms)
+{
+    long end = now_ms() + timeout_ms;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        if (r < 0 || now_ms() > end) return -1;
+        usleep(10000); /* test harness only: polling a child's exit */
+    }
+}
+
+int harness_wait_all(harness_t *h, int timeout_ms)
+{
+    int bad = 0;
+    long end = now_ms() + timeout_ms;
+    for (int i = 0; i < h->nprocs; i++) {
+        if (h->pids[i] <= 0) continue;
+        long left = end - now_ms();
+        int rc = harness_wait(h->pids[i], left > 0 ? (int)left : 0);
+        if (rc != 0) {
+            fprintf(stderr, "process %d exited with %d\n", (int)h->pids[i], rc);
+            bad++;
+            kill(h->pids[i], SIGKILL);
+            waitpid(h->pids[i], NULL, 0);
+        }
+        h->pids[i] = 0;
+    }
+    return bad;
+}
+
+void harness_kill_all(harness_t *h)
+{
+    for (int i = 0; i < h->nprocs; i++) {
+        if (h->pids[i] <= 0) continue;
+        kill(h->pids[i], SIGKILL);
+        waitpid(h->pids[i], NULL, 0);
+        h->pids[i] = 0;
+    }
+}

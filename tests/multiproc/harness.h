@@ -1,0 +1,39 @@
+/*
+ * Multi-process jobs for tests: each role runs in its own forked process on 127.0.0.1, and
+ * results come back through pipes. Every wait is bounded; leftovers are killed.
+ */
+#ifndef PS_TEST_HARNESS_H
+#define PS_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "pserv/pserv.h"
+
+#define HARNESS_MAX_PROCS 16
+
+typedef struct {
+    pid_t pids[HARNESS_MAX_PROCS];
+    int nprocs;
+    char coord[64]; /* "127.0.0.1:port" */
+} harness_t;
+
+/* Starts a coordinator process and fills h->coord with its address. */
+void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers, pserv_mode_t mode,
+                               size_t chunk_bytes);
+/* Starts a server shard process (threads optimizer threads). */
+pid_t harness_start_server(harness_t *h, unsigned threads);
+/* Starts a process that runs fn(arg, coord, fd) and exits with its return value; fd is the write
+ * end of a pipe whose read end is returned in *rfd. */
+pid_t harness_start(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), void *arg, int *rfd);
+/* Waits for one process (up to timeout_ms); returns its exit code, or -1 on a timeout or signal. */
+int harness_wait(pid_t pid, int timeout_ms);
+/* Waits for every process; returns how many exited with a code other than 0 or timed out. */
+int harness_wait_all(harness_t *h, int timeout_ms);
+/* Kills whatever is still running. */
+void harness_kill_all(harness_t *h);
+/* Reads exactly n bytes from fd within timeout_ms; 0 on success. */
+int harness_read(int fd, void *buf, size_t n, int timeout_ms);
+int harness_write(int fd, const void *buf, size_t n);
+
+#endif
