@@ -57,8 +57,8 @@ static void ps_coord_assign_ranks(pserv_coordinator_h c, ps_role_t role)
     if (taken == NULL) return; /* cannot happen for sane sizes; ranks then stay join order below */
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
-        m->rank = UINT32_MAX;
         if (!m->used || m->role != role) continue;
+        m->rank = UINT32_MAX;
         if (m->wanted_rank >= 0 && (uint32_t)m->wanted_rank < n && !taken[m->wanted_rank]) {
             m->rank = (uint32_t)m->wanted_rank;
             taken[m->rank] = 1;
@@ -249,6 +249,11 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
     pthread_mutex_lock(&c->lock);
     ps_coord_member_t *m = ps_tp_peer_get_ctx(peer);
     if (m == NULL || m->failed) goto out;
+    if (c->done || m->left) {
+        /* The job is over (or this worker left it): a disconnect now is the normal end. */
+        m->failed = 1;
+        goto out;
+    }
     ps_warn("%s at %s failed: %s", m->role == PS_ROLE_SERVER ? "server" : "worker", ps_tp_peer_name(peer),
             pserv_strerror(why));
     if (!c->formed) {

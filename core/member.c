@@ -25,7 +25,9 @@ pserv_status_t ps_send_msg(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const voi
                            ps_tp_mem_t *mem, ps_tp_send_cb_t cb, void *arg)
 {
     uint8_t buf[PS_WIRE_HDR_LEN];
-    ps_wire_encode(h, buf);
+    ps_wire_hdr_t out = *h;
+    out.length = len; /* the header always tells the truth about its payload */
+    ps_wire_encode(&out, buf);
     return ps_tp_send(peer, buf, sizeof(buf), data, len, mem, cb, arg);
 }
 
@@ -90,6 +92,11 @@ err_destroy_cond:
 err_destroy_lock:
     pthread_mutex_destroy(&m->lock);
     return st;
+}
+
+void ps_member_stop(ps_member_t *m)
+{
+    ps_tp_stop(m->tp);
 }
 
 void ps_member_fini(ps_member_t *m)

@@ -41,6 +41,9 @@ typedef struct {
 /* Creates the transport (listening on listen_addr when not NULL) with the role's handler. */
 pserv_status_t ps_member_init(ps_member_t *m, ps_role_t role, const char *coord_addr, const char *listen_addr,
                               const ps_tp_handler_t *handler);
+/* Stops the transport's progress thread: no handler runs after it returns. */
+void ps_member_stop(ps_member_t *m);
+/* Destroys the transport and frees the member. */
 void ps_member_fini(ps_member_t *m);
 /*
  * Connects to the coordinator, sends JOIN and waits for the rank and job description.
@@ -60,7 +63,7 @@ pserv_status_t ps_member_error(ps_member_t *m, pserv_status_t status, const char
 /* Sends a header-only reply to a request (status, same req_id, key and chunk). */
 pserv_status_t ps_reply_status(ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
                                uint32_t sender, pserv_status_t status);
-/* Encodes and sends a header with an optional payload; cb may be NULL. */
+/* Encodes and sends a header (its length set to len) with an optional payload; cb may be NULL. */
 pserv_status_t ps_send_msg(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len,
                            ps_tp_mem_t *mem, ps_tp_send_cb_t cb, void *arg);
 /* A send completion that frees its argument: for payloads that must outlive the send. */

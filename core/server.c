@@ -170,6 +170,11 @@ static void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t 
     case PS_MSG_PULL:
         ps_server_on_pull(s, peer, &h);
         break;
+    case PS_MSG_LEAVE: {
+        ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+        if (p) p->left = 1;
+        break;
+    }
     default:
         PS_STAT_ADD(s, rejected, 1);
         ps_warn("unexpected %s from %s dropped", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
@@ -189,6 +194,10 @@ static void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t 
     for (size_t i = 0; i < s->nparked; i++)
         if (s->parked[i].peer == peer) s->parked[i] = s->parked[--s->nparked];
     if (p == NULL) return;
+    if (p->left) {
+        ps_debug("worker %u at %s disconnected after leaving", p->rank, ps_tp_peer_name(peer));
+        return;
+    }
     ps_warn("worker %u at %s failed: %s", p->rank, ps_tp_peer_name(peer), pserv_strerror(why));
     if (s->store.sync && !s->worker_failed) {
         s->worker_failed = 1;
@@ -279,13 +288,14 @@ const char *pserv_server_last_error(pserv_server_h server)
 pserv_status_t pserv_server_destroy(pserv_server_h server)
 {
     if (server == NULL) return PSERV_OK;
-    ps_member_fini(&server->m); /* no handler runs after this */
+    ps_member_stop(&server->m); /* no handler runs after this */
+    if (server->ready) ps_store_fini(&server->store); /* deregisters its memory: transport still up */
+    ps_member_fini(&server->m);
     while (server->peers) {
         ps_server_peer_t *next = server->peers->next;
         free(server->peers);
         server->peers = next;
     }
-    if (server->ready) ps_store_fini(&server->store);
     ps_pinned_free(server->scratch, server->scratch_bytes);
     free(server->scratch_free);
     free(server->parked);

@@ -11,6 +11,7 @@
 typedef struct ps_server_peer {
     uint32_t rank; /* worker rank, set by HELLO */
     int hello;
+    int left; /* said LEAVE: its disconnect is the normal end, not a failure */
     struct ps_server_peer *next; /* all of them, freed with the server */
 } ps_server_peer_t;
 

@@ -22,7 +22,7 @@ void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_shard_map_t *map, uint32
 static void ps_chunk_free(ps_chunk_t *c)
 {
     if (c == NULL) return;
-    if (c->mem) ps_tp_mem_deregister(c->mem);
+    if (c->mem) ps_tp_mem_deregister(c->mem); /* before the transport is destroyed */
     ps_pinned_free(c->param, c->param_bytes);
     free(c->accum);
     ps_optim_state_free(&c->state);

@@ -59,7 +59,13 @@ typedef struct {
 typedef void (*ps_tp_send_cb_t)(void *arg, pserv_status_t status);
 
 pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **tp);
-/* Stops the progress thread, closes every peer and the listener, frees everything. */
+/*
+ * Stops the progress thread: no handler runs after it returns, while memory registrations and
+ * peers stay valid, so callers can free what handlers used (deregistering its memory) before
+ * ps_tp_destroy(). Not from a handler.
+ */
+void ps_tp_stop(ps_tp_t *tp);
+/* Stops the progress thread (if still running), closes every peer and the listener, frees everything. */
 void ps_tp_destroy(ps_tp_t *tp);
 /* The port the listener is bound to. */
 uint16_t ps_tp_listen_port(const ps_tp_t *tp);

@@ -26,7 +26,7 @@ typedef enum {
     PS_MSG_JOIN_REPLY,     /* coordinator -> member: rank, job, server list */
     PS_MSG_BARRIER,        /* worker -> coordinator, round = barrier sequence */
     PS_MSG_BARRIER_REPLY,
-    PS_MSG_LEAVE,          /* worker -> coordinator: done with the job */
+    PS_MSG_LEAVE,          /* worker -> coordinator (and servers): done with the job */
     PS_MSG_LEAVE_REPLY,
     PS_MSG_SHUTDOWN,       /* coordinator -> server: the job is over */
     PS_MSG_HELLO,          /* worker -> server: here is my rank */

@@ -219,6 +219,13 @@ static void ps_worker_free_tensor(void *arg, void *value)
 pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
 {
     if (worker == NULL) return PSERV_OK;
+    /* Tell the servers first, so they take the disconnect for the normal end it is. */
+    for (uint32_t s = 0; worker->servers && s < worker->m.job.num_servers; s++) {
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_LEAVE);
+        h.sender = worker->m.rank;
+        if (worker->servers[s] && !worker->server_failed[s]) ps_send_msg(worker->servers[s], &h, NULL, 0, NULL, NULL, NULL);
+    }
     pserv_status_t st = ps_member_call(&worker->m, PS_MSG_LEAVE, 0, PS_LEAVE_TIMEOUT_MS);
     if (st < 0) ps_info("leaving the job: %s (the coordinator sees the disconnect)", pserv_strerror(st));
     ps_member_fini(&worker->m); /* no handler runs after this */

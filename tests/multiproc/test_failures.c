@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -252,7 +253,8 @@ Test(failures, hostile_messages_are_rejected_and_server_keeps_serving, .timeout 
         h.length = cases[i].length;
         ps_wire_encode(&h, buf);
         ps_tp_send(peer, buf, sizeof(buf), grad, (size_t)cases[i].length, NULL, NULL, NULL);
-        cr_assert_eq(raw_replies(&rx, ++want, &status), want, "case %zu: no reply", i);
+        want++;
+        cr_assert_eq(raw_replies(&rx, want, &status), want, "case %zu: no reply", i);
         cr_assert_eq(status, cases[i].want, "case %zu: got %s", i, pserv_strerror(status));
         pserv_server_stats(st.server, &after);
         cr_assert_eq(after.rejected, before.rejected + 1, "case %zu not counted", i);

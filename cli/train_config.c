@@ -1,0 +1,123 @@
+#include "train_config.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "pserv/pserv_model.h"
+
+void train_config_defaults(train_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->servers = 2;
+    cfg->workers = 2;
+    cfg->mode = "sync";
+    cfg->chunk_bytes = 1u << 20;
+    cfg->optimizer = "adam";
+    cfg->batch = 128;
+    cfg->epochs = 15;
+    cfg->seed = 1;
+    cfg->hidden.n = 2;
+    cfg->hidden.v[0] = 256;
+    cfg->hidden.v[1] = 128;
+    cfg->target = 0.88f;
+    cfg->data = PSERV_FASHION_MNIST_DIR;
+    cfg->timeout_s = 60;
+    cfg->report_fd = -1;
+}
+
+size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinator, cli_opt_t *opts)
+{
+    size_t n = 0;
+    if (with_job) {
+        opts[n++] = (cli_opt_t){"servers", CLI_UINT, &cfg->servers, "N", "server shards (default 2)", NULL, 1};
+        opts[n++] = (cli_opt_t){"workers", CLI_UINT, &cfg->workers, "N", "workers (default 2)", NULL, 1};
+        opts[n++] = (cli_opt_t){"mode", CLI_CHOICE, &cfg->mode, "sync|async", "consistency model (default sync)",
+                                "sync|async", 0};
+        opts[n++] = (cli_opt_t){"chunk-bytes", CLI_SIZE, &cfg->chunk_bytes, "BYTES",
+                                "tensor chunk size on the servers, e.g. 1M (default 1M)", NULL, 0};
+    }
+    if (with_coordinator)
+        opts[n++] = (cli_opt_t){"coordinator", CLI_STRING, &cfg->coordinator, "HOST:PORT",
+                                with_job ? "under mpirun/srun: where rank 0 runs the coordinator (default "
+                                           "127.0.0.1:7777)"
+                                         : "the coordinator's address (required)",
+                                NULL, 0};
+    opts[n++] = (cli_opt_t){"optimizer", CLI_CHOICE, &cfg->optimizer, "NAME",
+                            "sgd, momentum, adam, adamw or adagrad (default adam)", "sgd|momentum|adam|adamw|adagrad",
+                            0};
+    opts[n++] = (cli_opt_t){"lr", CLI_FLOAT, &cfg->lr, "RATE",
+                            "learning rate (default: adam/adamw 0.001, momentum 0.05, sgd 0.1, adagrad 0.01)", NULL, 0};
+    opts[n++] = (cli_opt_t){"batch", CLI_UINT, &cfg->batch, "N", "samples per step on each worker (default 128)", NULL, 1};
+    opts[n++] = (cli_opt_t){"epochs", CLI_UINT, &cfg->epochs, "N", "most epochs to train (default 15)", NULL, 1};
+    opts[n++] = (cli_opt_t){"hidden", CLI_LIST, &cfg->hidden, "N,N", "hidden layer sizes (default 256,128)", NULL, 0};
+    opts[n++] = (cli_opt_t){"seed", CLI_UINT, &cfg->seed, "N", "seed of the initial weights and shuffling (default 1)",
+                            NULL, 0};
+    opts[n++] = (cli_opt_t){"target-accuracy", CLI_FLOAT, &cfg->target, "ACC",
+                            "stop once test accuracy reaches this (default 0.88)", NULL, 0};
+    opts[n++] = (cli_opt_t){"data", CLI_STRING, &cfg->data, "DIR",
+                            "Fashion-MNIST IDX files (default " PSERV_FASHION_MNIST_DIR ")", NULL, 0};
+    opts[n++] = (cli_opt_t){"limit", CLI_UINT, &cfg->limit, "N", "train on the first N samples only (default all)",
+                            NULL, 0};
+    opts[n++] = (cli_opt_t){"timeout", CLI_UINT, &cfg->timeout_s, "SECONDS",
+                            "how long to wait for the job to form (default 60)", NULL, 1};
+    if (!with_job)
+        opts[n++] = (cli_opt_t){"report-fd", CLI_UINT, &cfg->report_fd, "FD",
+                                "internal: report progress to this file descriptor for pserv train", NULL, 0};
+    return n;
+}
+
+float train_config_lr(const train_config_t *cfg)
+{
+    if (cfg->lr > 0) return cfg->lr;
+    if (strcmp(cfg->optimizer, "sgd") == 0) return 0.1f;
+    if (strcmp(cfg->optimizer, "momentum") == 0) return 0.05f;
+    if (strcmp(cfg->optimizer, "adagrad") == 0) return 0.01f;
+    return 0.001f;
+}
+
+int train_config_worker_args(const train_config_t *cfg, char bufs[][64], char **argv, int max)
+{
+    int n = 0, b = 0;
+#define ARG(s) (n < max ? (void)(argv[n++] = (char *)(s)) : (void)0)
+#define ARGF(...) (snprintf(bufs[b], 64, __VA_ARGS__), ARG(bufs[b]), b++)
+    ARG("--optimizer");
+    ARG(cfg->optimizer);
+    ARGF("--lr=%.9g", (double)train_config_lr(cfg));
+    ARGF("--batch=%u", cfg->batch);
+    ARGF("--epochs=%u", cfg->epochs);
+    ARGF("--seed=%u", cfg->seed);
+    ARGF("--target-accuracy=%.9g", (double)cfg->target);
+    ARGF("--limit=%u", cfg->limit);
+    ARGF("--timeout=%u", cfg->timeout_s);
+    char hidden[64] = "";
+    for (unsigned i = 0; i < cfg->hidden.n; i++)
+        snprintf(hidden + strlen(hidden), sizeof(hidden) - strlen(hidden), "%s%zu", i ? "," : "", cfg->hidden.v[i]);
+    ARGF("--hidden=%s", hidden);
+    ARG("--data");
+    ARG(cfg->data);
+#undef ARG
+#undef ARGF
+    return n;
+}
+
+int train_config_check_data(const char *command, const train_config_t *cfg)
+{
+    static const char *files[] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
+    struct stat sb;
+    if (stat(cfg->data, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "pserv %s: data directory %s does not exist (install dataset-fashion-mnist or pass --data DIR)\n",
+                command, cfg->data);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", cfg->data, files[i]);
+        if (stat(path, &sb) != 0) {
+            fprintf(stderr, "pserv %s: missing data file %s\n", command, path);
+            return -1;
+        }
+    }
+    return 0;
+}

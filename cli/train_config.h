@@ -1,0 +1,43 @@
+/*
+ * The training job's settings, shared by `pserv train` (the launcher) and `pserv worker`
+ * (one member): one flag table, and a way to hand the same settings to child processes.
+ */
+#ifndef PSERV_CLI_TRAIN_CONFIG_H
+#define PSERV_CLI_TRAIN_CONFIG_H
+
+#include <stddef.h>
+
+#include "options.h"
+
+typedef struct train_config {
+    /* job */
+    unsigned servers, workers;
+    const char *mode;      /* sync | async */
+    size_t chunk_bytes;
+    const char *coordinator;
+    /* model and optimizer */
+    const char *optimizer; /* sgd | momentum | adam | adamw | adagrad */
+    float lr;              /* 0: the optimizer's default */
+    unsigned batch, epochs, seed;
+    cli_list_t hidden;
+    float target;          /* stop once test accuracy reaches this */
+    /* data */
+    const char *data;
+    unsigned limit;        /* train on the first N samples only (0: all) */
+    unsigned timeout_s;
+    int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
+} train_config_t;
+
+#define TRAIN_FLAGS_MAX 24
+
+void train_config_defaults(train_config_t *cfg);
+/* The flags of a role: job-wide ones (servers, workers, mode, chunk-bytes) when with_job. */
+size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinator, cli_opt_t *opts);
+/* The optimizer's learning rate when --lr was not given. */
+float train_config_lr(const train_config_t *cfg);
+/* Writes argv entries for a worker process with the same settings; returns how many. */
+int train_config_worker_args(const train_config_t *cfg, char bufs[][64], char **argv, int max);
+/* Checks that the data directory has the four Fashion-MNIST files; prints one line if not. */
+int train_config_check_data(const char *command, const train_config_t *cfg);
+
+#endif

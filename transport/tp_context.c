@@ -1,0 +1,401 @@
+/*
+ * ps_tp_t: UCX context and worker, the command queue other threads post to, and the progress
+ * thread that owns the worker.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "transport/tp_internal.h"
+
+/* Which ps_tp_t's progress thread this is (NULL on every other thread). */
+static _Thread_local const ps_tp_t *tp_self;
+
+int tp_on_progress_thread(const ps_tp_t *tp)
+{
+    return tp_self == tp;
+}
+
+static void tp_wake(ps_tp_t *tp)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the thread wakes anyway. */
+    if (write(tp->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        ps_error("transport wakeup failed: %s", strerror(errno));
+}
+
+pserv_status_t tp_cmd_post(ps_tp_t *tp, tp_cmd_t *cmd)
+{
+    int wake = 0;
+
+    pthread_mutex_lock(&tp->lock);
+    if (tp->cmds_closed) {
+        pthread_mutex_unlock(&tp->lock);
+        return PSERV_ERR_SHUTDOWN;
+    }
+    cmd->next = NULL;
+    *tp->cmd_tail = cmd;
+    tp->cmd_tail = &cmd->next;
+    /* One write per batch; the progress thread itself drains before it sleeps. */
+    if (!tp->wake_pending && !tp_on_progress_thread(tp)) {
+        tp->wake_pending = 1;
+        wake = 1;
+    }
+    pthread_mutex_unlock(&tp->lock);
+    if (wake) tp_wake(tp);
+    return PSERV_OK;
+}
+
+static void tp_cmds_exec(ps_tp_t *tp, tp_cmd_t *cmd)
+{
+    while (cmd != NULL) {
+        tp_cmd_t *next = cmd->next;
+        ps_tp_peer_t *peer;
+
+        switch (cmd->type) {
+        case TP_CMD_SEND:
+            tp_send_run(tp, tp_container_of(cmd, tp_send_t, cmd));
+            break;
+        case TP_CMD_CONNECT:
+            peer = tp_container_of(cmd, ps_tp_peer_t, connect_cmd);
+            tp_peer_connect_run(peer);
+            tp_peer_unref(peer);
+            break;
+        case TP_CMD_CLOSE:
+            peer = tp_container_of(cmd, ps_tp_peer_t, close_cmd);
+            tp_peer_close_run(peer);
+            /* The waiter in ps_tp_peer_close() holds a reference until it sees this. */
+            pthread_mutex_lock(&tp->lock);
+            peer->close_done = 1;
+            pthread_cond_broadcast(&tp->cond);
+            pthread_mutex_unlock(&tp->lock);
+            break;
+        }
+        cmd = next;
+    }
+}
+
+/* Runs the queued commands; returns 1 once ps_tp_stop() asked the thread to stop. */
+static int tp_cmds_run(ps_tp_t *tp)
+{
+    pthread_mutex_lock(&tp->lock);
+    tp_cmd_t *head = tp->cmd_head;
+    int stop = tp->stop;
+    tp->cmd_head = NULL;
+    tp->cmd_tail = &tp->cmd_head;
+    tp->wake_pending = 0;
+    pthread_mutex_unlock(&tp->lock);
+    tp_cmds_exec(tp, head);
+    return stop;
+}
+
+static int tp_cmds_pending(ps_tp_t *tp)
+{
+    pthread_mutex_lock(&tp->lock);
+    int pending = tp->cmd_head != NULL;
+    pthread_mutex_unlock(&tp->lock);
+    return pending;
+}
+
+/* Handlers run here, after ucp_worker_progress() returned: never inside a UCX callback. */
+static void tp_dispatch(ps_tp_t *tp)
+{
+    tp_accept_dispatch(tp);
+    /* Completions before failure reports: sends in flight to a failed peer fail first. */
+    tp_send_dispatch(tp);
+    tp_rx_dispatch(tp);
+    tp_fail_dispatch(tp);
+}
+
+static int tp_has_work(ps_tp_t *tp)
+{
+    return tp->done_head != NULL || tp->rxq_head != NULL || tp->acc_head != NULL ||
+           tp_cmds_pending(tp);
+}
+
+/* Returns 1 when the batch ran out with UCX still busy. */
+static int tp_progress(ps_tp_t *tp)
+{
+    for (int i = 0; i < TP_PROGRESS_BATCH; i++)
+        if (ucp_worker_progress(tp->worker) == 0) return 0;
+    return 1;
+}
+
+/* Sleeps until UCX or another thread has something for us, or timeout_ms (-1: forever). */
+static void tp_wait(ps_tp_t *tp, int timeout_ms)
+{
+    struct pollfd fds[2] = {{.fd = tp->worker_fd, .events = POLLIN}, {.fd = tp->wake_fd, .events = POLLIN}};
+    int n = poll(fds, 2, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        ps_error("transport poll failed: %s", strerror(errno));
+        return;
+    }
+    if (n > 0 && (fds[1].revents & POLLIN)) {
+        uint64_t v;
+        if (read(tp->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+            ps_error("transport wakeup read failed: %s", strerror(errno));
+    }
+}
+
+/*
+ * One turn of the loop; sleeps at most timeout_ms when there is nothing to do. done, if not
+ * NULL, is what the caller waits for: completions that queue nothing still end the wait.
+ */
+static void tp_turn(ps_tp_t *tp, int timeout_ms, int (*done)(ps_tp_t *tp))
+{
+    tp_dispatch(tp);
+    if (tp_progress(tp) || tp_has_work(tp)) return;
+    if (done != NULL && done(tp)) return;
+    ucs_status_t st = ucp_worker_arm(tp->worker);
+    if (st == UCS_ERR_BUSY) return;
+    if (st != UCS_OK) {
+        /* Cannot arm: fall back to a short poll rather than sleeping through events. */
+        ps_error("ucp_worker_arm failed: %s", ucs_status_string(st));
+        timeout_ms = (timeout_ms < 0 || timeout_ms > 10) ? 10 : timeout_ms;
+    }
+    tp_wait(tp, timeout_ms);
+}
+
+static int64_t tp_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int tp_left_ms(int64_t deadline)
+{
+    int64_t left = deadline - tp_now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+/* Rendezvous sends wait for the receiver, which a flush alone does not cover. */
+static int tp_flushed(ps_tp_t *tp)
+{
+    return tp->flushing == 0 && tp_list_empty(&tp->tx_active);
+}
+
+static void tp_flush_cb(void *req, ucs_status_t st, void *user)
+{
+    ps_tp_t *tp = user;
+    tp->flushing--;
+    ucp_request_free(req);
+}
+
+/* Shutdown step 1: lets sends already handed to UCX finish, within TP_FLUSH_TIMEOUT_MS. */
+static int tp_flush_all(ps_tp_t *tp)
+{
+    ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+                               .cb.send = tp_flush_cb,
+                               .user_data = tp};
+    ps_tp_peer_t **peers;
+    size_t n = tp_peer_snapshot(tp, &peers);
+    for (size_t i = 0; i < n; i++) {
+        if (peers[i]->state == TP_PEER_ACTIVE && peers[i]->ep != NULL) {
+            tp->flushing++; /* before the call: the callback may run before it returns */
+            ucs_status_ptr_t sp = ucp_ep_flush_nbx(peers[i]->ep, &prm);
+            if (!UCS_PTR_IS_PTR(sp)) tp->flushing--;
+        }
+        tp_peer_unref(peers[i]);
+    }
+    free(peers);
+    int64_t deadline = tp_now_ms() + TP_FLUSH_TIMEOUT_MS;
+    while (!tp_flushed(tp) && tp_left_ms(deadline) > 0) {
+        tp_cmds_run(tp);
+        tp_turn(tp, tp_left_ms(deadline), tp_flushed);
+    }
+    if (tp_flushed(tp)) return 1;
+    ps_warn("transport shutdown: sends still in flight after %d ms: cancelled", TP_FLUSH_TIMEOUT_MS);
+    return 0;
+}
+
+static int tp_busy(ps_tp_t *tp)
+{
+    return tp->closing_eps > 0 || !tp_list_empty(&tp->tx_active) || !tp_list_empty(&tp->rx_active) ||
+           tp->flushing > 0 || tp_has_work(tp);
+}
+
+static int tp_idle(ps_tp_t *tp)
+{
+    return !tp_busy(tp);
+}
+
+static void tp_shutdown(ps_tp_t *tp)
+{
+    tp->closing = 1;
+    tp_accept_dispatch(tp); /* rejects what waits, while the listener still exists */
+    if (tp->listener != NULL) {
+        ucp_listener_destroy(tp->listener);
+        tp->listener = NULL;
+    }
+    /* Drop queued receives while their endpoints are open (a rendezvous needs one to decline). */
+    tp_rx_dispatch(tp);
+    int drained = tp_flush_all(tp);
+    tp_dispatch(tp);
+    tp_peer_close_all(tp, !drained);
+
+    int64_t deadline = tp_now_ms() + TP_CLOSE_TIMEOUT_MS;
+    while (tp_busy(tp) && tp_left_ms(deadline) > 0) {
+        tp_cmds_run(tp);
+        tp_turn(tp, tp_left_ms(deadline), tp_idle);
+    }
+    if (tp_busy(tp))
+        ps_warn("transport shutdown: UCX did not finish in time (%u closes, sends %s, receives %s)",
+                tp->closing_eps, tp_list_empty(&tp->tx_active) ? "done" : "pending",
+                tp_list_empty(&tp->rx_active) ? "done" : "pending");
+
+    pthread_mutex_lock(&tp->lock);
+    tp->cmds_closed = 1;
+    pthread_mutex_unlock(&tp->lock);
+    tp_cmds_run(tp); /* the last ones: sends fail, closes release their waiters */
+    tp_dispatch(tp);
+
+    ucp_worker_destroy(tp->worker);
+    tp->worker = NULL;
+    tp_am_abandon(tp);
+}
+
+static void *tp_main(void *arg)
+{
+    ps_tp_t *tp = arg;
+    tp_self = tp;
+    while (!tp_cmds_run(tp)) tp_turn(tp, -1, NULL);
+    tp_shutdown(tp);
+    tp_self = NULL;
+    return NULL;
+}
+
+pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
+{
+    PS_CHECK_ARG(params != NULL && out != NULL && params->handler.rx != NULL);
+
+    pserv_status_t st = PSERV_ERR_NO_MEMORY;
+    ucs_status_t us;
+    ucp_config_t *config;
+    ps_tp_t *tp = calloc(1, sizeof(*tp));
+    if (tp == NULL) return st;
+
+    tp->h = params->handler;
+    tp->cmd_tail = &tp->cmd_head;
+    tp->done_tail = &tp->done_head;
+    tp->rxq_tail = &tp->rxq_head;
+    tp->fail_tail = &tp->fail_head;
+    tp->acc_tail = &tp->acc_head;
+    tp_list_init(&tp->peers);
+    tp_list_init(&tp->mems);
+    tp_list_init(&tp->tx_active);
+    tp_list_init(&tp->rx_active);
+    if (pthread_mutex_init(&tp->lock, NULL) != 0) goto err_free;
+    if (pthread_cond_init(&tp->cond, NULL) != 0) goto err_mutex;
+
+    if ((us = ucp_config_read(NULL, NULL, &config)) != UCS_OK) {
+        ps_error("ucp_config_read failed: %s", ucs_status_string(us));
+        st = tp_status(us);
+        goto err_cond;
+    }
+    ucp_params_t cp = {
+        .field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME,
+        .features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,
+        /* ps_tp_mem_register() maps memory from any thread while the worker runs. */
+        .mt_workers_shared = 1,
+        .name = "pserv",
+    };
+    us = ucp_init(&cp, config, &tp->context);
+    ucp_config_release(config);
+    if (us != UCS_OK) {
+        ps_error("ucp_init failed: %s", ucs_status_string(us));
+        st = tp_status(us);
+        goto err_cond;
+    }
+
+    ucp_worker_params_t wp = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+                              .thread_mode = UCS_THREAD_MODE_SINGLE};
+    if ((us = ucp_worker_create(tp->context, &wp, &tp->worker)) != UCS_OK) {
+        ps_error("ucp_worker_create failed: %s", ucs_status_string(us));
+        st = tp_status(us);
+        goto err_cleanup;
+    }
+    if ((us = ucp_worker_get_efd(tp->worker, &tp->worker_fd)) != UCS_OK) {
+        ps_error("ucp_worker_get_efd failed: %s", ucs_status_string(us));
+        st = tp_status(us);
+        goto err_worker;
+    }
+    tp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (tp->wake_fd < 0) {
+        ps_error("eventfd failed: %s", strerror(errno));
+        st = PSERV_ERR_NO_RESOURCE;
+        goto err_worker;
+    }
+    PS_CHECK_GOTO(tp_am_init(tp), st, err_wake);
+    if (params->listen_host != NULL)
+        PS_CHECK_GOTO(tp_listener_create(tp, params->listen_host, params->listen_port), st, err_wake);
+
+    int rc = pthread_create(&tp->thread, NULL, tp_main, tp);
+    if (rc != 0) {
+        ps_error("cannot start the transport thread: %s", strerror(rc));
+        st = PSERV_ERR_NO_RESOURCE;
+        goto err_listener;
+    }
+    *out = tp;
+    return PSERV_OK;
+
+err_listener:
+    if (tp->listener != NULL) ucp_listener_destroy(tp->listener);
+err_wake:
+    close(tp->wake_fd);
+err_worker:
+    ucp_worker_destroy(tp->worker);
+err_cleanup:
+    ucp_cleanup(tp->context);
+err_cond:
+    pthread_cond_destroy(&tp->cond);
+err_mutex:
+    pthread_mutex_destroy(&tp->lock);
+err_free:
+    free(tp);
+    return st;
+}
+
+void ps_tp_stop(ps_tp_t *tp)
+{
+    if (tp == NULL || tp->joined) return;
+    if (tp_on_progress_thread(tp)) {
+        /* The thread cannot join itself; refusing beats a deadlock. */
+        ps_error("ps_tp_stop/destroy called from a transport handler: refused");
+        return;
+    }
+    pthread_mutex_lock(&tp->lock);
+    tp->stop = 1;
+    pthread_mutex_unlock(&tp->lock);
+    tp_wake(tp);
+    pthread_join(tp->thread, NULL);
+    tp->joined = 1;
+}
+
+void ps_tp_destroy(ps_tp_t *tp)
+{
+    if (tp == NULL) return;
+    ps_tp_stop(tp);
+    if (!tp->joined) return;
+
+    tp_peer_free_all(tp);
+    tp_peer_table_free(tp);
+    tp_am_free_all(tp);
+    tp_mem_release_all(tp);
+    ucp_cleanup(tp->context);
+    close(tp->wake_fd);
+    pthread_cond_destroy(&tp->cond);
+    pthread_mutex_destroy(&tp->lock);
+    free(tp);
+}
+
+uint16_t ps_tp_listen_port(const ps_tp_t *tp)
+{
+    return tp != NULL ? tp->port : 0;
+}
