@@ -134,7 +134,7 @@ cli_result_t cli_parse(const char *command, const char *summary, const cli_opt_t
         char env[96];
         cli_env_name(opts[i].name, env, sizeof(env));
         const char *value = getenv(env);
-        char from[112];
+        char from[160];
         snprintf(from, sizeof(from), "%s (from the environment) for --", env);
         if (value && cli_set(command, &opts[i], value, from) != 0) return CLI_ERROR;
     }

@@ -60,6 +60,11 @@ static void ps_server_scratch_put(pserv_server_h s, void *buf)
     s->scratch_free[s->nscratch_free++] = (uint32_t)((size_t)(p - s->scratch) / s->scratch_slot);
 }
 
+static void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf)
+{
+    ps_server_scratch_put(arg, buf);
+}
+
 /* Runs on the progress thread when the job description arrives, before any worker traffic
  * is served: sets up the store and answers workers that said hello early. */
 static void ps_server_setup(pserv_server_h s)
@@ -227,7 +232,7 @@ pserv_status_t pserv_server_create(const pserv_server_params_t *params, pserv_se
     const char *listen = params->listen ? params->listen : "127.0.0.1:0";
     if ((st = ps_pool_create(params->threads ? params->threads : 1, &s->pool)) < 0) goto err_free;
     ps_tp_handler_t handler = {.arg = s, .rx_buffer = ps_server_rx_buffer, .rx = ps_server_rx,
-                               .peer_failed = ps_server_peer_failed};
+                               .rx_abort = ps_server_rx_abort, .peer_failed = ps_server_peer_failed};
     if ((st = ps_member_init(&s->m, PS_ROLE_SERVER, params->coordinator, listen, &handler)) < 0) goto err_pool;
     ps_server_advertised(s, listen, advertised);
     st = ps_member_join(&s->m, advertised, -1, params->timeout_ms ? params->timeout_ms : PS_DEFAULT_TIMEOUT_MS);

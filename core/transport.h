@@ -9,6 +9,11 @@
  * Threading: every handler runs on the progress thread, never inside a UCX callback, so a
  * handler may call ps_tp_send(). ps_tp_send(), ps_tp_connect() and the peer accessors are
  * thread-safe. Handlers must not block for long: they hold up all traffic of this ps_tp_t.
+ *
+ * Ordering and completion: a rendezvous message may be delivered after later eager messages
+ * of the same peer. A send's success means UCX finished it, not that the receiver accepted
+ * it. ps_tp_peer_close() from another thread blocks until the close has run. Memory must be
+ * deregistered before ps_tp_destroy() (ps_tp_stop() first, if handlers still use it).
  */
 #ifndef PS_TRANSPORT_H
 #define PS_TRANSPORT_H
@@ -39,6 +44,11 @@ typedef struct {
      * valid only during the call. Required.
      */
     void (*rx)(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len);
+    /*
+     * A buffer rx_buffer chose will not be delivered to rx (the sender failed mid-transfer, or
+     * the peer or transport closed): the caller may reuse it. May be NULL.
+     */
+    void (*rx_abort)(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf);
     /* A peer connected to our listener. May be NULL. */
     void (*peer_accepted)(void *arg, ps_tp_peer_t *peer);
     /*

@@ -212,7 +212,7 @@ static ps_msg_type_t ps_worker_reply_type(ps_msg_type_t sent)
  */
 static ps_req_t *ps_worker_match(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const char **why)
 {
-    ps_req_t *r;
+    ps_req_t *r = NULL;
     *why = NULL;
     if (h->sender >= w->m.job.num_servers || w->servers[h->sender] != peer) *why = "reply from an unknown server";
     else if ((r = ps_worker_req_find(w, h->req_id)) == NULL) *why = "reply to no request in flight";

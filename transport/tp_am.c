@@ -53,7 +53,7 @@ static void tp_send_cb(void *req, ucs_status_t st, void *user)
     tp_done_push(sd->peer->tp, sd);
 }
 
-void tp_send_fail(ps_tp_t *tp, tp_send_t *sd, ucs_status_t st)
+static void tp_send_fail(ps_tp_t *tp, tp_send_t *sd, ucs_status_t st)
 {
     sd->peer->inflight_tx++;
     sd->ucs_status = st;
@@ -227,6 +227,9 @@ static void tp_rx_release(ps_tp_t *tp, tp_recv_t *rx)
         break;
     case TP_RX_RNDV_DONE:
         peer->inflight_rx--;
+        /* A buffer core chose will never reach rx: give it back. */
+        if (!rx->delivered && !rx->data_owned && tp->h.rx_abort != NULL)
+            tp->h.rx_abort(tp->h.arg, peer, rx->hdr, rx->hdr_len, rx->data);
         break;
     case TP_RX_EAGER_COPY:
         break;
@@ -265,6 +268,7 @@ static ucs_status_t tp_am_recv_cb(void *arg, const void *header, size_t header_l
     rx->desc = NULL;
     rx->data = NULL;
     rx->data_owned = 0;
+    rx->delivered = 0;
     rx->ucs_status = UCS_OK;
     rx->hdr_len = (uint32_t)header_length;
     if (header_length > 0) memcpy(rx->hdr, header, header_length);
@@ -373,6 +377,7 @@ void tp_rx_dispatch(ps_tp_t *tp)
             if (!tp->closing && peer->state == TP_PEER_ACTIVE)
                 ps_warn("transport: receive from %s failed: %s", peer->name, ucs_status_string(rx->ucs_status));
         } else if (!tp->closing && peer->state != TP_PEER_CLOSED) {
+            rx->delivered = 1;
             tp->h.rx(tp->h.arg, peer, rx->hdr, rx->hdr_len, rx->data, rx->len);
         }
         tp_rx_release(tp, rx);

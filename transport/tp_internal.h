@@ -3,7 +3,7 @@
  *
  * Threading model: the UCX worker is created UCS_THREAD_MODE_SINGLE and only the progress
  * thread ever touches it. Other threads hand work over through the command queue (tp->lock,
- * tp->cmds) and wake the progress thread with an eventfd. Fields marked "progress thread"
+ * tp->cmd_head) and wake the progress thread with an eventfd. Fields marked "progress thread"
  * are touched by nobody else; fields marked "lock" need tp->lock.
  */
 #ifndef PS_TP_INTERNAL_H
@@ -34,7 +34,7 @@
 #define TP_RX_FREE_MAX 256
 /* ucp_worker_progress calls per loop turn before queued handlers get a turn. */
 #define TP_PROGRESS_BATCH 64
-/* ps_tp_destroy: time for in-flight sends to drain, then for forced closes to finish. */
+/* ps_tp_stop: time for in-flight sends to finish, then for endpoint closes to complete. */
 #define TP_FLUSH_TIMEOUT_MS 1000
 #define TP_CLOSE_TIMEOUT_MS 2000
 /* "host:port" or "[v6]:port" */
@@ -74,7 +74,7 @@ typedef struct tp_cmd {
 typedef enum {
     TP_PEER_NEW,    /* connect queued, no endpoint yet */
     TP_PEER_ACTIVE, /* endpoint usable */
-    TP_PEER_FAILED, /* endpoint error seen; endpoint force-closed */
+    TP_PEER_FAILED, /* endpoint error seen; the endpoint gets force-closed */
     TP_PEER_CLOSED  /* ps_tp_peer_close() ran; only references keep it alive */
 } tp_peer_state_t;
 
@@ -92,11 +92,10 @@ struct ps_tp_peer {
     ucp_ep_h ep;
     tp_peer_state_t state;
     pserv_status_t why;      /* failure reason, valid once state is FAILED */
-    int fail_queued;         /* waiting in tp->fails for its peer_failed report */
     unsigned inflight_tx;    /* sends handed to UCX, completion not yet delivered */
     unsigned inflight_rx;    /* rendezvous receives started, not yet finished */
     struct ps_tp_peer *hnext; /* ep -> peer hash chain */
-    struct ps_tp_peer *fnext; /* tp->fails queue */
+    struct ps_tp_peer *fnext; /* tp->fail_head: failed, peer_failed not yet reported */
     tp_link_t link;           /* tp->peers: every peer not yet freed */
 
     tp_cmd_t connect_cmd;
@@ -124,13 +123,13 @@ _Static_assert(sizeof(tp_send_t) <= 384, "tp_send_t is on the data path: keep it
 
 typedef enum {
     TP_RX_EAGER_UCX,  /* data is UCX's, give back with ucp_am_data_release */
-    TP_RX_EAGER_COPY, /* data copied into inline[] or a malloc'd buffer */
+    TP_RX_EAGER_COPY, /* data copied into inline_data or a malloc'd buffer */
     TP_RX_RNDV,       /* data still at the sender: rx_buffer, then ucp_am_recv_data_nbx */
     TP_RX_RNDV_DONE   /* rendezvous receive finished (ucs_status says how) */
 } tp_rx_kind_t;
 
 typedef struct tp_recv {
-    struct tp_recv *next; /* free list or tp->rxq */
+    struct tp_recv *next; /* free list or tp->rxq_head */
     tp_link_t active;     /* tp->rx_active while a rendezvous receive runs */
     ps_tp_peer_t *peer;
     tp_rx_kind_t kind;
@@ -138,6 +137,7 @@ typedef struct tp_recv {
     void *data;
     size_t len;
     int data_owned; /* data was malloc'd by us */
+    int delivered;  /* handed to the rx handler */
     ucs_status_t ucs_status;
     uint32_t hdr_len;
     uint8_t hdr[PS_TP_MAX_HDR];
@@ -172,6 +172,7 @@ struct ps_tp {
     int worker_fd; /* ucp_worker_get_efd */
     int wake_fd;   /* eventfd: commands queued or stop requested */
     pthread_t thread;
+    int joined; /* the progress thread has been joined (the ps_tp_stop/destroy caller's) */
 
     /* lock */
     pthread_mutex_t lock;
@@ -179,14 +180,13 @@ struct ps_tp {
     tp_cmd_t *cmd_head, **cmd_tail;
     int wake_pending; /* wake_fd already written since the last drain */
     int stop;         /* ps_tp_stop() called */
-    int joined;       /* the progress thread has been joined (ps_tp_stop) */
     int cmds_closed;  /* the progress thread ran its last drain: posting fails */
     tp_send_t *send_free;
     unsigned send_free_n;
     tp_link_t mems; /* live registrations: ucp_cleanup aborts on mapped memory */
 
     /* progress thread */
-    int closing; /* shutdown started: sends fail, no handler but send callbacks runs */
+    int closing; /* shutdown started: sends fail; only send callbacks still run */
     tp_link_t peers;
     ps_tp_peer_t **table; /* ep -> peer */
     size_t table_size, table_count;
@@ -236,7 +236,6 @@ void tp_mem_release_all(ps_tp_t *tp);
 /* tp_am.c */
 pserv_status_t tp_am_init(ps_tp_t *tp);
 void tp_send_run(ps_tp_t *tp, tp_send_t *sd);
-void tp_send_fail(ps_tp_t *tp, tp_send_t *sd, ucs_status_t st);
 void tp_send_dispatch(ps_tp_t *tp);
 void tp_rx_dispatch(ps_tp_t *tp);
 /* Gives back the receives queued for peer (all of them, or only not-yet-started rendezvous). */

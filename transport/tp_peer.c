@@ -171,7 +171,6 @@ static void tp_peer_set_failed(ps_tp_peer_t *peer, pserv_status_t why)
     if (peer->state == TP_PEER_FAILED || peer->state == TP_PEER_CLOSED) return;
     peer->state = TP_PEER_FAILED;
     peer->why = why;
-    peer->fail_queued = 1;
     tp_peer_ref(peer);
     peer->fnext = NULL;
     *tp->fail_tail = peer;
@@ -297,7 +296,6 @@ void tp_fail_dispatch(ps_tp_t *tp)
             tp->fail_tail = &peer->fnext;
             continue;
         }
-        peer->fail_queued = 0;
         if (peer->state != TP_PEER_CLOSED) {
             atomic_store_explicit(&peer->reported, 1, memory_order_release);
             if (!tp->closing && tp->h.peer_failed != NULL) tp->h.peer_failed(tp->h.arg, peer, peer->why);

@@ -151,6 +151,10 @@ static void run_sync_job(pserv_optim_type_t type)
         }
         close(fds[w]);
     }
+    for (unsigned t = 0; t < NTENSORS; t++) {
+        free(ref[t]);
+        free(got[t]);
+    }
     int bad = harness_wait_all(&h, 30000);
     cr_assert_eq(bad, 0, "%d processes failed", bad);
 }

@@ -181,6 +181,54 @@ Test(failure, receiver_killed_with_sends_in_flight, .timeout = 40)
     free(buf);
 }
 
+Test(failure, destroy_while_receiver_is_stuck, .timeout = 40)
+{
+    enum { N = 4 };
+    const size_t len = 8u << 20;
+    int port_pipe[2], sig_pipe[2];
+    cr_assert_eq(pipe(port_pipe), 0);
+    cr_assert_eq(pipe(sig_pipe), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) child_stuck_receiver(port_pipe[1], sig_pipe[1]);
+
+    uint16_t port;
+    if (read_within(port_pipe[0], &port, sizeof(port), 10000) != 0) {
+        kill_child(pid);
+        cr_assert_fail("child transport did not start");
+    }
+    h_sink_t k;
+    h_sends_t s;
+    h_send_ctx_t ctx[N];
+    ps_tp_peer_t *peer;
+    uint8_t *buf = malloc(len);
+    h_fill(buf, len, 14);
+    h_sink_init(&k, H_RXBUF_NONE);
+    h_sends_init(&s);
+    ps_tp_t *tp = h_client(h_sink_handler(&k));
+    cr_assert_not_null(tp);
+    cr_assert_eq(ps_tp_connect(tp, "127.0.0.1", port, &peer), PSERV_OK);
+    for (unsigned i = 0; i < N; i++) h_send(peer, &s, &ctx[i], i, buf, len, 14, NULL, 0);
+    char c;
+    int got = read_within(sig_pipe[0], &c, 1, 10000);
+
+    /* The peer is alive but will never answer: destroy must still end, within its bounds. */
+    double t0 = h_now();
+    ps_tp_destroy(tp);
+    double dt = h_now() - t0;
+    kill_child(pid);
+    cr_assert_eq(got, 0, "the child took the first rendezvous");
+    cr_log_info("destroy with a stuck peer: %.3f s, %u ok, %u failed", dt, s.ok, s.errors);
+    cr_assert_lt(dt, 5.0);
+    cr_assert_eq(s.done, N, "every send callback ran (%u)", s.done);
+    cr_assert_eq(s.errors, N);
+    cr_assert_eq(s.last_error, PSERV_ERR_SHUTDOWN);
+    cr_assert_eq(s.twice, 0);
+    h_sink_fini(&k);
+    h_sends_fini(&s);
+    free(buf);
+}
+
 /* ---- a child that receives a stream for real and is killed in the middle ---- */
 
 static int g_count_fd;

@@ -259,7 +259,8 @@ Test(loopback, refused_rendezvous_is_drained, .timeout = 30)
     cr_assert_eq(h_wait_sink(&p.srv, &p.srv.received, N / 2, 10000), 0);
     unsigned mask = 0;
     for (unsigned i = 0; i < N; i++) mask |= p.srv.seen[i] ? 1u << i : 0;
-    cr_assert_eq(p.srv.refused, N / 2, "refused %u received %u calls %u mask %x", p.srv.refused, p.srv.received, p.srv.rx_buffer_calls, mask);
+    /* Every 1 MiB message went by rendezvous (odd ones refused there), even the first ones. */
+    cr_assert_eq(p.srv.refused, N / 2, "refused %u, received mask %x", p.srv.refused, mask);
 
     /* The connection keeps working after refusals (even seqs only: odd ones are refused). */
     for (unsigned i = 0; i < N; i++)

@@ -1,0 +1,266 @@
+/*
+ * One training worker: loads Fashion-MNIST, registers the MLP's tensors on the server shards,
+ * and trains on its own shard of the training set with fused push-pulls, evaluating on the test
+ * set after every epoch. In sync mode every worker holds identical parameters after each step;
+ * in async mode the workers pull the latest ones (between two barriers) before evaluating, so
+ * all of them take the same stop decision.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "options.h"
+#include "progress.h"
+#include "train_config.h"
+#include "pserv/pserv.h"
+#include "pserv/pserv_model.h"
+
+#define WORKER_TIMEOUT_MS 120000
+#define MAX_TENSORS (2 * (CLI_LIST_MAX + 1))
+
+typedef struct {
+    const train_config_t *cfg;
+    pserv_worker_h worker;
+    pserv_job_info_t job;
+    pserv_mlp_h mlp;
+    unsigned ntensors;
+    pserv_dataset_h train, test;
+    FILE *report; /* NULL: print epochs to stdout (rank 0) */
+} trainer_t;
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void shuffle(size_t *idx, size_t n, uint64_t seed)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_next(&seed) % i);
+        size_t t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+}
+
+static int fail(const trainer_t *t, const char *what, pserv_status_t st)
+{
+    const char *detail = t->worker ? pserv_worker_last_error(t->worker) : pserv_last_error();
+    fprintf(stderr, "pserv worker: %s: %s%s%s\n", what, pserv_strerror(st), *detail ? ": " : "", detail);
+    return 1;
+}
+
+static pserv_status_t register_tensors(trainer_t *t)
+{
+    pserv_optim_type_t type;
+    pserv_status_t st = pserv_optim_parse(t->cfg->optimizer, &type);
+    for (unsigned i = 0; st == PSERV_OK && i < t->ntensors; i++) {
+        pserv_tensor_params_t p = PSERV_TENSOR_PARAMS_INIT;
+        p.key = i + 1;
+        p.count = pserv_mlp_tensor_size(t->mlp, i);
+        p.init = pserv_mlp_param(t->mlp, i);
+        p.optim.type = type;
+        p.optim.lr = train_config_lr(t->cfg);
+        st = pserv_worker_register(t->worker, &p);
+    }
+    return st;
+}
+
+/* Pushes every gradient (scaled) and pulls every tensor back, all requests in flight at once. */
+static pserv_status_t exchange(trainer_t *t, float scale)
+{
+    pserv_request_t reqs[MAX_TENSORS];
+    pserv_status_t st = PSERV_OK;
+    unsigned issued = 0;
+    for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++, issued++) {
+        float *g = pserv_mlp_grad(t->mlp, i);
+        if (scale != 1.0f)
+            for (size_t k = 0, n = pserv_mlp_tensor_size(t->mlp, i); k < n; k++) g[k] *= scale;
+        st = pserv_worker_push_pull(t->worker, i + 1, g, pserv_mlp_param(t->mlp, i), &reqs[i]);
+        if (st < 0) break;
+    }
+    for (unsigned i = 0; i < issued; i++) {
+        pserv_status_t w = pserv_worker_wait(t->worker, reqs[i], WORKER_TIMEOUT_MS);
+        if (st == PSERV_OK) st = w;
+    }
+    return st;
+}
+
+static pserv_status_t pull_all(trainer_t *t)
+{
+    pserv_request_t reqs[MAX_TENSORS];
+    pserv_status_t st = PSERV_OK;
+    for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++)
+        st = pserv_worker_pull(t->worker, i + 1, pserv_mlp_param(t->mlp, i), &reqs[i]);
+    for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++) st = pserv_worker_wait(t->worker, reqs[i], WORKER_TIMEOUT_MS);
+    return st;
+}
+
+static int train(trainer_t *t)
+{
+    const train_config_t *cfg = t->cfg;
+    size_t features = pserv_dataset_features(t->train), count = pserv_dataset_count(t->train);
+    if (cfg->limit && cfg->limit < count) count = cfg->limit;
+    /* Equal shards: in sync mode every worker must take the same number of steps. */
+    size_t per = count / t->job.num_workers, begin = (size_t)t->job.rank * per;
+    size_t steps = per / cfg->batch;
+    if (steps == 0) {
+        fprintf(stderr, "pserv worker: %zu samples per worker is less than one batch of %u\n", per, cfg->batch);
+        return 2;
+    }
+    size_t *idx = malloc(per * sizeof(*idx));
+    float *xb = malloc((size_t)cfg->batch * features * sizeof(float));
+    uint8_t *yb = malloc(cfg->batch);
+    if (!idx || !xb || !yb) {
+        free(idx), free(xb), free(yb);
+        return fail(t, "out of memory", PSERV_ERR_NO_MEMORY);
+    }
+    for (size_t i = 0; i < per; i++) idx[i] = begin + i;
+    const float *images = pserv_dataset_images(t->train);
+    const uint8_t *labels = pserv_dataset_labels(t->train);
+    /* Sync mode sums the workers' pushes: send 1/W of each so the step uses their mean. */
+    float scale = t->job.mode == PSERV_MODE_SYNC ? 1.0f / (float)t->job.num_workers : 1.0f;
+    double start = progress_now();
+    uint64_t samples = 0;
+    double accuracy = 0;
+    unsigned epoch = 0;
+    pserv_status_t st = PSERV_OK;
+
+    while (epoch < cfg->epochs && st == PSERV_OK) {
+        epoch++;
+        shuffle(idx, per, cfg->seed * 1000003ull + t->job.rank * 7919ull + epoch);
+        double loss_sum = 0;
+        for (size_t s = 0; s < steps && st == PSERV_OK; s++) {
+            for (unsigned b = 0; b < cfg->batch; b++) {
+                size_t k = idx[s * cfg->batch + b];
+                memcpy(xb + (size_t)b * features, images + k * features, features * sizeof(float));
+                yb[b] = labels[k];
+            }
+            float loss = 0;
+            st = pserv_mlp_train_step(t->mlp, xb, yb, cfg->batch, &loss);
+            if (st == PSERV_OK) st = exchange(t, scale);
+            loss_sum += loss;
+            samples += cfg->batch;
+            if (t->report)
+                fprintf(t->report, "step %u %u %zu %zu %.6f %.3f\n", t->job.rank, epoch, s + 1, steps, loss,
+                        progress_now() - start);
+        }
+        if (st < 0) break;
+        /* Everyone stops pushing; async workers then pull the same, latest parameters. */
+        st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
+        if (st == PSERV_OK && t->job.mode == PSERV_MODE_ASYNC) {
+            st = pull_all(t);
+            if (st == PSERV_OK) st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
+        }
+        size_t correct = 0;
+        float test_loss = 0;
+        if (st == PSERV_OK)
+            st = pserv_mlp_evaluate(t->mlp, pserv_dataset_images(t->test), pserv_dataset_labels(t->test),
+                                    pserv_dataset_count(t->test), &correct, &test_loss);
+        if (st < 0) break;
+        accuracy = (double)correct / (double)pserv_dataset_count(t->test);
+        uint64_t job_samples = samples * t->job.num_workers;
+        double elapsed = progress_now() - start;
+        if (t->report)
+            fprintf(t->report, "epoch %u %u %.6f %.6f %.6f %llu %.3f\n", t->job.rank, epoch, accuracy, test_loss,
+                    loss_sum / (double)steps, (unsigned long long)job_samples, elapsed);
+        else if (t->job.rank == 0)
+            printf("epoch %2u/%u  train loss %.4f  test loss %.4f  test accuracy %.4f  %.0f samples/s  %.1f s\n",
+                   epoch, cfg->epochs, loss_sum / (double)steps, test_loss, accuracy, (double)job_samples / elapsed,
+                   elapsed);
+        fflush(t->report ? t->report : stdout);
+        if (accuracy >= cfg->target) break;
+    }
+    free(idx), free(xb), free(yb);
+    if (st < 0) return fail(t, "training failed", st);
+
+    pserv_worker_stats_t stats = PSERV_WORKER_STATS_INIT;
+    pserv_worker_stats(t->worker, &stats);
+    double elapsed = progress_now() - start;
+    if (t->report) {
+        fprintf(t->report, "done %u %u %.6f %llu %llu %llu %.3f\n", t->job.rank, epoch, accuracy,
+                (unsigned long long)(samples * t->job.num_workers), (unsigned long long)stats.bytes_pushed,
+                (unsigned long long)stats.bytes_pulled, elapsed);
+        fflush(t->report);
+    } else {
+        printf("worker %u: test accuracy %.4f after %u epochs, %.1f s, %.0f samples/s, pushed %.1f MiB, pulled %.1f MiB\n",
+               t->job.rank, accuracy, epoch, elapsed, (double)samples / elapsed,
+               (double)stats.bytes_pushed / (1 << 20), (double)stats.bytes_pulled / (1 << 20));
+    }
+    return 0;
+}
+
+int train_worker_run(const train_config_t *cfg, const char *coordinator)
+{
+    trainer_t t = {.cfg = cfg};
+    size_t dims[CLI_LIST_MAX + 2];
+    unsigned ndims = 0;
+    pserv_status_t st;
+    int rc = 1;
+
+    pserv_blas_set_threads(1);
+    if (cfg->report_fd >= 0 && (t.report = fdopen(cfg->report_fd, "w")) == NULL) {
+        fprintf(stderr, "pserv worker: --report-fd %d is not open for writing\n", cfg->report_fd);
+        return 2;
+    }
+    if ((st = pserv_dataset_load_fashion_mnist(cfg->data, 1, &t.train)) < 0) {
+        rc = fail(&t, "cannot load the training set", st);
+        goto out;
+    }
+    if ((st = pserv_dataset_load_fashion_mnist(cfg->data, 0, &t.test)) < 0) {
+        rc = fail(&t, "cannot load the test set", st);
+        goto out;
+    }
+    dims[ndims++] = pserv_dataset_features(t.train);
+    for (unsigned i = 0; i < cfg->hidden.n; i++) dims[ndims++] = cfg->hidden.v[i];
+    dims[ndims++] = 10;
+    if ((st = pserv_mlp_create(dims, ndims, cfg->batch, &t.mlp)) < 0 || (st = pserv_mlp_init(t.mlp, cfg->seed)) < 0) {
+        rc = fail(&t, "cannot create the model", st);
+        goto out;
+    }
+    t.ntensors = pserv_mlp_num_tensors(t.mlp);
+
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    wp.coordinator = coordinator;
+    wp.timeout_ms = (int)cfg->timeout_s * 1000;
+    if ((st = pserv_worker_create(&wp, &t.worker)) < 0) {
+        rc = fail(&t, "cannot join the job", st);
+        goto out;
+    }
+    t.job.size = sizeof(t.job);
+    pserv_worker_job(t.worker, &t.job);
+    if ((st = register_tensors(&t)) < 0 || (st = pserv_worker_barrier(t.worker, WORKER_TIMEOUT_MS)) < 0) {
+        rc = fail(&t, "cannot register the model's tensors", st);
+        goto out;
+    }
+    rc = train(&t);
+out:
+    if (t.worker) pserv_worker_destroy(t.worker);
+    if (t.mlp) pserv_mlp_destroy(t.mlp);
+    if (t.train) pserv_dataset_destroy(t.train);
+    if (t.test) pserv_dataset_destroy(t.test);
+    if (t.report) fclose(t.report);
+    return rc;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    train_config_t cfg;
+    cli_opt_t opts[TRAIN_FLAGS_MAX];
+    train_config_defaults(&cfg);
+    size_t n = train_config_flags(&cfg, 0, 1, opts);
+    cli_result_t r = cli_parse("worker", "Runs one training worker of a job (see pserv train for the whole job).", opts,
+                               n, argc, argv);
+    if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
+    if (cfg.coordinator == NULL) {
+        fprintf(stderr, "pserv worker: --coordinator HOST:PORT is required\n");
+        return 2;
+    }
+    if (train_config_check_data("worker", &cfg) != 0) return 2;
+    return train_worker_run(&cfg, cfg.coordinator);
+}
