@@ -12,7 +12,7 @@ void train_config_defaults(train_config_t *cfg)
     cfg->servers = 2;
     cfg->workers = 2;
     cfg->mode = "sync";
-    cfg->chunk_bytes = 1u << 20;
+    cfg->chunk_bytes = 256u << 10;
     cfg->optimizer = "adam";
     cfg->batch = 128;
     cfg->epochs = 15;
@@ -35,7 +35,7 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
         opts[n++] = (cli_opt_t){"mode", CLI_CHOICE, &cfg->mode, "sync|async", "consistency model (default sync)",
                                 "sync|async", 0};
         opts[n++] = (cli_opt_t){"chunk-bytes", CLI_SIZE, &cfg->chunk_bytes, "BYTES",
-                                "tensor chunk size on the servers, e.g. 1M (default 1M)", NULL, 0};
+                                "tensor chunk size on the servers, e.g. 1M (default 256K)", NULL, 0};
     }
     if (with_coordinator)
         opts[n++] = (cli_opt_t){"coordinator", CLI_STRING, &cfg->coordinator, "HOST:PORT",

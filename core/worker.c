@@ -219,6 +219,9 @@ static void ps_worker_free_tensor(void *arg, void *value)
 pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
 {
     if (worker == NULL) return PSERV_OK;
+    pthread_mutex_lock(&worker->m.lock);
+    worker->leaving = 1;
+    pthread_mutex_unlock(&worker->m.lock);
     /* Tell the servers first, so they take the disconnect for the normal end it is. */
     for (uint32_t s = 0; worker->servers && s < worker->m.job.num_servers; s++) {
         ps_wire_hdr_t h;

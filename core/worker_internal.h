@@ -43,6 +43,7 @@ struct pserv_worker {
     uint32_t *free_slots;
     uint32_t nfree;
     uint64_t barrier_seq;
+    int leaving; /* destroy has begun: servers closing now is the normal end */
     pserv_worker_stats_t stats;
 };
 

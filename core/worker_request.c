@@ -277,14 +277,15 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
 {
     pserv_worker_h w = arg;
     if (ps_member_peer_failed(&w->m, peer)) {
-        ps_warn("lost the coordinator at %s: %s", w->m.coord_addr, pserv_strerror(why));
+        if (!w->leaving) ps_warn("lost the coordinator at %s: %s", w->m.coord_addr, pserv_strerror(why));
         return;
     }
     pthread_mutex_lock(&w->m.lock);
     for (uint32_t s = 0; w->servers && s < w->m.job.num_servers; s++) {
         if (w->servers[s] != peer || w->server_failed[s]) continue;
         w->server_failed[s] = 1;
-        ps_warn("server %u at %s failed: %s", s, w->m.job.servers[s], pserv_strerror(why));
+        if (w->leaving) ps_debug("server %u at %s closed after we left", s, w->m.job.servers[s]);
+        else ps_warn("server %u at %s failed: %s", s, w->m.job.servers[s], pserv_strerror(why));
         snprintf(w->m.last_error, sizeof(w->m.last_error), "server %u at %s failed", s, w->m.job.servers[s]);
         for (uint32_t i = 0; i < w->nreqs; i++) {
             ps_req_t *r = &w->reqs[i];
