@@ -34,7 +34,8 @@ int cmd_coordinator(int argc, char **argv)
     p.chunk_bytes = chunk;
     pserv_status_t st = pserv_coordinator_create(&p, &c);
     if (st < 0) {
-        fprintf(stderr, "pserv coordinator: cannot listen on %s: %s\n", listen, pserv_strerror(st));
+        fprintf(stderr, "pserv coordinator: cannot listen on %s: %s (%s)\n", listen, pserv_strerror(st),
+                pserv_last_error());
         return 1;
     }
     uint16_t port = 0;
@@ -75,7 +76,7 @@ int cmd_server(int argc, char **argv)
     p.timeout_ms = (int)(timeout_s * 1000);
     pserv_status_t st = pserv_server_create(&p, &s);
     if (st < 0) {
-        fprintf(stderr, "pserv server: %s\n", pserv_strerror(st));
+        fprintf(stderr, "pserv server: %s: %s\n", pserv_strerror(st), pserv_last_error());
         return 1;
     }
     st = pserv_server_wait(s, -1);

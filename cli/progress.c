@@ -81,9 +81,9 @@ void progress_summary(const progress_t *p, FILE *out)
     double elapsed = progress_now() - p->start;
     fprintf(out,
             "\nsummary: test accuracy %.4f after %u epochs (target %.2f %s)\n"
-            "         %.1f s, %.0f samples/s over %u workers\n"
+            "         %.1f s in all, %.1f s training, %.0f samples/s over %u workers\n"
             "         pushed %.1f MiB, pulled %.1f MiB\n",
-            p->accuracy, p->epochs_run, p->target, p->reached ? "reached" : "not reached", elapsed,
-            elapsed > 0 ? (double)p->samples / elapsed : 0.0, p->workers, (double)p->bytes_pushed / (1 << 20),
+            p->accuracy, p->epochs_run, p->target, p->reached ? "reached" : "not reached", elapsed, p->seconds,
+            p->seconds > 0 ? (double)p->samples / p->seconds : 0.0, p->workers, (double)p->bytes_pushed / (1 << 20),
             (double)p->bytes_pulled / (1 << 20));
 }

@@ -123,8 +123,10 @@ static int train(trainer_t *t)
     for (size_t i = 0; i < per; i++) idx[i] = begin + i;
     const float *images = pserv_dataset_images(t->train);
     const uint8_t *labels = pserv_dataset_labels(t->train);
-    /* Sync mode sums the workers' pushes: send 1/W of each so the step uses their mean. */
-    float scale = t->job.mode == PSERV_MODE_SYNC ? 1.0f / (float)t->job.num_workers : 1.0f;
+    /* Sync mode sums the workers' pushes: send 1/W of each so the step uses their mean. Async
+     * mode takes W steps where sync takes one: the same 1/W keeps the learning rate's meaning
+     * (and the same defaults) in both modes. */
+    float scale = 1.0f / (float)t->job.num_workers;
     double start = progress_now();
     uint64_t samples = 0;
     double accuracy = 0;

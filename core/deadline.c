@@ -15,6 +15,15 @@ void ps_deadline_set(ps_deadline_t *d, int timeout_ms)
     }
 }
 
+int ps_deadline_left_ms(const ps_deadline_t *d)
+{
+    if (d->forever) return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ms = (long long)(d->at.tv_sec - now.tv_sec) * 1000 + (d->at.tv_nsec - now.tv_nsec) / 1000000;
+    return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
 pserv_status_t ps_cond_init(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;

@@ -14,6 +14,8 @@ typedef struct {
 
 /* A deadline timeout_ms from now; negative means never. */
 void ps_deadline_set(ps_deadline_t *d, int timeout_ms);
+/* Milliseconds left before the deadline (0 once passed; -1 for never). */
+int ps_deadline_left_ms(const ps_deadline_t *d);
 /* A condition variable that waits on CLOCK_MONOTONIC. */
 pserv_status_t ps_cond_init(pthread_cond_t *cond);
 /* One wait (the caller loops on its predicate): PSERV_ERR_TIMED_OUT once the deadline passed. */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/check.h"
 #include "core/hostport.h"
@@ -150,27 +151,48 @@ static pserv_status_t ps_member_ctl(ps_member_t *m, ps_wire_hdr_t *h, const void
     return st;
 }
 
+static int ps_member_unreachable(pserv_status_t st)
+{
+    return st == PSERV_ERR_PEER_FAILED || st == PSERV_ERR_UNREACHABLE || st == PSERV_ERR_TRANSPORT;
+}
+
 pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, int32_t wanted_rank, int timeout_ms)
 {
     char host[PS_HOST_MAX];
     uint16_t port;
     ps_writer_t w;
     ps_wire_hdr_t h;
+    ps_deadline_t deadline;
     pserv_status_t st;
+    unsigned delay_ms = 20;
 
     if (ps_hostport_parse(m->coord_addr, 0, host, &port) < 0 || port == 0)
         return ps_member_error(m, PSERV_ERR_INVALID_ARG, "bad coordinator address '%s' (want host:port)",
                                m->coord_addr);
-    st = ps_tp_connect(m->tp, host, port, &m->coord);
-    if (st < 0) return ps_member_error(m, PSERV_ERR_UNREACHABLE, "cannot reach the coordinator at %s: %s",
-                                       m->coord_addr, pserv_strerror(st));
-
     ps_writer_init(&w, m->ctl_payload, sizeof(m->ctl_payload));
     ps_join_encode(&w, m->role, wanted_rank, advertised_addr);
-    ps_wire_hdr_init(&h, PS_MSG_JOIN);
-    st = ps_member_ctl(m, &h, m->ctl_payload, w.len, PS_MSG_JOIN_REPLY, timeout_ms);
-    if (st == PSERV_ERR_PEER_FAILED || st == PSERV_ERR_UNREACHABLE || st == PSERV_ERR_TRANSPORT)
-        return ps_member_error(m, PSERV_ERR_UNREACHABLE, "cannot reach the coordinator at %s", m->coord_addr);
+    ps_deadline_set(&deadline, timeout_ms);
+    /* Members may start before the coordinator listens (mpirun starts every rank at once):
+     * a refused connection is retried, with growing pauses, until the timeout. */
+    for (;;) {
+        st = ps_tp_connect(m->tp, host, port, &m->coord);
+        if (st < 0) return ps_member_error(m, PSERV_ERR_UNREACHABLE, "cannot reach the coordinator at %s: %s",
+                                           m->coord_addr, pserv_strerror(st));
+        ps_wire_hdr_init(&h, PS_MSG_JOIN);
+        st = ps_member_ctl(m, &h, m->ctl_payload, w.len, PS_MSG_JOIN_REPLY, ps_deadline_left_ms(&deadline));
+        int left = ps_deadline_left_ms(&deadline);
+        if (!ps_member_unreachable(st) || (left >= 0 && left <= (int)delay_ms)) break;
+        ps_tp_peer_close(m->coord);
+        pthread_mutex_lock(&m->lock);
+        m->coord = NULL;
+        m->coord_failed = 0;
+        pthread_mutex_unlock(&m->lock);
+        usleep(delay_ms * 1000);
+        delay_ms = delay_ms * 2 > 1000 ? 1000 : delay_ms * 2;
+    }
+    if (ps_member_unreachable(st))
+        return ps_member_error(m, PSERV_ERR_UNREACHABLE, "cannot reach the coordinator at %s (tried for %d ms)",
+                               m->coord_addr, timeout_ms);
     if (st == PSERV_ERR_TIMED_OUT)
         return ps_member_error(m, st, "no answer from the coordinator at %s within %d ms (job not formed)",
                                m->coord_addr, timeout_ms);

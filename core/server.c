@@ -192,7 +192,7 @@ static void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t 
 {
     pserv_server_h s = arg;
     if (ps_member_peer_failed(&s->m, peer)) {
-        ps_warn("lost the coordinator at %s: %s", s->m.coord_addr, pserv_strerror(why));
+        if (s->ready && !s->m.shutdown) ps_warn("lost the coordinator at %s: %s", s->m.coord_addr, pserv_strerror(why));
         return;
     }
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);

@@ -277,7 +277,7 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
 {
     pserv_worker_h w = arg;
     if (ps_member_peer_failed(&w->m, peer)) {
-        if (!w->leaving) ps_warn("lost the coordinator at %s: %s", w->m.coord_addr, pserv_strerror(why));
+        if (!w->leaving && w->m.job.servers != NULL) ps_warn("lost the coordinator at %s: %s", w->m.coord_addr, pserv_strerror(why));
         return;
     }
     pthread_mutex_lock(&w->m.lock);
