@@ -162,7 +162,7 @@ static int run_local(const train_config_t *cfg)
     }
 
     progress_t prog;
-    progress_init(&prog, cfg->workers, cfg->epochs, cfg->target);
+    progress_init(&prog, cfg->workers, cfg->epochs, cfg->batch, cfg->target);
     if (!failed) pump_reports(kids, nkids, &prog);
     /* Workers are done (their pipes closed): collect them, then the coordinator ends the job. */
     for (int i = 0; i < nkids; i++) {

@@ -11,17 +11,18 @@ double progress_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void progress_init(progress_t *p, unsigned workers, unsigned epochs, float target)
+void progress_init(progress_t *p, unsigned workers, unsigned epochs, unsigned batch, float target)
 {
     memset(p, 0, sizeof(*p));
     p->tty = isatty(STDOUT_FILENO);
     p->workers = workers;
     p->epochs = epochs;
+    p->batch = batch;
     p->target = target;
     p->start = progress_now();
 }
 
-static void progress_bar(progress_t *p, unsigned epoch, double elapsed)
+static void progress_bar(progress_t *p, unsigned epoch)
 {
     const int width = 30;
     double frac = p->steps_total ? (double)p->steps_done / (double)p->steps_total : 0;
@@ -30,7 +31,7 @@ static void progress_bar(progress_t *p, unsigned epoch, double elapsed)
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
     printf("\repoch %2u/%u [%s] %3.0f%%  loss %.4f  %6.0f samples/s ", epoch, p->epochs, bar, frac * 100,
-           p->loss_n ? p->loss_sum / p->loss_n : 0.0, elapsed > 0 ? (double)p->samples / elapsed : 0.0);
+           p->loss_n ? p->loss_sum / p->loss_n : 0.0, p->steps_all * p->batch / (progress_now() - p->first_step + 1e-9));
     fflush(stdout);
 }
 
@@ -48,13 +49,15 @@ void progress_line(progress_t *p, const char *line)
         }
         p->steps_total = (uint64_t)batches * p->workers;
         p->steps_done++;
+        if (p->steps_all++ == 0) p->first_step = progress_now();
         p->loss_sum += loss;
         p->loss_n++;
-        if (p->tty && (p->steps_done % 8 == 0 || p->steps_done == p->steps_total))
-            progress_bar(p, epoch, progress_now() - p->start);
+        if (p->tty && epoch > p->reported && (p->steps_done % 8 == 0 || p->steps_done == p->steps_total))
+            progress_bar(p, epoch);
     } else if (sscanf(line, "epoch %u %u %lf %lf %lf %llu %lf", &rank, &epoch, &acc, &test_loss, &train_loss,
                       &samples, &seconds) == 7) {
         if (rank != 0) return;
+        p->reported = epoch;
         p->samples = samples;
         double elapsed = progress_now() - p->start;
         if (p->tty) printf("\r%*s\r", 100, "");

@@ -14,13 +14,14 @@
 
 typedef struct {
     int tty;
-    unsigned workers, epochs;
-    double start;
+    unsigned workers, epochs, batch;
+    double start, first_step;
+    uint64_t steps_all; /* steps of every worker since the first one */
     /* per epoch, summed over workers */
     uint64_t steps_done, steps_total;
     double loss_sum;
     unsigned loss_n;
-    unsigned epoch;
+    unsigned epoch, reported; /* epoch of the bar; last epoch whose line was printed */
     /* summary */
     unsigned done, epochs_run;
     double accuracy, seconds;
@@ -29,7 +30,7 @@ typedef struct {
     float target;
 } progress_t;
 
-void progress_init(progress_t *p, unsigned workers, unsigned epochs, float target);
+void progress_init(progress_t *p, unsigned workers, unsigned epochs, unsigned batch, float target);
 /* Consumes one report line. */
 void progress_line(progress_t *p, const char *line);
 /* The final summary. */
