@@ -182,9 +182,11 @@ pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int
         goto out;
     }
     st = r->status;
+    if (r->type == PS_MSG_PUSH || r->type == PS_MSG_PULL || r->type == PS_MSG_PUSH_PULL) {
+        PS_WSTAT_ADD(worker, requests, 1);
+        if (st < 0) PS_WSTAT_ADD(worker, errors, 1);
+    }
     ps_worker_req_free(worker, r);
-    PS_WSTAT_ADD(worker, requests, 1);
-    if (st < 0) PS_WSTAT_ADD(worker, errors, 1);
 out:
     pthread_mutex_unlock(&worker->m.lock);
     return st;

@@ -205,8 +205,8 @@ typedef struct {
     size_t size;         /**< sizeof(pserv_worker_stats_t) */
     uint64_t bytes_pushed;
     uint64_t bytes_pulled;
-    uint64_t requests;   /**< requests completed */
-    uint64_t errors;     /**< requests completed with an error */
+    uint64_t requests;   /**< push, pull and push-pull requests waited on */
+    uint64_t errors;     /**< of those, how many completed with an error */
 } pserv_worker_stats_t;
 
 #define PSERV_WORKER_STATS_INIT { sizeof(pserv_worker_stats_t), 0, 0, 0, 0 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,4 +158,57 @@ void harness_kill_all(harness_t *h)
         waitpid(h->pids[i], NULL, 0);
         h->pids[i] = 0;
     }
+}
+
+typedef struct {
+    const char *coord;
+    pserv_server_h server;
+    pserv_status_t st;
+} server_thread_t;
+
+static void *server_thread(void *arg)
+{
+    server_thread_t *t = arg;
+    pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
+    sp.coordinator = t->coord;
+    sp.timeout_ms = 20000;
+    t->st = pserv_server_create(&sp, &t->server);
+    return NULL;
+}
+
+int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests)
+{
+    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
+    uint16_t port;
+    char coord[64];
+    memset(job, 0, sizeof(*job));
+    cp.num_servers = 1;
+    cp.num_workers = 1;
+    cp.mode = mode;
+    cp.chunk_bytes = chunk_bytes;
+    if (pserv_coordinator_create(&cp, &job->coord) != PSERV_OK) return -1;
+    pserv_coordinator_port(job->coord, &port);
+    snprintf(coord, sizeof(coord), "127.0.0.1:%u", port);
+
+    server_thread_t st = {coord, NULL, PSERV_ERR_INTERNAL};
+    pthread_t tid;
+    pthread_create(&tid, NULL, server_thread, &st);
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    wp.coordinator = coord;
+    wp.max_requests = max_requests;
+    pserv_status_t ws = pserv_worker_create(&wp, &job->worker);
+    pthread_join(tid, NULL);
+    job->server = st.server;
+    return ws == PSERV_OK && st.st == PSERV_OK ? 0 : -1;
+}
+
+int inproc_job_stop(inproc_job_t *job)
+{
+    int bad = 0;
+    pserv_worker_destroy(job->worker);
+    if (job->server) bad |= pserv_server_wait(job->server, 10000) != PSERV_OK;
+    pserv_server_destroy(job->server);
+    bad |= pserv_coordinator_wait(job->coord, 10000) != PSERV_OK;
+    pserv_coordinator_destroy(job->coord);
+    return bad ? -1 : 0;
 }

@@ -36,4 +36,16 @@ void harness_kill_all(harness_t *h);
 int harness_read(int fd, void *buf, size_t n, int timeout_ms);
 int harness_write(int fd, const void *buf, size_t n);
 
+/* A one-process job: coordinator, one server shard (on a thread while it joins) and one worker. */
+typedef struct {
+    pserv_coordinator_h coord;
+    pserv_server_h server;
+    pserv_worker_h worker;
+} inproc_job_t;
+
+/* Starts the job; returns 0 on success. */
+int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests);
+/* Ends it in order (worker leaves, server and coordinator see the job end); returns 0 if clean. */
+int inproc_job_stop(inproc_job_t *job);
+
 #endif

@@ -115,22 +115,6 @@ Test(failures, killed_server_fails_requests_not_hangs, .timeout = 60)
 /* --- hostile messages to a live, in-process server ----------------------------------- */
 
 typedef struct {
-    const char *coord;
-    pserv_server_h server;
-    pserv_status_t st;
-} server_thread_t;
-
-static void *server_thread(void *arg)
-{
-    server_thread_t *t = arg;
-    pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
-    sp.coordinator = t->coord;
-    sp.timeout_ms = 20000;
-    t->st = pserv_server_create(&sp, &t->server);
-    return NULL;
-}
-
-typedef struct {
     pthread_mutex_t lock;
     int replies;
     int32_t last_status;
@@ -164,26 +148,9 @@ static int raw_replies(raw_rx_t *r, int want, int32_t *status)
 
 Test(failures, hostile_messages_are_rejected_and_server_keeps_serving, .timeout = 60)
 {
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    pserv_coordinator_h c;
-    uint16_t port;
-    char coord[64];
-    cp.num_servers = 1;
-    cp.num_workers = 1;
-    cp.chunk_bytes = 1024;
-    cr_assert_eq(pserv_coordinator_create(&cp, &c), PSERV_OK);
-    pserv_coordinator_port(c, &port);
-    snprintf(coord, sizeof(coord), "127.0.0.1:%u", port);
-
-    server_thread_t st = {coord, NULL, PSERV_ERR_INTERNAL};
-    pthread_t tid;
-    pthread_create(&tid, NULL, server_thread, &st);
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
-    pserv_worker_h w;
-    wp.coordinator = coord;
-    cr_assert_eq(pserv_worker_create(&wp, &w), PSERV_OK);
-    pthread_join(tid, NULL);
-    cr_assert_eq(st.st, PSERV_OK);
+    inproc_job_t job;
+    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_SYNC, 1024, 0), 0);
+    pserv_worker_h w = job.worker;
     float values[1000], out[1000], grad[1000];
     for (int i = 0; i < 1000; i++) values[i] = (float)i, grad[i] = 1.0f;
     pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
@@ -201,7 +168,7 @@ Test(failures, hostile_messages_are_rejected_and_server_keeps_serving, .timeout 
     char host[PS_HOST_MAX];
     uint16_t sport;
     cr_assert_eq(ps_tp_create(&tpp, &tp_raw), PSERV_OK);
-    cr_assert_eq(ps_hostport_parse(st.server->m.job.servers[0], 0, host, &sport), PSERV_OK);
+    cr_assert_eq(ps_hostport_parse(job.server->m.job.servers[0], 0, host, &sport), PSERV_OK);
     cr_assert_eq(ps_tp_connect(tp_raw, host, sport, &peer), PSERV_OK);
 
     uint8_t buf[PS_WIRE_HDR_LEN];
@@ -232,18 +199,19 @@ Test(failures, hostile_messages_are_rejected_and_server_keeps_serving, .timeout 
     struct {
         uint64_t key;
         uint32_t chunk, dtype;
-        uint64_t offset, length;
+        uint64_t offset, length, round;
         int32_t want;
     } cases[] = {
-        {12345, 0, PSERV_DTYPE_FLOAT32, 0, 1024, PSERV_ERR_UNKNOWN_KEY},
-        {9, 999, PSERV_DTYPE_FLOAT32, 0, 1024, PSERV_ERR_BAD_MESSAGE},
-        {9, 0, PSERV_DTYPE_FLOAT32, 0, 512, PSERV_ERR_BAD_MESSAGE},
-        {9, 0, PSERV_DTYPE_FLOAT32, 8, 1024, PSERV_ERR_BAD_MESSAGE},
+        {12345, 0, PSERV_DTYPE_FLOAT32, 0, 1024, 0, PSERV_ERR_UNKNOWN_KEY},
+        {9, 999, PSERV_DTYPE_FLOAT32, 0, 1024, 0, PSERV_ERR_BAD_MESSAGE},
+        {9, 0, PSERV_DTYPE_FLOAT32, 0, 512, 0, PSERV_ERR_BAD_MESSAGE},
+        {9, 0, PSERV_DTYPE_FLOAT32, 8, 1024, 0, PSERV_ERR_BAD_MESSAGE},
+        {9, 0, PSERV_DTYPE_FLOAT32, 0, 1024, 5, PSERV_ERR_STALE}, /* a round ahead of the chunk */
     };
     int want = 2;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pserv_server_stats_t before = PSERV_SERVER_STATS_INIT, after = PSERV_SERVER_STATS_INIT;
-        pserv_server_stats(st.server, &before);
+        pserv_server_stats(job.server, &before);
         ps_wire_hdr_init(&h, PS_MSG_PUSH);
         h.sender = 0;
         h.key = cases[i].key;
@@ -251,17 +219,18 @@ Test(failures, hostile_messages_are_rejected_and_server_keeps_serving, .timeout 
         h.dtype = cases[i].dtype;
         h.offset = cases[i].offset;
         h.length = cases[i].length;
+        h.round = cases[i].round;
         ps_wire_encode(&h, buf);
         ps_tp_send(peer, buf, sizeof(buf), grad, (size_t)cases[i].length, NULL, NULL, NULL);
         want++;
         cr_assert_eq(raw_replies(&rx, want, &status), want, "case %zu: no reply", i);
         cr_assert_eq(status, cases[i].want, "case %zu: got %s", i, pserv_strerror(status));
-        pserv_server_stats(st.server, &after);
+        pserv_server_stats(job.server, &after);
         cr_assert_eq(after.rejected, before.rejected + 1, "case %zu not counted", i);
     }
     pserv_server_stats_t stats = PSERV_SERVER_STATS_INIT;
-    pserv_server_stats(st.server, &stats);
-    cr_assert_geq(stats.rejected, 7, "rejections counted: %llu", (unsigned long long)stats.rejected);
+    pserv_server_stats(job.server, &stats);
+    cr_assert_geq(stats.rejected, 8, "rejections counted: %llu", (unsigned long long)stats.rejected);
 
     /* The real worker still trains: one push-pull of ones with lr 0.5 moves every value by -0.5. */
     pserv_request_t req;
@@ -270,9 +239,5 @@ Test(failures, hostile_messages_are_rejected_and_server_keeps_serving, .timeout 
     for (int i = 0; i < 1000; i++) cr_assert_float_eq(out[i], (float)i - 0.5f, 1e-6);
 
     ps_tp_destroy(tp_raw);
-    pserv_worker_destroy(w);
-    cr_assert_eq(pserv_server_wait(st.server, 10000), PSERV_OK);
-    pserv_server_destroy(st.server);
-    cr_assert_eq(pserv_coordinator_wait(c, 10000), PSERV_OK);
-    pserv_coordinator_destroy(c);
+    cr_assert_eq(inproc_job_stop(&job), 0);
 }
