@@ -121,22 +121,31 @@ static void child_stuck_receiver(int port_fd, int sig_fd)
     for (;;) pause();
 }
 
+/* Forks a child transport running child(port_fd, aux_fd); returns its pid, port, and the read
+ * end of its aux pipe. Fails the test if the child does not report its port in time. */
+static pid_t start_child(void (*child)(int, int), uint16_t *port, int *aux_rd)
+{
+    int port_pipe[2], aux_pipe[2];
+    cr_assert_eq(pipe(port_pipe), 0);
+    cr_assert_eq(pipe(aux_pipe), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) child(port_pipe[1], aux_pipe[1]);
+    if (read_within(port_pipe[0], port, sizeof(*port), 10000) != 0) {
+        kill_child(pid);
+        cr_assert_fail("child transport did not start");
+    }
+    *aux_rd = aux_pipe[0];
+    return pid;
+}
+
 Test(failure, receiver_killed_with_sends_in_flight, .timeout = 40)
 {
     enum { N = 8 };
     const size_t len = 8u << 20;
-    int port_pipe[2], sig_pipe[2];
-    cr_assert_eq(pipe(port_pipe), 0);
-    cr_assert_eq(pipe(sig_pipe), 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) child_stuck_receiver(port_pipe[1], sig_pipe[1]);
-
     uint16_t port;
-    if (read_within(port_pipe[0], &port, sizeof(port), 10000) != 0) {
-        kill_child(pid);
-        cr_assert_fail("child transport did not start");
-    }
+    int sig_rd;
+    pid_t pid = start_child(child_stuck_receiver, &port, &sig_rd);
     h_sink_t k;
     h_sends_t s;
     h_send_ctx_t ctx[N];
@@ -152,7 +161,7 @@ Test(failure, receiver_killed_with_sends_in_flight, .timeout = 40)
     for (unsigned i = 0; i < N; i++) cr_assert_eq(h_send(peer, &s, &ctx[i], i, buf, len, 11, NULL, 0), PSERV_OK);
 
     char c;
-    int got = read_within(sig_pipe[0], &c, 1, 10000);
+    int got = read_within(sig_rd, &c, 1, 10000);
     usleep(100 * 1000);
     pthread_mutex_lock(&s.lock);
     unsigned done_before = s.done;
@@ -185,18 +194,9 @@ Test(failure, destroy_while_receiver_is_stuck, .timeout = 40)
 {
     enum { N = 4 };
     const size_t len = 8u << 20;
-    int port_pipe[2], sig_pipe[2];
-    cr_assert_eq(pipe(port_pipe), 0);
-    cr_assert_eq(pipe(sig_pipe), 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) child_stuck_receiver(port_pipe[1], sig_pipe[1]);
-
     uint16_t port;
-    if (read_within(port_pipe[0], &port, sizeof(port), 10000) != 0) {
-        kill_child(pid);
-        cr_assert_fail("child transport did not start");
-    }
+    int sig_rd;
+    pid_t pid = start_child(child_stuck_receiver, &port, &sig_rd);
     h_sink_t k;
     h_sends_t s;
     h_send_ctx_t ctx[N];
@@ -210,7 +210,7 @@ Test(failure, destroy_while_receiver_is_stuck, .timeout = 40)
     cr_assert_eq(ps_tp_connect(tp, "127.0.0.1", port, &peer), PSERV_OK);
     for (unsigned i = 0; i < N; i++) h_send(peer, &s, &ctx[i], i, buf, len, 14, NULL, 0);
     char c;
-    int got = read_within(sig_pipe[0], &c, 1, 10000);
+    int got = read_within(sig_rd, &c, 1, 10000);
 
     /* The peer is alive but will never answer: destroy must still end, within its bounds. */
     double t0 = h_now();
@@ -257,18 +257,9 @@ Test(failure, receiver_killed_mid_stream, .timeout = 40)
 {
     const size_t len = 4u << 20;
     const unsigned window = 8;
-    int port_pipe[2], count_pipe[2];
-    cr_assert_eq(pipe(port_pipe), 0);
-    cr_assert_eq(pipe(count_pipe), 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) child_receiver(port_pipe[1], count_pipe[1]);
-
     uint16_t port;
-    if (read_within(port_pipe[0], &port, sizeof(port), 10000) != 0) {
-        kill_child(pid);
-        cr_assert_fail("child transport did not start");
-    }
+    int count_rd;
+    pid_t pid = start_child(child_receiver, &port, &count_rd);
     h_sink_t k;
     h_sends_t s;
     static h_send_ctx_t ctx[H_MAX_SEQ];
@@ -299,7 +290,7 @@ Test(failure, receiver_killed_mid_stream, .timeout = 40)
             continue;
         }
         if (!killed) {
-            struct pollfd p = {.fd = count_pipe[0], .events = POLLIN};
+            struct pollfd p = {.fd = count_rd, .events = POLLIN};
             if (poll(&p, 1, 0) == 1) {
                 kill_child(pid);
                 killed = 1;
