@@ -13,6 +13,8 @@
 #include "core/pinned.h"
 #include "core/server_internal.h"
 
+#define PS_SCRATCH_MAX_SLOTS 16
+
 static void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
@@ -38,7 +40,9 @@ static void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wi
 static pserv_status_t ps_server_scratch_init(pserv_server_h s)
 {
     s->scratch_slot = s->store.chunk_bytes;
-    s->scratch_slots = 2 * (size_t)s->store.num_workers + 2;
+    /* Two pushes in flight per worker, but never more than PS_SCRATCH_MAX_SLOTS chunks of
+     * pinned memory: beyond that the transport allocates (rare; costs a malloc). */
+    s->scratch_slots = PS_MIN(2 * (size_t)s->store.num_workers + 2, PS_SCRATCH_MAX_SLOTS);
     s->scratch_bytes = s->scratch_slot * s->scratch_slots;
     s->scratch_free = malloc(s->scratch_slots * sizeof(*s->scratch_free));
     if (s->scratch_free == NULL) return PSERV_ERR_NO_MEMORY;
