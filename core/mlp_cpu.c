@@ -1,6 +1,7 @@
 #include "core/mlp_cpu.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,11 @@ pserv_status_t ps_mlp_create(const size_t *dims, unsigned ndims, size_t max_batc
 {
     if (dims == NULL || out == NULL || ndims < 2 || ndims > PS_MLP_MAX_LAYERS + 1 || max_batch == 0)
         return PSERV_ERR_INVALID_ARG;
+    /* Sizes reach cblas as int: every product must fit. */
     for (unsigned i = 0; i < ndims; i++)
-        if (dims[i] == 0 || dims[i] > (1u << 24)) return PSERV_ERR_INVALID_ARG;
+        if (dims[i] == 0 || dims[i] > (1u << 24) || max_batch > (size_t)INT_MAX / dims[i]) return PSERV_ERR_INVALID_ARG;
+    for (unsigned i = 0; i + 1 < ndims; i++)
+        if (dims[i] > (size_t)INT_MAX / dims[i + 1]) return PSERV_ERR_INVALID_ARG;
     ps_mlp_t *m = calloc(1, sizeof(*m));
     if (m == NULL) return PSERV_ERR_NO_MEMORY;
     m->layers = ndims - 1;
@@ -133,9 +137,11 @@ static float ps_mlp_xent_row(const float *logits, size_t classes, unsigned label
 
 float ps_mlp_train_step(ps_mlp_t *m, const float *x, const uint8_t *y, size_t batch)
 {
-    if (batch == 0 || batch > m->max_batch) return NAN;
-    ps_mlp_forward(m, x, batch);
     size_t classes = m->dims[m->layers];
+    if (batch == 0 || batch > m->max_batch) return NAN;
+    for (size_t r = 0; r < batch; r++)
+        if (y[r] >= classes) return NAN; /* a label the network has no class for */
+    ps_mlp_forward(m, x, batch);
     double loss = 0;
     for (size_t r = 0; r < batch; r++)
         loss += ps_mlp_xent_row(m->act[m->layers] + r * classes, classes, y[r], 1.0f / (float)batch,
@@ -173,6 +179,10 @@ size_t ps_mlp_evaluate(ps_mlp_t *m, const float *x, const uint8_t *y, size_t n, 
             size_t best = 0;
             for (size_t j = 1; j < classes; j++)
                 if (row[j] > row[best]) best = j;
+            if (y[done + r] >= classes) { /* no such class: wrong, with infinite loss */
+                total = INFINITY;
+                continue;
+            }
             correct += best == y[done + r];
             total += ps_mlp_xent_row(row, classes, y[done + r], 0.0f, NULL);
         }

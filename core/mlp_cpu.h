@@ -27,9 +27,11 @@ size_t ps_mlp_tensor_size(const ps_mlp_t *mlp, unsigned i);
 float *ps_mlp_param(ps_mlp_t *mlp, unsigned i);
 float *ps_mlp_grad(ps_mlp_t *mlp, unsigned i);
 size_t ps_mlp_max_batch(const ps_mlp_t *mlp);
-/* Forward and backward over batch <= max_batch rows of x: gradients (batch mean), mean loss. */
+/* Forward and backward over batch <= max_batch rows of x: gradients (batch mean), mean loss.
+ * NAN (and no gradients) for a bad batch size or a label >= the number of classes. */
 float ps_mlp_train_step(ps_mlp_t *mlp, const float *x, const uint8_t *y, size_t batch);
-/* Correct argmax predictions over n samples (in batches); *loss gets the mean loss if not NULL. */
+/* Correct argmax predictions over n samples (in batches); *loss gets the mean loss if not NULL
+ * (infinite when a label is >= the number of classes; such samples count as wrong). */
 size_t ps_mlp_evaluate(ps_mlp_t *mlp, const float *x, const uint8_t *y, size_t n, float *loss);
 
 #endif

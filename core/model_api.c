@@ -1,5 +1,6 @@
 /* The public face of the reference workload (pserv_model.h): the dataset and the CPU MLP. */
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "core/check.h"
@@ -76,6 +77,10 @@ pserv_status_t pserv_mlp_train_step(pserv_mlp_h mlp, const float *x, const uint8
 {
     PS_CHECK_ARG(mlp && x && y && batch > 0 && batch <= ps_mlp_max_batch(mlp->m));
     float l = ps_mlp_train_step(mlp->m, x, y, batch);
+    if (isnan(l)) {
+        ps_set_last_error("a label of the batch is not a class of this network");
+        return PSERV_ERR_INVALID_ARG;
+    }
     if (loss) *loss = l;
     return PSERV_OK;
 }

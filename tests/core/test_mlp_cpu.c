@@ -89,6 +89,14 @@ Test(mlp_cpu, fresh_net_is_near_chance_and_init_is_deterministic)
     float loss = ps_mlp_train_step(a, x, y, 16);
     cr_assert(fabsf(loss - logf(10.0f)) < 0.5f, "loss of a fresh net %g, chance is %g", (double)loss, log(10.0));
     cr_assert(isnan(ps_mlp_train_step(a, x, y, 17)), "a batch over max_batch must be refused");
+    y[3] = 10; /* no such class */
+    cr_assert(isnan(ps_mlp_train_step(a, x, y, 16)), "a label beyond the classes must be refused");
+    float eval_loss;
+    size_t first3 = ps_mlp_evaluate(a, x, y, 3, NULL);
+    cr_assert_eq(ps_mlp_evaluate(a, x, y, 4, &eval_loss), first3, "sample 3 has no class: it cannot be correct");
+    cr_assert(isinf(eval_loss));
+    ps_mlp_t *huge;
+    cr_assert_eq(ps_mlp_create(dims, 3, (size_t)1 << 62, &huge), PSERV_ERR_INVALID_ARG);
     size_t bad_dims[] = {784, 0, 10};
     ps_mlp_t *c;
     cr_assert_eq(ps_mlp_create(bad_dims, 3, 16, &c), PSERV_ERR_INVALID_ARG);
