@@ -140,7 +140,7 @@ static int run_local(const train_config_t *cfg)
         kids[nkids++] = (child_t){.pid = spawn(argv, -1), .fd = -1};
     }
     for (unsigned w = 0; w < cfg->workers; w++) {
-        char bufs[TRAIN_FLAGS_MAX][64];
+        char bufs[TRAIN_FLAGS_MAX][TRAIN_ARG_MAX];
         char *argv[TRAIN_FLAGS_MAX + 8];
         int n = 0;
         argv[n++] = (char *)exe;

@@ -76,11 +76,11 @@ float train_config_lr(const train_config_t *cfg)
     return 0.001f;
 }
 
-int train_config_worker_args(const train_config_t *cfg, char bufs[][64], char **argv, int max)
+int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MAX], char **argv, int max)
 {
     int n = 0, b = 0;
 #define ARG(s) (n < max ? (void)(argv[n++] = (char *)(s)) : (void)0)
-#define ARGF(...) (snprintf(bufs[b], 64, __VA_ARGS__), ARG(bufs[b]), b++)
+#define ARGF(...) (snprintf(bufs[b], TRAIN_ARG_MAX, __VA_ARGS__), ARG(bufs[b]), b++)
     ARG("--optimizer");
     ARG(cfg->optimizer);
     ARGF("--lr=%.9g", (double)train_config_lr(cfg));

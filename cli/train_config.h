@@ -29,6 +29,7 @@ typedef struct train_config {
 } train_config_t;
 
 #define TRAIN_FLAGS_MAX 24
+#define TRAIN_ARG_MAX 96 /* one "--flag=value" argument for a worker process */
 
 void train_config_defaults(train_config_t *cfg);
 /* The flags of a role: job-wide ones (servers, workers, mode, chunk-bytes) when with_job. */
@@ -36,7 +37,7 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
 /* The optimizer's learning rate when --lr was not given. */
 float train_config_lr(const train_config_t *cfg);
 /* Writes argv entries for a worker process with the same settings; returns how many. */
-int train_config_worker_args(const train_config_t *cfg, char bufs[][64], char **argv, int max);
+int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MAX], char **argv, int max);
 /* Checks that the data directory has the four Fashion-MNIST files; prints one line if not. */
 int train_config_check_data(const char *command, const train_config_t *cfg);
 
