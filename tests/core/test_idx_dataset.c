@@ -7,7 +7,9 @@
 #include <zlib.h>
 
 #include "core/idx_dataset.h"
+#include "data_dir.h"
 #include "pserv/pserv_model.h"
+
 
 static void check_set(const ps_dataset_t *d, size_t count)
 {
@@ -30,8 +32,8 @@ Test(idx_dataset, loads_fashion_mnist, .timeout = 60)
 {
     ps_dataset_t train, test;
     char err[512] = "";
-    cr_assert_eq(ps_dataset_load_fashion_mnist(PSERV_FASHION_MNIST_DIR, 1, &train, err, sizeof(err)), PSERV_OK, "%s", err);
-    cr_assert_eq(ps_dataset_load_fashion_mnist(PSERV_FASHION_MNIST_DIR, 0, &test, err, sizeof(err)), PSERV_OK, "%s", err);
+    cr_assert_eq(ps_dataset_load_fashion_mnist(data_dir(), 1, &train, err, sizeof(err)), PSERV_OK, "%s", err);
+    cr_assert_eq(ps_dataset_load_fashion_mnist(data_dir(), 0, &test, err, sizeof(err)), PSERV_OK, "%s", err);
     check_set(&train, 60000);
     check_set(&test, 10000);
     ps_dataset_free(&train);

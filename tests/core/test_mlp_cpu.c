@@ -6,7 +6,9 @@
 
 #include "core/idx_dataset.h"
 #include "core/mlp_cpu.h"
+#include "data_dir.h"
 #include "pserv/pserv_model.h"
+
 
 /* Mean loss of the network computed in double, straight from the definition. */
 static double loss_double(ps_mlp_t *m, const size_t *dims, unsigned ndims, const float *x, const uint8_t *y,
@@ -108,7 +110,7 @@ Test(mlp_cpu, learns_fashion_mnist_subset, .timeout = 120)
 {
     ps_dataset_t d;
     char err[512];
-    cr_assert_eq(ps_dataset_load_fashion_mnist(PSERV_FASHION_MNIST_DIR, 1, &d, err, sizeof(err)), PSERV_OK, "%s", err);
+    cr_assert_eq(ps_dataset_load_fashion_mnist(data_dir(), 1, &d, err, sizeof(err)), PSERV_OK, "%s", err);
     const size_t dims[] = {784, 64, 10}, n = 2000, batch = 50;
     ps_mlp_t *m;
     cr_assert_eq(ps_mlp_create(dims, 3, batch, &m), PSERV_OK);
