@@ -27,6 +27,31 @@ pserv_status_t ps_cuda_status(cudaError_t err, const char *call, const char *fil
     }
 }
 
+pserv_status_t ps_cublas_status(cublasStatus_t err, const char *call, const char *file, int line)
+{
+    if (err == CUBLAS_STATUS_SUCCESS) return PSERV_OK;
+    (void)cudaGetLastError(); /* a failed cuBLAS call may leave a runtime error behind */
+    snprintf(ps_cuda_error, sizeof(ps_cuda_error), "%s: %s (%s:%d)", call, cublasGetStatusString(err), file, line);
+    switch (err) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: /* cublasCreate without a driver or device */
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+        return PSERV_ERR_UNSUPPORTED;
+    case CUBLAS_STATUS_ALLOC_FAILED:
+        return PSERV_ERR_NO_MEMORY;
+    case CUBLAS_STATUS_INVALID_VALUE:
+        return PSERV_ERR_INVALID_ARG;
+    default:
+        return PSERV_ERR_INTERNAL;
+    }
+}
+
+pserv_status_t ps_cuda_fail(pserv_status_t st, const char *what, const char *file, int line)
+{
+    snprintf(ps_cuda_error, sizeof(ps_cuda_error), "%s: %s (%s:%d)", what, pserv_strerror(st), file, line);
+    return st;
+}
+
 extern "C" pserv_status_t pserv_cuda_device_count(int *count)
 {
     int n = 0;
