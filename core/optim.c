@@ -11,8 +11,8 @@
  *   ADAGRAD   g += wd*p; s += g*g; p -= lr*g/(sqrt(s) + eps)
  * Clipping comes first: clip_value > 0 clamps each element to [-clip_value, clip_value];
  * clip_norm > 0 then scales the clamped gradient by clip_norm/norm when its L2 norm exceeds
- * clip_norm. A step sees one chunk, so the norm is that of the chunk the shard holds: a tensor
- * larger than one chunk is clipped chunk by chunk, not as a whole. A non-finite gradient
+ * clip_norm. A step sees one chunk; a tensor clipped by norm is laid out as a single chunk
+ * (ps_tensor_chunk_bytes), so the norm is the whole tensor's. A non-finite gradient
  * stays non-finite (NaN propagates; an infinite norm scales by 0).
  *
  * The gradient buffer is read but not written: clipping and weight decay happen in registers

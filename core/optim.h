@@ -40,7 +40,8 @@ pserv_status_t ps_optim_state_init(pserv_optim_type_t type, size_t n, ps_optim_s
 void ps_optim_state_free(ps_optim_state_t *state);
 /*
  * Applies one optimizer step to n elements: gradient clipping (clip_value, then clip_norm on
- * this chunk's norm), then the rule, split over the pool. grad is used as scratch.
+ * the norm of these n elements: the whole tensor, since a tensor clipped by norm is one chunk),
+ * then the rule, split over the pool. grad is used as scratch.
  * Increments state->step.
  */
 void ps_optim_step(ps_pool_t *pool, const pserv_optim_params_t *p, float *param, float *grad,

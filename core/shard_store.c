@@ -91,7 +91,7 @@ static pserv_status_t ps_tensor_create(ps_store_t *s, uint64_t key, const ps_ten
     if (t == NULL) return PSERV_ERR_NO_MEMORY;
     t->key = key;
     t->desc = *desc;
-    st = ps_layout_init(&t->layout, desc->count, ps_dtype_size(desc->dtype), s->chunk_bytes);
+    st = ps_layout_init(&t->layout, desc->count, ps_dtype_size(desc->dtype), ps_tensor_chunk_bytes(desc, s->chunk_bytes));
     if (st < 0) goto err_free;
     st = PSERV_ERR_NO_MEMORY;
     t->chunks = calloc(t->layout.num_chunks, sizeof(*t->chunks));

@@ -46,3 +46,9 @@ int ps_tensor_desc_same(const ps_tensor_desc_t *a, const ps_tensor_desc_t *b)
 {
     return a->count == b->count && a->dtype == b->dtype && a->optim.type == b->optim.type;
 }
+
+size_t ps_tensor_chunk_bytes(const ps_tensor_desc_t *d, size_t job_chunk_bytes)
+{
+    size_t whole = (size_t)d->count * ps_dtype_size(d->dtype);
+    return d->optim.clip_norm > 0 && whole > job_chunk_bytes ? whole : job_chunk_bytes;
+}

@@ -137,7 +137,8 @@ pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_p
     if (ps_optim_validate(&p->optim) < 0)
         return ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "tensor %llu: invalid optimizer parameters",
                                (unsigned long long)p->key);
-    if ((st = ps_layout_init(&layout, p->count, ps_dtype_size(desc.dtype), w->m.job.chunk_bytes)) < 0)
+    if ((st = ps_layout_init(&layout, p->count, ps_dtype_size(desc.dtype),
+                             ps_tensor_chunk_bytes(&desc, w->m.job.chunk_bytes))) < 0)
         return ps_member_error(&w->m, st, "tensor %llu: too many chunks", (unsigned long long)p->key);
 
     pthread_mutex_lock(&w->m.lock);

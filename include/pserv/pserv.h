@@ -70,7 +70,8 @@ typedef struct {
     float beta1, beta2, eps; /**< ADAM/ADAMW; eps also for ADAGRAD */
     float weight_decay;      /**< L2 (SGD, MOMENTUM, ADAM, ADAGRAD) or decoupled (ADAMW) */
     float clip_value;        /**< > 0: clamp each gradient element to [-clip_value, clip_value] */
-    float clip_norm;         /**< > 0: scale the gradient so its L2 norm is at most clip_norm */
+    float clip_norm;         /**< > 0: scale the gradient so its L2 norm is at most clip_norm (per tensor:
+                                  such a tensor is kept in one chunk, on one shard) */
 } pserv_optim_params_t;
 
 #define PSERV_OPTIM_PARAMS_INIT                                                     \

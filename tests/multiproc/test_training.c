@@ -30,13 +30,17 @@ static float init_value(unsigned t, size_t i)
     return cosf(0.05f * (float)i + (float)t);
 }
 
+/* CLIPPED: SGD with clipping by norm, which is per tensor even for a tensor of many chunks. */
+#define CLIPPED PSERV_OPTIM_COUNT
+
 static void optim_for(pserv_optim_type_t type, pserv_optim_params_t *o)
 {
     pserv_optim_params_t d = PSERV_OPTIM_PARAMS_INIT;
     *o = d;
-    o->type = type;
+    o->type = type == CLIPPED ? PSERV_OPTIM_SGD : type;
     o->lr = type == PSERV_OPTIM_ADAM ? 0.01f : 0.05f;
     o->weight_decay = 0.01f;
+    if (type == CLIPPED) o->clip_norm = 5.0f; /* the summed gradients' norms are far above this */
 }
 
 typedef struct {
@@ -96,7 +100,7 @@ static void reference(pserv_optim_type_t type, unsigned t, float *p)
     ps_optim_state_t state;
     float *sum = malloc(n * sizeof(float));
     optim_for(type, &o);
-    cr_assert_eq(ps_optim_state_init(type, n, &state), PSERV_OK);
+    cr_assert_eq(ps_optim_state_init(o.type, n, &state), PSERV_OK);
     for (size_t i = 0; i < n; i++) p[i] = init_value(t, i);
     for (unsigned k = 0; k < ROUNDS; k++) {
         for (size_t i = 0; i < n; i++) {
@@ -167,6 +171,11 @@ Test(multiproc, sync_sgd_equals_single_process, .timeout = 120)
 Test(multiproc, sync_momentum_equals_single_process, .timeout = 120)
 {
     run_sync_job(PSERV_OPTIM_MOMENTUM);
+}
+
+Test(multiproc, sync_clip_by_norm_is_per_tensor, .timeout = 120)
+{
+    run_sync_job(CLIPPED);
 }
 
 /* Async: least squares, A x = b with a known solution; each worker holds its own rows. */
