@@ -5,6 +5,13 @@
 
 #include "core/log.h"
 
+static ps_pinned_hooks_t ps_pinned_hooks;
+
+void ps_pinned_set_hooks(const ps_pinned_hooks_t *hooks)
+{
+    ps_pinned_hooks = *hooks;
+}
+
 static size_t ps_page_round(size_t len)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -23,11 +30,15 @@ pserv_status_t ps_pinned_alloc(size_t len, void **ptr)
     }
     if (mlock(p, n) != 0 && !__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
         ps_warn("mlock failed (raise RLIMIT_MEMLOCK, ulimit -l): server memory is not locked");
+    if (ps_pinned_hooks.reg && ps_pinned_hooks.reg(p, n) != 0)
+        ps_debug("%zu bytes at %p not registered with the GPU driver", n, p);
     *ptr = p;
     return PSERV_OK;
 }
 
 void ps_pinned_free(void *ptr, size_t len)
 {
-    if (ptr) munmap(ptr, ps_page_round(len));
+    if (ptr == NULL) return;
+    if (ps_pinned_hooks.unreg) ps_pinned_hooks.unreg(ptr);
+    munmap(ptr, ps_page_round(len));
 }

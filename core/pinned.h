@@ -11,7 +11,19 @@
 
 #include "pserv/pserv_status.h"
 
-/* Allocates len bytes (rounded up to pages), zero-filled. */
+/*
+ * Also registering the memory with a GPU driver: core cannot include CUDA, so cuda/ installs
+ * these hooks when it is part of the library. reg returns 0 when the memory was registered;
+ * a failure (no GPU, no driver) leaves the memory pinned for the transport only.
+ */
+typedef struct {
+    int (*reg)(void *ptr, size_t len);
+    void (*unreg)(void *ptr);
+} ps_pinned_hooks_t;
+
+void ps_pinned_set_hooks(const ps_pinned_hooks_t *hooks);
+
+/* Allocates len bytes (rounded up to pages), zero-filled, and registers them with the hooks. */
 pserv_status_t ps_pinned_alloc(size_t len, void **ptr);
 void ps_pinned_free(void *ptr, size_t len);
 
