@@ -127,8 +127,9 @@ static int run_local(const train_config_t *cfg)
     }
     pserv_coordinator_port(coord, &port);
     snprintf(coord_addr, sizeof(coord_addr), "127.0.0.1:%u", port);
-    printf("pserv train: %u servers, %u workers, %s mode, %s lr %g, batch %u, hidden", cfg->servers, cfg->workers,
-           cfg->mode, cfg->optimizer, (double)train_config_lr(cfg), cfg->batch);
+    printf("pserv train: %u servers, %u workers on the %s, %s mode, %s lr %g, batch %u, hidden", cfg->servers,
+           cfg->workers, train_config_use_gpu("train", cfg) > 0 ? "GPU" : "CPU", cfg->mode, cfg->optimizer,
+           (double)train_config_lr(cfg), cfg->batch);
     for (unsigned i = 0; i < cfg->hidden.n; i++) printf("%s%zu", i ? "," : " ", cfg->hidden.v[i]);
     printf(", coordinator %s\n", coord_addr);
     fflush(stdout);
@@ -199,6 +200,7 @@ int cmd_train(int argc, char **argv)
     cli_result_t r = cli_parse("train", SUMMARY, opts, n, argc, argv);
     if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
     if (train_config_check_data("train", &cfg) != 0) return 2;
+    if (train_config_use_gpu("train", &cfg) < 0) return 2;
     launcher_env_t env;
     if (launcher_env_detect(&env)) return train_by_rank(&cfg, &env);
     return run_local(&cfg);

@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 
 #include "pserv/pserv_model.h"
+#ifdef PSERV_HAVE_CUDA
+#include "pserv/pserv_cuda.h"
+#endif
 
 void train_config_defaults(train_config_t *cfg)
 {
@@ -22,6 +25,7 @@ void train_config_defaults(train_config_t *cfg)
     cfg->hidden.v[1] = 128;
     cfg->target = 0.88f;
     cfg->data = PSERV_FASHION_MNIST_DIR;
+    cfg->device = "auto";
     cfg->timeout_s = 60;
     cfg->report_fd = -1;
 }
@@ -57,6 +61,10 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                             "stop once test accuracy reaches this (default 0.88)", NULL, 0};
     opts[n++] = (cli_opt_t){"data", CLI_STRING, &cfg->data, "DIR",
                             "Fashion-MNIST IDX files (default " PSERV_FASHION_MNIST_DIR ")", NULL, 0};
+    opts[n++] = (cli_opt_t){"device", CLI_CHOICE, &cfg->device, "auto|cuda|cpu",
+                            "where workers compute gradients: a GPU when there is one (auto), a GPU, or the CPU "
+                            "(default auto)",
+                            "auto|cuda|cpu", 0};
     opts[n++] = (cli_opt_t){"limit", CLI_UINT, &cfg->limit, "N", "train on the first N samples only (default all)",
                             NULL, 0};
     opts[n++] = (cli_opt_t){"timeout", CLI_UINT, &cfg->timeout_s, "SECONDS",
@@ -94,11 +102,28 @@ int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MA
     for (unsigned i = 0; i < cfg->hidden.n; i++)
         snprintf(hidden + strlen(hidden), sizeof(hidden) - strlen(hidden), "%s%zu", i ? "," : "", cfg->hidden.v[i]);
     ARGF("--hidden=%s", hidden);
+    ARG("--device");
+    ARG(cfg->device);
     ARG("--data");
     ARG(cfg->data);
 #undef ARG
 #undef ARGF
     return n;
+}
+
+int train_config_use_gpu(const char *command, const train_config_t *cfg)
+{
+    if (strcmp(cfg->device, "cpu") == 0) return 0;
+#ifdef PSERV_HAVE_CUDA
+    int n = 0;
+    if (pserv_cuda_device_count(&n) == PSERV_OK && n > 0) return 1;
+    if (strcmp(cfg->device, "auto") == 0) return 0;
+    fprintf(stderr, "pserv %s: --device cuda: no usable GPU (%s)\n", command, pserv_cuda_last_error());
+#else
+    if (strcmp(cfg->device, "auto") == 0) return 0;
+    fprintf(stderr, "pserv %s: --device cuda: this pserv was built without CUDA\n", command);
+#endif
+    return -1;
 }
 
 int train_config_check_data(const char *command, const train_config_t *cfg)

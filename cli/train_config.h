@@ -23,6 +23,7 @@ typedef struct train_config {
     float target;          /* stop once test accuracy reaches this */
     /* data */
     const char *data;
+    const char *device;    /* auto | cuda | cpu: where workers compute gradients */
     unsigned limit;        /* train on the first N samples only (0: all) */
     unsigned timeout_s;
     int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
@@ -38,6 +39,11 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
 float train_config_lr(const train_config_t *cfg);
 /* Writes argv entries for a worker process with the same settings; returns how many. */
 int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MAX], char **argv, int max);
+/*
+ * Resolves --device: 1 to compute on GPUs, 0 on the CPU; -1 (after one line on stderr) when
+ * `cuda` was asked for and this build or machine has no usable GPU.
+ */
+int train_config_use_gpu(const char *command, const train_config_t *cfg);
 /* Checks that the data directory has the four Fashion-MNIST files; prints one line if not. */
 int train_config_check_data(const char *command, const train_config_t *cfg);
 

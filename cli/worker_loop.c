@@ -16,6 +16,11 @@
 #include "train_config.h"
 #include "pserv/pserv.h"
 #include "pserv/pserv_model.h"
+#ifdef PSERV_HAVE_CUDA
+#include "pserv/pserv_cuda.h"
+#else
+typedef void *pserv_cuda_mlp_h;
+#endif
 
 #define WORKER_TIMEOUT_MS 120000
 #define MAX_TENSORS (2 * (CLI_LIST_MAX + 1))
@@ -24,8 +29,10 @@ typedef struct {
     const train_config_t *cfg;
     pserv_worker_h worker;
     pserv_job_info_t job;
-    pserv_mlp_h mlp;
+    pserv_mlp_h mlp;      /* the model; with a GPU, the host copy of its tensors */
+    pserv_cuda_mlp_h gpu; /* NULL: gradients on the CPU */
     unsigned ntensors;
+    float *params[MAX_TENSORS], *grads[MAX_TENSORS];
     pserv_dataset_h train, test;
     FILE *report; /* NULL: print epochs to stdout (rank 0) */
 } trainer_t;
@@ -71,6 +78,39 @@ static pserv_status_t register_tensors(trainer_t *t)
     return st;
 }
 
+/* One forward and backward on the worker's device; the gradients end up in t->grads. */
+static pserv_status_t model_step(trainer_t *t, const float *x, const uint8_t *y, size_t batch, float *loss)
+{
+#ifdef PSERV_HAVE_CUDA
+    if (t->gpu) {
+        pserv_status_t st = pserv_cuda_mlp_train_step(t->gpu, x, y, batch, loss);
+        return st < 0 ? st : pserv_cuda_mlp_get_grads(t->gpu, t->grads);
+    }
+#endif
+    return pserv_mlp_train_step(t->mlp, x, y, batch, loss);
+}
+
+/* The parameters in t->params changed (a pull): a GPU model takes them over. */
+static pserv_status_t model_params_changed(trainer_t *t)
+{
+#ifdef PSERV_HAVE_CUDA
+    if (t->gpu) return pserv_cuda_mlp_set_params(t->gpu, (const float *const *)t->params);
+#endif
+    (void)t;
+    return PSERV_OK;
+}
+
+static pserv_status_t model_evaluate(trainer_t *t, size_t *correct, float *loss)
+{
+    const float *x = pserv_dataset_images(t->test);
+    const uint8_t *y = pserv_dataset_labels(t->test);
+    size_t n = pserv_dataset_count(t->test);
+#ifdef PSERV_HAVE_CUDA
+    if (t->gpu) return pserv_cuda_mlp_evaluate(t->gpu, x, y, n, correct, loss);
+#endif
+    return pserv_mlp_evaluate(t->mlp, x, y, n, correct, loss);
+}
+
 /* Pushes every gradient (scaled) and pulls every tensor back, all requests in flight at once. */
 static pserv_status_t exchange(trainer_t *t, float scale)
 {
@@ -78,10 +118,10 @@ static pserv_status_t exchange(trainer_t *t, float scale)
     pserv_status_t st = PSERV_OK;
     unsigned issued = 0;
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++, issued++) {
-        float *g = pserv_mlp_grad(t->mlp, i);
+        float *g = t->grads[i];
         if (scale != 1.0f)
             for (size_t k = 0, n = pserv_mlp_tensor_size(t->mlp, i); k < n; k++) g[k] *= scale;
-        st = pserv_worker_push_pull(t->worker, i + 1, g, pserv_mlp_param(t->mlp, i), &reqs[i]);
+        st = pserv_worker_push_pull(t->worker, i + 1, g, t->params[i], &reqs[i]);
         if (st < 0) break;
     }
     for (unsigned i = 0; i < issued; i++) {
@@ -96,7 +136,7 @@ static pserv_status_t pull_all(trainer_t *t)
     pserv_request_t reqs[MAX_TENSORS];
     pserv_status_t st = PSERV_OK;
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++)
-        st = pserv_worker_pull(t->worker, i + 1, pserv_mlp_param(t->mlp, i), &reqs[i]);
+        st = pserv_worker_pull(t->worker, i + 1, t->params[i], &reqs[i]);
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++) st = pserv_worker_wait(t->worker, reqs[i], WORKER_TIMEOUT_MS);
     return st;
 }
@@ -144,8 +184,9 @@ static int train(trainer_t *t)
                 yb[b] = labels[k];
             }
             float loss = 0;
-            st = pserv_mlp_train_step(t->mlp, xb, yb, cfg->batch, &loss);
+            st = model_step(t, xb, yb, cfg->batch, &loss);
             if (st == PSERV_OK) st = exchange(t, scale);
+            if (st == PSERV_OK) st = model_params_changed(t);
             loss_sum += loss;
             samples += cfg->batch;
             if (t->report)
@@ -157,13 +198,12 @@ static int train(trainer_t *t)
         st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
         if (st == PSERV_OK && t->job.mode == PSERV_MODE_ASYNC) {
             st = pull_all(t);
+            if (st == PSERV_OK) st = model_params_changed(t);
             if (st == PSERV_OK) st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
         }
         size_t correct = 0;
         float test_loss = 0;
-        if (st == PSERV_OK)
-            st = pserv_mlp_evaluate(t->mlp, pserv_dataset_images(t->test), pserv_dataset_labels(t->test),
-                                    pserv_dataset_count(t->test), &correct, &test_loss);
+        if (st == PSERV_OK) st = model_evaluate(t, &correct, &test_loss);
         if (st < 0) break;
         accuracy = (double)correct / (double)pserv_dataset_count(t->test);
         uint64_t job_samples = samples * t->job.num_workers;
@@ -197,6 +237,27 @@ static int train(trainer_t *t)
     return 0;
 }
 
+/* With a GPU, the model computes there: worker r uses device r mod the number of devices. */
+static int open_gpu(trainer_t *t, const size_t *dims, unsigned ndims)
+{
+    int use = train_config_use_gpu("worker", t->cfg);
+    if (use <= 0) return use < 0 ? 2 : 0;
+#ifdef PSERV_HAVE_CUDA
+    int n = 0;
+    pserv_status_t st = pserv_cuda_device_count(&n);
+    if (st == PSERV_OK)
+        st = pserv_cuda_mlp_create((int)(t->job.rank % (unsigned)n), dims, ndims, t->cfg->batch, 0, &t->gpu);
+    if (st == PSERV_OK) st = pserv_cuda_mlp_set_params(t->gpu, (const float *const *)t->params);
+    if (st < 0) {
+        fprintf(stderr, "pserv worker: cannot use the GPU: %s: %s\n", pserv_strerror(st), pserv_cuda_last_error());
+        return 1;
+    }
+#else
+    (void)dims, (void)ndims;
+#endif
+    return 0;
+}
+
 int train_worker_run(const train_config_t *cfg, const char *coordinator)
 {
     trainer_t t = {.cfg = cfg};
@@ -226,6 +287,10 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
         goto out;
     }
     t.ntensors = pserv_mlp_num_tensors(t.mlp);
+    for (unsigned i = 0; i < t.ntensors; i++) {
+        t.params[i] = pserv_mlp_param(t.mlp, i);
+        t.grads[i] = pserv_mlp_grad(t.mlp, i);
+    }
 
     pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
     wp.coordinator = coordinator;
@@ -236,12 +301,17 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
     }
     t.job.size = sizeof(t.job);
     pserv_worker_job(t.worker, &t.job);
+    if ((rc = open_gpu(&t, dims, ndims)) != 0) goto out;
+    rc = 1;
     if ((st = register_tensors(&t)) < 0 || (st = pserv_worker_barrier(t.worker, WORKER_TIMEOUT_MS)) < 0) {
         rc = fail(&t, "cannot register the model's tensors", st);
         goto out;
     }
     rc = train(&t);
 out:
+#ifdef PSERV_HAVE_CUDA
+    if (t.gpu) pserv_cuda_mlp_destroy(t.gpu);
+#endif
     if (t.worker) pserv_worker_destroy(t.worker);
     if (t.mlp) pserv_mlp_destroy(t.mlp);
     if (t.train) pserv_dataset_destroy(t.train);

@@ -146,3 +146,21 @@ Test(cli, help_and_version, .timeout = 30)
     cr_assert(strncmp(r->out, "pserv ", 6) == 0, "%s", r->out);
     free(r);
 }
+
+/* With a GPU this is the short `--device cuda` training run; without one, a clear refusal. */
+Test(cli, device_cuda_trains_or_says_why, .timeout = 300)
+{
+    run_t *r = malloc(sizeof(*r));
+    run(r, 240, NULL, "train --device cuda --epochs 1 --limit 6000 --seed 3");
+    if (r->code == 0) {
+        cr_assert(strstr(r->out, "on the GPU") != NULL, "%s", r->out);
+        cr_assert_geq(summary_accuracy(r->out), 0.65, "%s", r->out);
+    } else {
+        cr_assert_eq(r->code, 2, "exit %d: %s", r->code, r->err);
+        cr_assert(strstr(r->err, "--device cuda:") != NULL, "%s", r->err);
+    }
+    run(r, 240, NULL, "train --device cpu --epochs 1 --limit 6000 --seed 3");
+    cr_assert_eq(r->code, 0, "%s", r->err);
+    cr_assert(strstr(r->out, "on the CPU") != NULL, "%s", r->out);
+    free(r);
+}
