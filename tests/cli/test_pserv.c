@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct {
     int code;
@@ -22,16 +23,25 @@ static void slurp(const char *path, char *buf, size_t cap)
     if (f) fclose(f);
 }
 
-/* Runs `pserv ARGS` under a time limit; captures stdout, stderr and the exit code. */
-static void run(run_t *r, int limit_s, const char *env, const char *args)
+/* Runs a shell command line under a time limit; captures stdout, stderr and the exit code. */
+static void run_cmd(run_t *r, int limit_s, const char *env, const char *prog, const char *args)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s timeout -k 5 %d %s %s > pserv_test.out 2> pserv_test.err", env ? env : "",
-             limit_s, PSERV_CLI, args);
+    char cmd[4096], out[64], err[64];
+    snprintf(out, sizeof(out), "/tmp/pserv_test_%d.out", (int)getpid());
+    snprintf(err, sizeof(err), "/tmp/pserv_test_%d.err", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "%s timeout -k 5 %d %s %s > %s 2> %s", env ? env : "", limit_s, prog, args, out, err);
     int status = system(cmd);
     r->code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    slurp("pserv_test.out", r->out, sizeof(r->out));
-    slurp("pserv_test.err", r->err, sizeof(r->err));
+    slurp(out, r->out, sizeof(r->out));
+    slurp(err, r->err, sizeof(r->err));
+    unlink(out);
+    unlink(err);
+}
+
+/* Runs `pserv ARGS`. */
+static void run(run_t *r, int limit_s, const char *env, const char *args)
+{
+    run_cmd(r, limit_s, env, PSERV_CLI, args);
 }
 
 static double summary_accuracy(const char *out)
@@ -71,12 +81,8 @@ Test(cli, mpirun_trains_like_the_local_launcher, .timeout = 300)
              "--allow-run-as-root --oversubscribe -np 4 %s train --servers 2 --coordinator 127.0.0.1:%d "
              "--epochs 1 --limit 6000 --seed 5",
              PSERV_CLI, 20000 + (int)(getpid() % 20000));
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "timeout -k 5 240 %s %s > pserv_mpi.out 2> pserv_mpi.err", MPIRUN, args);
-    int status = system(cmd);
-    slurp("pserv_mpi.out", mpi->out, sizeof(mpi->out));
-    slurp("pserv_mpi.err", mpi->err, sizeof(mpi->err));
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "mpirun failed:\n%s\n%s", mpi->out, mpi->err);
+    run_cmd(mpi, 240, NULL, MPIRUN, args);
+    cr_assert_eq(mpi->code, 0, "mpirun failed:\n%s\n%s", mpi->out, mpi->err);
     const char *line = strstr(mpi->out, "worker 0: test accuracy ");
     cr_assert_not_null(line, "no worker summary:\n%s", mpi->out);
     double acc_mpi = atof(line + strlen("worker 0: test accuracy "));
