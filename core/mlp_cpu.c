@@ -37,15 +37,20 @@ static float *ps_mlp_alloc(size_t n)
     return posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) == 0 ? memset(p, 0, n * sizeof(float)) : NULL;
 }
 
+int ps_mlp_shape_ok(const size_t *dims, unsigned ndims, size_t max_batch)
+{
+    if (dims == NULL || ndims < 2 || ndims > PS_MLP_MAX_LAYERS + 1 || max_batch == 0) return 0;
+    /* Sizes reach BLAS as int: every product must fit. */
+    for (unsigned i = 0; i < ndims; i++)
+        if (dims[i] == 0 || dims[i] > (1u << 24) || max_batch > (size_t)INT_MAX / dims[i]) return 0;
+    for (unsigned i = 0; i + 1 < ndims; i++)
+        if (dims[i] > (size_t)INT_MAX / dims[i + 1]) return 0;
+    return 1;
+}
+
 pserv_status_t ps_mlp_create(const size_t *dims, unsigned ndims, size_t max_batch, ps_mlp_t **out)
 {
-    if (dims == NULL || out == NULL || ndims < 2 || ndims > PS_MLP_MAX_LAYERS + 1 || max_batch == 0)
-        return PSERV_ERR_INVALID_ARG;
-    /* Sizes reach cblas as int: every product must fit. */
-    for (unsigned i = 0; i < ndims; i++)
-        if (dims[i] == 0 || dims[i] > (1u << 24) || max_batch > (size_t)INT_MAX / dims[i]) return PSERV_ERR_INVALID_ARG;
-    for (unsigned i = 0; i + 1 < ndims; i++)
-        if (dims[i] > (size_t)INT_MAX / dims[i + 1]) return PSERV_ERR_INVALID_ARG;
+    if (out == NULL || !ps_mlp_shape_ok(dims, ndims, max_batch)) return PSERV_ERR_INVALID_ARG;
     ps_mlp_t *m = calloc(1, sizeof(*m));
     if (m == NULL) return PSERV_ERR_NO_MEMORY;
     m->layers = ndims - 1;

@@ -17,6 +17,8 @@
 
 typedef struct ps_mlp ps_mlp_t;
 
+/* 1 when a network of these sizes and batch fits every limit (sizes reach BLAS as int). */
+int ps_mlp_shape_ok(const size_t *dims, unsigned ndims, size_t max_batch);
 /* dims[0] inputs .. dims[ndims-1] classes, 2 <= ndims <= PS_MLP_MAX_LAYERS + 1. */
 pserv_status_t ps_mlp_create(const size_t *dims, unsigned ndims, size_t max_batch, ps_mlp_t **out);
 void ps_mlp_destroy(ps_mlp_t *mlp);

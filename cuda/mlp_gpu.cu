@@ -52,15 +52,9 @@ pserv_status_t ps_mlp_gpu_create(const size_t *dims, unsigned ndims, size_t max_
 {
     pserv_status_t st;
     int ndev = 0, dev = 0, major = 0;
-    if (dims == NULL || out == NULL || ndims < 2 || ndims > PS_MLP_MAX_LAYERS + 1 || max_batch == 0)
-        return ps_cuda_fail(PSERV_ERR_INVALID_ARG, "ps_mlp_gpu_create", __FILE__, __LINE__);
     /* the same limits as ps_mlp_create: every product reaches cuBLAS as int */
-    for (unsigned i = 0; i < ndims; i++)
-        if (dims[i] == 0 || dims[i] > (1u << 24) || max_batch > (size_t)INT_MAX / dims[i])
-            return ps_cuda_fail(PSERV_ERR_INVALID_ARG, "ps_mlp_gpu_create: dims", __FILE__, __LINE__);
-    for (unsigned i = 0; i + 1 < ndims; i++)
-        if (dims[i] > (size_t)INT_MAX / dims[i + 1])
-            return ps_cuda_fail(PSERV_ERR_INVALID_ARG, "ps_mlp_gpu_create: dims", __FILE__, __LINE__);
+    if (out == NULL || !ps_mlp_shape_ok(dims, ndims, max_batch))
+        return ps_cuda_fail(PSERV_ERR_INVALID_ARG, "ps_mlp_gpu_create: dims", __FILE__, __LINE__);
     st = pserv_cuda_device_count(&ndev);
     if (st < 0) return st;
 
