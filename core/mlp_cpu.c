@@ -126,8 +126,15 @@ static void ps_mlp_forward(ps_mlp_t *m, const float *x, size_t batch)
     }
 }
 
-/* Softmax cross-entropy of one row of logits: loss, and (if dz) its gradient scaled by `scale`. */
-static float ps_mlp_xent_row(const float *logits, size_t classes, unsigned label, float scale, float *dz)
+size_t ps_mlp_argmax(const float *row, size_t classes)
+{
+    size_t best = 0;
+    for (size_t j = 1; j < classes; j++)
+        if (row[j] > row[best]) best = j;
+    return best;
+}
+
+float ps_mlp_xent_row(const float *logits, size_t classes, unsigned label, float scale, float *dz)
 {
     float max = logits[0];
     for (size_t j = 1; j < classes; j++) max = fmaxf(max, logits[j]);
@@ -181,9 +188,7 @@ size_t ps_mlp_evaluate(ps_mlp_t *m, const float *x, const uint8_t *y, size_t n, 
         ps_mlp_forward(m, x + done * m->dims[0], batch);
         for (size_t r = 0; r < batch; r++) {
             const float *row = m->act[m->layers] + r * classes;
-            size_t best = 0;
-            for (size_t j = 1; j < classes; j++)
-                if (row[j] > row[best]) best = j;
+            size_t best = ps_mlp_argmax(row, classes);
             if (y[done + r] >= classes) { /* no such class: wrong, with infinite loss */
                 total = INFINITY;
                 continue;

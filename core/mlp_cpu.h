@@ -35,5 +35,10 @@ float ps_mlp_train_step(ps_mlp_t *mlp, const float *x, const uint8_t *y, size_t 
 /* Correct argmax predictions over n samples (in batches); *loss gets the mean loss if not NULL
  * (infinite when a label is >= the number of classes; such samples count as wrong). */
 size_t ps_mlp_evaluate(ps_mlp_t *mlp, const float *x, const uint8_t *y, size_t n, float *loss);
+/* The per-row pieces, shared with the GPU tests as their reference: softmax cross-entropy of
+ * one row of logits (the loss; and, if dz is not NULL, its gradient times `scale`), and the
+ * predicted class (the first maximum). */
+float ps_mlp_xent_row(const float *logits, size_t classes, unsigned label, float scale, float *dz);
+size_t ps_mlp_argmax(const float *row, size_t classes);
 
 #endif
