@@ -22,10 +22,21 @@ typedef struct {
     uint32_t rank;
     uint64_t join_req;
     char addr[PS_ADDR_MAX];
+    char node[PS_NODE_MAX]; /* a worker's node group name, "" for a group of its own */
     int used, left, failed;
     uint64_t barrier_req; /* req id of its barrier call, while it waits at the barrier */
     int at_barrier;
+    uint64_t bcast_req;   /* req id of its node broadcast call, while it waits in one */
+    int at_bcast;
 } ps_coord_member_t;
+
+/* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */
+typedef struct {
+    uint64_t seq;
+    uint32_t arrived, size;
+    uint32_t len;
+    uint8_t data[PSERV_NODE_BROADCAST_MAX];
+} ps_coord_node_t;
 
 struct pserv_coordinator {
     ps_tp_t *tp;
@@ -38,6 +49,7 @@ struct pserv_coordinator {
     int formed;
     uint64_t barrier_seq;
     uint32_t barrier_arrived;
+    ps_coord_node_t *nodes; /* job.num_nodes, once formed */
     uint32_t workers_done; /* left or failed */
     int done;
     pserv_status_t result;
@@ -77,7 +89,7 @@ static void ps_coord_assign_ranks(pserv_coordinator_h c, ps_role_t role)
 
 static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
 {
-    size_t cap = 64 + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4);
+    size_t cap = 64 + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4) + (size_t)c->job.num_workers * 4;
     uint8_t *payload = malloc(cap);
     ps_wire_hdr_t h;
     ps_wire_hdr_init(&h, PS_MSG_JOIN_REPLY);
@@ -94,16 +106,43 @@ static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
     ps_send_msg(m->peer, &h, payload, w.len, NULL, ps_send_free_cb, payload);
 }
 
+static ps_coord_member_t *ps_coord_worker_of_rank(pserv_coordinator_h c, uint32_t rank)
+{
+    for (uint32_t i = 0; i < c->capacity; i++)
+        if (c->members[i].used && c->members[i].role == PS_ROLE_WORKER && c->members[i].rank == rank)
+            return &c->members[i];
+    return NULL;
+}
+
+/* Node groups numbered by their lowest worker rank; a worker without a node name is alone. */
+static void ps_coord_group_nodes(pserv_coordinator_h c)
+{
+    c->job.num_nodes = 0;
+    for (uint32_t r = 0; r < c->job.num_workers; r++) {
+        ps_coord_member_t *m = ps_coord_worker_of_rank(c, r);
+        uint32_t node = c->job.num_nodes;
+        for (uint32_t q = 0; q < r && m->node[0] != '\0'; q++)
+            if (strcmp(ps_coord_worker_of_rank(c, q)->node, m->node) == 0) {
+                node = c->job.worker_node[q];
+                break;
+            }
+        if (node == c->job.num_nodes) c->job.num_nodes++;
+        c->job.worker_node[r] = node;
+    }
+    for (uint32_t r = 0; r < c->job.num_workers; r++) c->nodes[c->job.worker_node[r]].size++;
+}
+
 static void ps_coord_form(pserv_coordinator_h c)
 {
     ps_coord_assign_ranks(c, PS_ROLE_SERVER);
     ps_coord_assign_ranks(c, PS_ROLE_WORKER);
+    ps_coord_group_nodes(c);
     for (uint32_t i = 0; i < c->capacity; i++)
         if (c->members[i].used && c->members[i].role == PS_ROLE_SERVER)
             snprintf(c->job.servers[c->members[i].rank], PS_ADDR_MAX, "%s", c->members[i].addr);
     c->formed = 1;
-    ps_info("job formed: %u servers, %u workers, %s mode, %llu-byte chunks", c->job.num_servers,
-            c->job.num_workers, c->job.mode == PSERV_MODE_SYNC ? "sync" : "async",
+    ps_info("job formed: %u servers, %u workers in %u node groups, %s mode, %llu-byte chunks", c->job.num_servers,
+            c->job.num_workers, c->job.num_nodes, c->job.mode == PSERV_MODE_SYNC ? "sync" : "async",
             (unsigned long long)c->job.chunk_bytes);
     for (uint32_t i = 0; i < c->capacity; i++)
         if (c->members[i].used) ps_coord_send_job(c, &c->members[i]);
@@ -115,10 +154,10 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
     ps_reader_t r;
     ps_role_t role;
     int32_t wanted;
-    char addr[PS_ADDR_MAX];
+    char addr[PS_ADDR_MAX], node[PS_NODE_MAX];
 
     ps_reader_init(&r, data, len);
-    if (ps_join_decode(&r, &role, &wanted, addr) < 0) {
+    if (ps_join_decode(&r, &role, &wanted, addr, node) < 0) {
         c->rejected++;
         ps_warn("malformed JOIN from %s rejected", ps_tp_peer_name(peer));
         ps_reply_status(peer, h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_BAD_MESSAGE);
@@ -145,6 +184,7 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
     m->wanted_rank = wanted;
     m->join_req = h->req_id;
     snprintf(m->addr, sizeof(m->addr), "%s", addr);
+    snprintf(m->node, sizeof(m->node), "%s", role == PS_ROLE_WORKER ? node : "");
     ps_tp_peer_set_ctx(peer, m);
     c->joined[role]++;
     ps_info("%s joined from %s (%u/%u servers, %u/%u workers)", role == PS_ROLE_SERVER ? "server" : "worker",
@@ -171,6 +211,58 @@ static void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
     }
     c->barrier_arrived = 0;
     c->barrier_seq++;
+}
+
+/* Answers every member of a node group waiting in its broadcast: with the root's bytes, or fail. */
+static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_status_t fail)
+{
+    ps_coord_node_t *n = &c->nodes[node];
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (!m->used || !m->at_bcast || c->job.worker_node[m->rank] != node) continue;
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_NODE_BCAST_REPLY);
+        h.req_id = m->bcast_req;
+        h.round = n->seq;
+        m->at_bcast = 0;
+        if (fail < 0) {
+            ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, fail);
+            continue;
+        }
+        uint8_t *copy = malloc(n->len ? n->len : 1);
+        if (copy == NULL) {
+            ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_NO_MEMORY);
+            continue;
+        }
+        memcpy(copy, n->data, n->len);
+        h.length = n->len;
+        ps_send_msg(m->peer, &h, copy, n->len, NULL, ps_send_free_cb, copy);
+    }
+    n->arrived = 0;
+    n->seq++;
+}
+
+static void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
+                              size_t len)
+{
+    uint32_t node = c->job.worker_node[m->rank], local_rank, local_size;
+    ps_coord_node_t *n = &c->nodes[node];
+    ps_job_node_of(&c->job, m->rank, &local_rank, &local_size);
+    const char *why = h->round != n->seq || m->at_bcast || m->left ? "out of sequence"
+                      : len > PSERV_NODE_BROADCAST_MAX          ? "too long"
+                      : n->arrived > 0 && len != n->len         ? "length differs from the group's"
+                                                                : NULL;
+    if (why) {
+        c->rejected++;
+        ps_warn("node broadcast %llu from worker %u rejected: %s", (unsigned long long)h->round, m->rank, why);
+        ps_reply_status(m->peer, h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_INVALID_ARG);
+        return;
+    }
+    n->len = (uint32_t)len;
+    if (local_rank == 0) memcpy(n->data, data, len);
+    m->at_bcast = 1;
+    m->bcast_req = h->req_id;
+    if (++n->arrived == n->size) ps_coord_bcast_release(c, node, PSERV_OK);
 }
 
 static void ps_coord_end_if_done(pserv_coordinator_h c)
@@ -200,6 +292,9 @@ static void ps_coord_on_worker_msg(pserv_coordinator_h c, ps_coord_member_t *m, 
             m->at_barrier = 0;
             c->barrier_arrived--;
         }
+        /* Its node group's broadcast can no longer complete. */
+        if (c->nodes[c->job.worker_node[m->rank]].arrived > 0)
+            ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
         ps_coord_barrier_check(c, PSERV_OK);
         ps_coord_end_if_done(c);
         return;
@@ -233,10 +328,12 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
     } else if ((h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE) && m && c->formed &&
                m->role == PS_ROLE_WORKER) {
         ps_coord_on_worker_msg(c, m, &h);
+    } else if (h.type == PS_MSG_NODE_BCAST && m && c->formed && m->role == PS_ROLE_WORKER) {
+        ps_coord_on_bcast(c, m, &h, data, len);
     } else {
         c->rejected++;
         ps_warn("unexpected %s from %s rejected", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
-        if (h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE)
+        if (h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE || h.type == PS_MSG_NODE_BCAST)
             ps_reply_status(peer, &h, (ps_msg_type_t)(h.type + 1), 0, PSERV_ERR_INVALID_ARG);
     }
 out:
@@ -270,8 +367,11 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
         c->result = PSERV_ERR_PEER_FAILED;
         if (m->at_barrier) c->barrier_arrived--;
         m->at_barrier = 0;
-        /* Workers still at the barrier would wait for one that never comes. */
+        /* Workers still at the barrier (or in their node's broadcast) would wait for one that never comes. */
         ps_coord_barrier_check(c, PSERV_ERR_PEER_FAILED);
+        if (m->at_bcast) c->nodes[c->job.worker_node[m->rank]].arrived--;
+        m->at_bcast = 0;
+        ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
         ps_coord_end_if_done(c);
     } else if (m->role == PS_ROLE_SERVER) {
         c->result = PSERV_ERR_PEER_FAILED;
@@ -306,8 +406,11 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     c->capacity = params->num_servers + params->num_workers;
     c->members = calloc(c->capacity, sizeof(*c->members));
     c->job.servers = calloc(params->num_servers, sizeof(*c->job.servers));
+    c->job.worker_node = calloc(params->num_workers, sizeof(*c->job.worker_node));
+    c->nodes = calloc(params->num_workers, sizeof(*c->nodes)); /* at most one group per worker */
     st = PSERV_ERR_NO_MEMORY;
-    if (c->members == NULL || c->job.servers == NULL) goto err_free;
+    if (c->members == NULL || c->job.servers == NULL || c->job.worker_node == NULL || c->nodes == NULL)
+        goto err_free;
     st = PSERV_ERR_NO_RESOURCE;
     if (pthread_mutex_init(&c->lock, NULL) != 0) goto err_free;
     PS_CHECK_GOTO(ps_cond_init(&c->cond), st, err_destroy_lock);
@@ -330,7 +433,8 @@ err_destroy_cond:
 err_destroy_lock:
     pthread_mutex_destroy(&c->lock);
 err_free:
-    free(c->job.servers);
+    ps_job_free(&c->job);
+    free(c->nodes);
     free(c->members);
     free(c);
     return st;
@@ -362,7 +466,8 @@ pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord)
     ps_tp_destroy(coord->tp);
     pthread_cond_destroy(&coord->cond);
     pthread_mutex_destroy(&coord->lock);
-    free(coord->job.servers);
+    ps_job_free(&coord->job);
+    free(coord->nodes);
     free(coord->members);
     free(coord);
     return PSERV_OK;

@@ -156,7 +156,8 @@ static int ps_member_unreachable(pserv_status_t st)
     return st == PSERV_ERR_PEER_FAILED || st == PSERV_ERR_UNREACHABLE || st == PSERV_ERR_TRANSPORT;
 }
 
-pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, int32_t wanted_rank, int timeout_ms)
+pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const char *node, int32_t wanted_rank,
+                              int timeout_ms)
 {
     char host[PS_HOST_MAX];
     uint16_t port;
@@ -170,7 +171,7 @@ pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, int32
         return ps_member_error(m, PSERV_ERR_INVALID_ARG, "bad coordinator address '%s' (want host:port)",
                                m->coord_addr);
     ps_writer_init(&w, m->ctl_payload, sizeof(m->ctl_payload));
-    ps_join_encode(&w, m->role, wanted_rank, advertised_addr);
+    ps_join_encode(&w, m->role, wanted_rank, advertised_addr, node);
     ps_deadline_set(&deadline, timeout_ms);
     /* Members may start before the coordinator listens (mpirun starts every rank at once):
      * a refused connection is retried, with growing pauses, until the timeout. */
@@ -209,6 +210,27 @@ pserv_status_t ps_member_call(ps_member_t *m, ps_msg_type_t type, uint64_t round
     return ps_member_ctl(m, &h, NULL, 0, (ps_msg_type_t)(type + 1), timeout_ms);
 }
 
+pserv_status_t ps_member_call_data(ps_member_t *m, ps_msg_type_t type, uint64_t round, const void *data, size_t len,
+                                   void *reply, int timeout_ms)
+{
+    ps_wire_hdr_t h;
+    if (len > PSERV_NODE_BROADCAST_MAX) return PSERV_ERR_INVALID_ARG;
+    ps_wire_hdr_init(&h, type);
+    h.round = round;
+    h.length = len;
+    pthread_mutex_lock(&m->lock);
+    /* The payload buffer outlives a timed-out call, so a late send never reads freed memory. */
+    memcpy(m->ctl_payload, data, len);
+    m->ctl_reply = reply;
+    m->ctl_reply_len = len;
+    pthread_mutex_unlock(&m->lock);
+    pserv_status_t st = ps_member_ctl(m, &h, m->ctl_payload, len, (ps_msg_type_t)(type + 1), timeout_ms);
+    pthread_mutex_lock(&m->lock);
+    m->ctl_reply = NULL;
+    pthread_mutex_unlock(&m->lock);
+    return st;
+}
+
 /* Completes the control call in flight if this reply is its answer. Called with the lock held. */
 static void ps_member_ctl_done(ps_member_t *m, const ps_wire_hdr_t *h, pserv_status_t status)
 {
@@ -240,6 +262,16 @@ int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, con
     case PS_MSG_LEAVE_REPLY:
         ps_member_ctl_done(m, h, h->status);
         break;
+    case PS_MSG_NODE_BCAST_REPLY: {
+        int ours = m->ctl_expect == h->type && m->ctl_req == h->req_id && !m->ctl_done;
+        pserv_status_t st = h->status;
+        if (ours && st == PSERV_OK) {
+            if (len != m->ctl_reply_len || m->ctl_reply == NULL) st = PSERV_ERR_BAD_MESSAGE;
+            else memcpy(m->ctl_reply, data, len);
+        }
+        ps_member_ctl_done(m, h, st);
+        break;
+    }
     case PS_MSG_SHUTDOWN:
         m->shutdown = 1;
         pthread_cond_broadcast(&m->cond);

@@ -24,13 +24,16 @@ typedef struct {
     char coord_addr[PS_ADDR_MAX];
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    /* The one control call to the coordinator in flight (JOIN, BARRIER, LEAVE). */
+    /* The one control call to the coordinator in flight (JOIN, BARRIER, LEAVE, NODE_BCAST). */
     uint16_t ctl_expect;
     uint64_t ctl_req;
     int ctl_done;
     pserv_status_t ctl_status;
+    void *ctl_reply;        /* where a reply's payload goes (NODE_BCAST), ctl_reply_len bytes */
+    size_t ctl_reply_len;
     uint64_t next_req;
-    uint8_t ctl_payload[PS_ADDR_MAX + 16]; /* outlives the send, even when the call times out */
+    /* outlives the send, even when the call times out */
+    uint8_t ctl_payload[PS_ADDR_MAX + PS_NODE_MAX + PSERV_NODE_BROADCAST_MAX + 16];
     int coord_failed;
     int shutdown; /* the coordinator ended the job */
     uint32_t rank;
@@ -47,11 +50,19 @@ void ps_member_stop(ps_member_t *m);
 void ps_member_fini(ps_member_t *m);
 /*
  * Connects to the coordinator, sends JOIN and waits for the rank and job description.
- * advertised_addr is where workers reach a server (NULL for workers).
+ * advertised_addr is where workers reach a server (NULL for workers); node is a worker's node
+ * group name (NULL or "": a group of its own).
  */
-pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, int32_t wanted_rank, int timeout_ms);
+pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const char *node, int32_t wanted_rank,
+                              int timeout_ms);
 /* Sends a control request (BARRIER with its sequence, LEAVE) and waits for its reply. */
 pserv_status_t ps_member_call(ps_member_t *m, ps_msg_type_t type, uint64_t round, int timeout_ms);
+/*
+ * A control request with a payload whose reply carries one of the same length back into
+ * reply (NODE_BCAST): len <= PSERV_NODE_BROADCAST_MAX.
+ */
+pserv_status_t ps_member_call_data(ps_member_t *m, ps_msg_type_t type, uint64_t round, const void *data, size_t len,
+                                   void *reply, int timeout_ms);
 /* Handles a message from the coordinator; returns 1 if it was one. Progress thread only. */
 int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len);
 /* Notes a failed peer; returns 1 if it was the coordinator. Progress thread only. */

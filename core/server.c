@@ -73,8 +73,7 @@ static void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, s
  * is served: sets up the store and answers workers that said hello early. */
 static void ps_server_setup(pserv_server_h s)
 {
-    ps_store_init(&s->store, s->m.tp, &s->m.job.map, s->m.rank, s->m.job.num_workers, s->m.job.chunk_bytes,
-                  s->m.job.mode == PSERV_MODE_SYNC);
+    ps_store_init(&s->store, s->m.tp, &s->m.job, s->m.rank);
     if (ps_server_scratch_init(s) < 0)
         ps_warn("no scratch buffers for rendezvous pushes: the transport allocates them");
     s->ready = 1;
@@ -239,7 +238,7 @@ pserv_status_t pserv_server_create(const pserv_server_params_t *params, pserv_se
                                .rx_abort = ps_server_rx_abort, .peer_failed = ps_server_peer_failed};
     if ((st = ps_member_init(&s->m, PS_ROLE_SERVER, params->coordinator, listen, &handler)) < 0) goto err_pool;
     ps_server_advertised(s, listen, advertised);
-    st = ps_member_join(&s->m, advertised, -1, params->timeout_ms ? params->timeout_ms : PS_DEFAULT_TIMEOUT_MS);
+    st = ps_member_join(&s->m, advertised, NULL, -1, params->timeout_ms ? params->timeout_ms : PS_DEFAULT_TIMEOUT_MS);
     if (st < 0) goto err_member;
     ps_info("server %u serving at %s", s->m.rank, advertised);
     *server = s;

@@ -1,6 +1,7 @@
 /*
  * Rounds on a server shard. Sync mode (bulk synchronous): a chunk sums the pushes of every
- * worker for its current round, then runs one optimizer step, and only then answers pulls of
+ * node group for its current round (one worker of each group pushes a chunk: the group's sum;
+ * a worker without a group is a group of one), then runs one optimizer step, and only then answers pulls of
  * that round. Async mode: each push is one optimizer step on arrival; pulls answer at once.
  *
  * Pushes carry the worker's round: a repeat of a round already counted is acknowledged and
@@ -9,6 +10,9 @@
 #include <string.h>
 
 #include "core/server_internal.h"
+
+#define PS_BIT_TEST(words, i) (((words)[(i) / 64] >> ((i) % 64)) & 1u)
+#define PS_BIT_SET(words, i) ((words)[(i) / 64] |= 1ull << ((i) % 64))
 
 void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
                       const char *why)
@@ -104,16 +108,23 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     } else if (h->round > c->version) {
         ps_server_reject(s, peer, h, PSERV_ERR_STALE, "round ahead of the chunk (pull round r before pushing r+1)");
         return;
-    } else if (h->round == c->version && !(c->pushed[worker / 64] & (1ull << (worker % 64)))) {
+    } else if (h->round == c->version && !PS_BIT_TEST(c->pushed, worker)) {
+        uint32_t node_bit = s->store.num_workers + s->store.worker_node[worker];
+        if (PS_BIT_TEST(c->pushed, node_bit)) {
+            ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG,
+                             "another worker of its node group pushed this chunk's round already");
+            return;
+        }
         if (c->npushed == 0)
             memcpy(c->accum, grad, c->param_bytes);
         else
             ps_optim_accumulate(s->pool, c->accum, grad, c->len);
-        c->pushed[worker / 64] |= 1ull << (worker % 64);
-        if (++c->npushed == s->store.num_workers) {
+        PS_BIT_SET(c->pushed, worker);
+        PS_BIT_SET(c->pushed, node_bit);
+        if (++c->npushed == s->store.num_nodes) {
             ps_server_apply(s, t, c, c->accum);
             c->npushed = 0;
-            memset(c->pushed, 0, (s->store.num_workers + 63) / 64 * sizeof(uint64_t));
+            memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
             ps_server_answer_pulls(s, t, c);
         }
     } /* else: a repeat of a round already counted: acknowledge, change nothing */

@@ -6,17 +6,18 @@
 #include "core/log.h"
 #include "core/pinned.h"
 
-void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_shard_map_t *map, uint32_t rank, uint32_t num_workers,
-                   size_t chunk_bytes, int sync)
+void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_job_t *job, uint32_t rank)
 {
     memset(s, 0, sizeof(*s));
     ps_keymap_init(&s->tensors);
     s->tp = tp;
-    s->map = *map;
+    s->map = job->map;
     s->rank = rank;
-    s->num_workers = num_workers;
-    s->chunk_bytes = chunk_bytes;
-    s->sync = sync;
+    s->num_workers = job->num_workers;
+    s->num_nodes = job->num_nodes;
+    s->worker_node = job->worker_node;
+    s->chunk_bytes = job->chunk_bytes;
+    s->sync = job->mode == PSERV_MODE_SYNC;
 }
 
 static void ps_chunk_free(ps_chunk_t *c)
@@ -69,7 +70,7 @@ static pserv_status_t ps_chunk_create(ps_store_t *s, const ps_tensor_t *t, uint3
             c->accum = NULL;
             goto err_free;
         }
-        c->pushed = calloc((s->num_workers + 63) / 64, sizeof(uint64_t));
+        c->pushed = calloc(PS_PUSHED_WORDS(s), sizeof(uint64_t));
         /* Each worker may have a few pulls of one chunk waiting at once. */
         c->max_pulls = 4 * s->num_workers;
         c->pulls = calloc(c->max_pulls, sizeof(*c->pulls));

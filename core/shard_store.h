@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/job.h"
 #include "core/keymap.h"
 #include "core/optim.h"
 #include "core/partition.h"
@@ -34,8 +35,8 @@ typedef struct {
     size_t offset, len;      /* elements */
     uint32_t index;
     uint64_t version;        /* rounds (sync) or updates (async) applied */
-    uint32_t npushed;        /* pushes in the current round */
-    uint64_t *pushed;        /* bitmap of workers that pushed the current round */
+    uint32_t npushed;        /* node groups that pushed the current round */
+    uint64_t *pushed;        /* bitmap: bits 0..W-1 workers, then W..W+N-1 node groups, that pushed the round */
     ps_pending_pull_t *pulls;
     uint32_t npulls, max_pulls;
 } ps_chunk_t;
@@ -53,12 +54,17 @@ typedef struct {
     ps_shard_map_t map;
     uint32_t rank;
     uint32_t num_workers;
+    uint32_t num_nodes;          /* a sync round of a chunk is complete with one push per node group */
+    const uint32_t *worker_node; /* the job's: node group of each worker rank */
     size_t chunk_bytes;
     int sync;
 } ps_store_t;
 
-void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_shard_map_t *map, uint32_t rank, uint32_t num_workers,
-                   size_t chunk_bytes, int sync);
+/* Words of a chunk's `pushed` bitmap. */
+#define PS_PUSHED_WORDS(store) (((store)->num_workers + (store)->num_nodes + 63) / 64)
+
+/* The job must outlive the store (its worker_node array is used). */
+void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_job_t *job, uint32_t rank);
 void ps_store_fini(ps_store_t *s);
 /*
  * Defines chunk c of a tensor with its initial values (len elements). The first definition of

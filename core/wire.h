@@ -16,7 +16,7 @@
 #include "pserv/pserv.h"
 
 #define PS_WIRE_MAGIC 0x56525350u /* "PSRV" read as little-endian bytes */
-#define PS_WIRE_VERSION 1
+#define PS_WIRE_VERSION 2 /* 2: node groups in JOIN and the job, NODE_BCAST */
 #define PS_WIRE_HDR_LEN 72
 /* Largest payload any message may carry: bounds what a peer can make us allocate. */
 #define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
@@ -38,6 +38,8 @@ typedef enum {
     PS_MSG_PULL,           /* worker -> server: values of one chunk after round `round` */
     PS_MSG_PULL_REPLY,     /* server -> worker: the values (payload) or an error status */
     PS_MSG_PUSH_PULL,      /* push, then pull of the result: answered by PULL_REPLY */
+    PS_MSG_NODE_BCAST,     /* worker -> coordinator: node-group broadcast `round` (local rank 0 sends the bytes) */
+    PS_MSG_NODE_BCAST_REPLY, /* coordinator -> worker: local rank 0's bytes */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 

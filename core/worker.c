@@ -70,7 +70,11 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
     ps_tp_handler_t handler = {.arg = w, .rx_buffer = ps_worker_rx_buffer, .rx = ps_worker_rx,
                                .peer_failed = ps_worker_peer_failed};
     if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler)) < 0) goto err_free;
-    if ((st = ps_member_join(&w->m, NULL, -1, timeout)) < 0) goto err_member;
+    if (params->node && strlen(params->node) >= PS_NODE_MAX) {
+        st = ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "node group name longer than %d bytes", PS_NODE_MAX - 1);
+        goto err_member;
+    }
+    if ((st = ps_member_join(&w->m, NULL, params->node, -1, timeout)) < 0) goto err_member;
     st = ps_worker_reqs_init(w, params->max_requests ? params->max_requests : 1024);
     if (st < 0) goto err_member;
     if ((st = ps_worker_connect_servers(w, timeout)) < 0) goto err_member;
@@ -97,7 +101,23 @@ pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info)
     info->mode = worker->m.job.mode;
     info->chunk_bytes = worker->m.job.chunk_bytes;
     info->map_version = worker->m.job.map.version;
+    info->node = worker->m.job.worker_node[worker->m.rank];
+    info->num_nodes = worker->m.job.num_nodes;
+    ps_job_node_of(&worker->m.job, worker->m.rank, &info->local_rank, &info->local_size);
     return PSERV_OK;
+}
+
+pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, size_t len, int timeout_ms)
+{
+    PS_CHECK_ARG(worker && (buf || len == 0));
+    if (len > PSERV_NODE_BROADCAST_MAX)
+        return ps_member_error(&worker->m, PSERV_ERR_INVALID_ARG, "node broadcast of %zu bytes (at most %d)", len,
+                               PSERV_NODE_BROADCAST_MAX);
+    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_NODE_BCAST, worker->bcast_seq, buf, len, buf,
+                                            timeout_ms);
+    if (st == PSERV_OK) worker->bcast_seq++;
+    else ps_member_error(&worker->m, st, "node broadcast %llu failed", (unsigned long long)worker->bcast_seq);
+    return st;
 }
 
 /* One REGISTER message: the descriptor, then the chunk's initial values. Freed when sent. */
@@ -150,7 +170,7 @@ pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_p
     }
     st = PSERV_ERR_NO_MEMORY;
     if (t == NULL) {
-        if ((t = calloc(1, sizeof(*t))) == NULL) goto err_unlock;
+        if ((t = calloc(1, sizeof(*t) + layout.num_chunks * sizeof(t->rounds[0]))) == NULL) goto err_unlock;
         t->key = p->key;
         t->desc = desc;
         t->layout = layout;

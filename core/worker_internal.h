@@ -12,7 +12,7 @@ typedef struct {
     uint64_t key;
     ps_tensor_desc_t desc;
     ps_layout_t layout;
-    uint64_t round; /* pushes issued: the round of the next push */
+    uint64_t rounds[]; /* per chunk, pushes issued: the round of the chunk's next push */
 } ps_wtensor_t;
 
 typedef enum { PS_REQ_FREE = 0, PS_REQ_ACTIVE } ps_req_state_t;
@@ -29,7 +29,9 @@ typedef struct {
     pserv_status_t status;  /* first error, or OK */
     ps_msg_type_t type;     /* what was sent */
     const ps_wtensor_t *tensor;
-    uint8_t *dst;           /* pull destination */
+    uint8_t *dst;           /* pull destination: holds elements from `base` on */
+    uint64_t base;          /* element offset of dst[0] in the tensor */
+    uint32_t first, end;    /* chunks [first, end) the request covers */
 } ps_req_t;
 
 struct pserv_worker {
@@ -43,6 +45,7 @@ struct pserv_worker {
     uint32_t *free_slots;
     uint32_t nfree;
     uint64_t barrier_seq;
+    uint64_t bcast_seq; /* node broadcasts done */
     int leaving; /* destroy has begun: servers closing now is the normal end */
     pserv_worker_stats_t stats;
 };

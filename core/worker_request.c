@@ -57,6 +57,9 @@ pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const p
     r->type = type;
     r->tensor = t;
     r->dst = dst;
+    r->base = 0;
+    r->first = 0;
+    r->end = t ? t->layout.num_chunks : 0;
     memset(r->per_server, 0, w->m.job.num_servers * sizeof(*r->per_server));
     *id = PS_REQ_ID(r->gen, slot);
     return PSERV_OK;
@@ -97,23 +100,50 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
     r->per_server[server]++;
 }
 
-/* Issues one message per chunk of a tensor; the caller holds the lock. */
-static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint64_t key, const void *grad,
-                                      void *dst, pserv_request_t *req)
+/* The chunks [*first, *end) that elements [offset, offset + count) cover, if they are whole. */
+static pserv_status_t ps_worker_range_chunks(pserv_worker_h w, const ps_wtensor_t *t, size_t offset, size_t count,
+                                             uint32_t *first, uint32_t *end)
+{
+    const ps_layout_t *l = &t->layout;
+    size_t chunk = l->chunk_elems, stop = offset + count;
+    if (count == 0 || offset >= l->count || count > l->count - offset || offset % chunk != 0 ||
+        (stop % chunk != 0 && stop != l->count)) {
+        snprintf(w->m.last_error, sizeof(w->m.last_error),
+                 "range [%zu, %zu) of tensor %llu (%zu elements) is not whole chunks of %zu elements", offset, stop,
+                 (unsigned long long)t->key, (size_t)l->count, chunk);
+        return PSERV_ERR_INVALID_ARG;
+    }
+    *first = (uint32_t)(offset / chunk);
+    *end = (uint32_t)((stop + chunk - 1) / chunk);
+    return PSERV_OK;
+}
+
+/* Issues one message per chunk of a range of a tensor; the caller holds the lock. grad and dst
+ * hold the range's elements. count == SIZE_MAX means the whole tensor. */
+static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint64_t key, size_t offset,
+                                      size_t count, const void *grad, void *dst, pserv_request_t *req)
 {
     ps_wtensor_t *t = ps_keymap_get(&w->tensors, key);
     uint64_t id;
+    uint32_t first, end;
     if (t == NULL) {
         snprintf(w->m.last_error, sizeof(w->m.last_error), "key %llu is not registered", (unsigned long long)key);
         return PSERV_ERR_UNKNOWN_KEY;
     }
-    pserv_status_t st = ps_worker_req_alloc(w, type, t, dst, &id);
+    if (count == SIZE_MAX) count = t->layout.count;
+    pserv_status_t st = ps_worker_range_chunks(w, t, offset, count, &first, &end);
+    if (st < 0) return st;
+    st = ps_worker_req_alloc(w, type, t, dst, &id);
     if (st < 0) {
         snprintf(w->m.last_error, sizeof(w->m.last_error), "all %u request slots are in flight", w->nreqs);
         return st;
     }
+    ps_req_t *r = &w->reqs[(uint32_t)id];
+    r->base = offset;
+    r->first = first;
+    r->end = end;
     size_t esize = t->layout.elem_size;
-    for (uint32_t c = 0; c < t->layout.num_chunks; c++) {
+    for (uint32_t c = first; c < end; c++) {
         size_t off = ps_layout_chunk_offset(&t->layout, c), len = ps_layout_chunk_len(&t->layout, c);
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, type);
@@ -123,47 +153,79 @@ static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint
         h.chunk = c;
         h.dtype = t->desc.dtype;
         h.offset = off;
-        h.round = t->round;
+        h.round = t->rounds[c];
         h.map_version = w->m.job.map.version;
         const void *payload = NULL;
         if (type != PS_MSG_PULL) {
             h.length = len * esize;
-            payload = (const uint8_t *)grad + off * esize;
+            payload = (const uint8_t *)grad + (off - offset) * esize;
+            t->rounds[c]++;
         }
         ps_worker_req_send(w, id, ps_shard_of(&w->m.job.map, key, c), &h, payload, h.length, NULL, NULL);
     }
-    if (type != PS_MSG_PULL) {
-        t->round++;
-        PS_WSTAT_ADD(w, bytes_pushed, t->layout.count * esize);
-    }
+    if (type != PS_MSG_PULL) PS_WSTAT_ADD(w, bytes_pushed, count * esize);
     *req = id;
     return PSERV_OK;
 }
 
-static pserv_status_t ps_worker_issue_locked(pserv_worker_h w, ps_msg_type_t type, uint64_t key, const void *grad,
-                                             void *dst, pserv_request_t *req)
+static pserv_status_t ps_worker_issue_locked(pserv_worker_h w, ps_msg_type_t type, uint64_t key, size_t offset,
+                                             size_t count, const void *grad, void *dst, pserv_request_t *req)
 {
     PS_CHECK_ARG(w && req && (type == PS_MSG_PULL || grad) && (type == PS_MSG_PUSH || dst));
     pthread_mutex_lock(&w->m.lock);
-    pserv_status_t st = ps_worker_issue(w, type, key, grad, dst, req);
+    pserv_status_t st = ps_worker_issue(w, type, key, offset, count, grad, dst, req);
     pthread_mutex_unlock(&w->m.lock);
     return st;
 }
 
 pserv_status_t pserv_worker_push(pserv_worker_h worker, uint64_t key, const void *grad, pserv_request_t *req)
 {
-    return ps_worker_issue_locked(worker, PS_MSG_PUSH, key, grad, NULL, req);
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH, key, 0, SIZE_MAX, grad, NULL, req);
 }
 
 pserv_status_t pserv_worker_pull(pserv_worker_h worker, uint64_t key, void *dst, pserv_request_t *req)
 {
-    return ps_worker_issue_locked(worker, PS_MSG_PULL, key, NULL, dst, req);
+    return ps_worker_issue_locked(worker, PS_MSG_PULL, key, 0, SIZE_MAX, NULL, dst, req);
 }
 
 pserv_status_t pserv_worker_push_pull(pserv_worker_h worker, uint64_t key, const void *grad, void *dst,
                                       pserv_request_t *req)
 {
-    return ps_worker_issue_locked(worker, PS_MSG_PUSH_PULL, key, grad, dst, req);
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH_PULL, key, 0, SIZE_MAX, grad, dst, req);
+}
+
+pserv_status_t pserv_worker_push_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count,
+                                       const void *grad, pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH, key, offset, count, grad, NULL, req);
+}
+
+pserv_status_t pserv_worker_pull_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count, void *dst,
+                                       pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PULL, key, offset, count, NULL, dst, req);
+}
+
+pserv_status_t pserv_worker_push_pull_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count,
+                                            const void *grad, void *dst, pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH_PULL, key, offset, count, grad, dst, req);
+}
+
+pserv_status_t pserv_worker_tensor_info(pserv_worker_h worker, uint64_t key, size_t *count, size_t *chunk_elems)
+{
+    PS_CHECK_ARG(worker && count && chunk_elems);
+    pthread_mutex_lock(&worker->m.lock);
+    const ps_wtensor_t *t = ps_keymap_get(&worker->tensors, key);
+    if (t) {
+        *count = t->layout.count;
+        *chunk_elems = t->layout.chunk_elems;
+    } else {
+        snprintf(worker->m.last_error, sizeof(worker->m.last_error), "key %llu is not registered",
+                 (unsigned long long)key);
+    }
+    pthread_mutex_unlock(&worker->m.lock);
+    return t ? PSERV_OK : PSERV_ERR_UNKNOWN_KEY;
 }
 
 pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int timeout_ms)
@@ -222,7 +284,8 @@ static ps_req_t *ps_worker_match(pserv_worker_h w, ps_tp_peer_t *peer, const ps_
     else if (r->per_server[h->sender] == 0) *why = "more replies than messages sent";
     else if (h->type == PS_MSG_PULL_REPLY && h->status >= 0) {
         const ps_layout_t *l = &r->tensor->layout;
-        if (h->key != r->tensor->key || h->chunk >= l->num_chunks) *why = "values of another tensor or chunk";
+        if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end)
+            *why = "values of another tensor or chunk";
         else if (h->offset != ps_layout_chunk_offset(l, h->chunk)) *why = "offset does not match the chunk";
         else if (h->length != ps_layout_chunk_len(l, h->chunk) * l->elem_size) *why = "length does not match the chunk";
         else if (h->dtype != r->tensor->desc.dtype) *why = "wrong dtype";
@@ -240,7 +303,7 @@ pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
         return PSERV_OK; /* rx decides; the transport holds the payload */
     pthread_mutex_lock(&w->m.lock);
     ps_req_t *r = ps_worker_match(w, peer, &h, &why);
-    if (r) *buf = r->dst + h.offset * r->tensor->layout.elem_size;
+    if (r) *buf = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
     pthread_mutex_unlock(&w->m.lock);
     return PSERV_OK;
 }
@@ -265,7 +328,7 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     if (h.status < 0) {
         ps_worker_req_fail(r, h.status);
     } else if (h.type == PS_MSG_PULL_REPLY) {
-        uint8_t *dst = r->dst + h.offset * r->tensor->layout.elem_size;
+        uint8_t *dst = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
         if (data != dst) memcpy(dst, data, len);
         PS_WSTAT_ADD(w, bytes_pulled, len);
     }

@@ -11,7 +11,8 @@
  * Every function returns a pserv_status_t (0 = success, negative = error) and sets its
  * output arguments only on success. Parameter structs start with their size and have an
  * initializer macro; a zero field means "the default". Handles are not thread-safe unless a
- * function says so.
+ * function says so; the worker's request functions (push, pull, their range forms, wait, test)
+ * may be called from several threads at once.
  */
 #ifndef PSERV_H
 #define PSERV_H
@@ -172,9 +173,16 @@ typedef struct {
     const char *coordinator; /**< "host:port" of the coordinator (required) */
     int timeout_ms;          /**< how long to wait for the job to form; default 30000 */
     unsigned max_requests;   /**< requests in flight at once; default 1024 */
+    /**
+     * Node group: workers that name the same node (e.g. the GPUs of one machine) reduce their
+     * gradients among themselves first (pserv_cuda_node_push_pull) and push each chunk once per
+     * group, from the member whose slice holds it. In sync mode a chunk's round completes when
+     * every group has pushed it. NULL or "": a group of its own (every worker pushes everything).
+     */
+    const char *node;
 } pserv_worker_params_t;
 
-#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0 }
+#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0, NULL }
 
 /** What a worker learns when it joins. */
 typedef struct {
@@ -183,9 +191,16 @@ typedef struct {
     pserv_mode_t mode;
     size_t chunk_bytes;
     uint32_t map_version; /**< version of the shard map */
+    unsigned node;        /**< this worker's node group, 0 .. num_nodes-1 (by lowest worker rank) */
+    unsigned num_nodes;   /**< node groups in the job: the pushes each chunk needs per sync round */
+    unsigned local_rank;  /**< rank within the node group (by worker rank), 0 .. local_size-1 */
+    unsigned local_size;  /**< workers in this worker's node group */
 } pserv_job_info_t;
 
-#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0 }
+#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, 0, 0, 0 }
+
+/** Largest payload of pserv_worker_node_broadcast (an NCCL unique id is 128 bytes). */
+#define PSERV_NODE_BROADCAST_MAX 1024
 
 /** A tensor to register on the servers. */
 typedef struct {
@@ -243,12 +258,39 @@ PSERV_API pserv_status_t pserv_worker_pull(pserv_worker_h worker, uint64_t key, 
 PSERV_API pserv_status_t pserv_worker_push_pull(pserv_worker_h worker, uint64_t key, const void *grad,
                                                 void *dst, pserv_request_t *req);
 /**
+ * Geometry of a registered tensor: its element count and the elements per chunk (the unit of
+ * range requests). PSERV_ERR_UNKNOWN_KEY if this worker has not registered the key.
+ */
+PSERV_API pserv_status_t pserv_worker_tensor_info(pserv_worker_h worker, uint64_t key, size_t *count,
+                                                  size_t *chunk_elems);
+/**
+ * Range requests: the same as push / pull / push_pull on elements [offset, offset + count) of
+ * the tensor only; grad and dst hold those count elements (element i is tensor element
+ * offset + i). offset must be a multiple of the chunk size, and offset + count a multiple of it
+ * or the tensor's end (PSERV_ERR_INVALID_ARG otherwise, detail in pserv_worker_last_error).
+ * Sync rounds are counted per chunk: a worker (or its node group) pushes a chunk's round r + 1
+ * after it pulled the chunk's round r. The pipelines of pserv_cuda.h are built on these.
+ */
+PSERV_API pserv_status_t pserv_worker_push_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count,
+                                                 const void *grad, pserv_request_t *req);
+PSERV_API pserv_status_t pserv_worker_pull_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count,
+                                                 void *dst, pserv_request_t *req);
+PSERV_API pserv_status_t pserv_worker_push_pull_range(pserv_worker_h worker, uint64_t key, size_t offset,
+                                                      size_t count, const void *grad, void *dst,
+                                                      pserv_request_t *req);
+/**
  * Waits for a request (timeout_ms < 0: forever) and frees it; returns its status. On
  * PSERV_ERR_TIMED_OUT the request stays in flight and may be waited on again.
  */
 PSERV_API pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int timeout_ms);
 /** Sets *done to 1 if the request has completed (then wait returns at once), else 0. */
 PSERV_API pserv_status_t pserv_worker_test(pserv_worker_h worker, pserv_request_t req, int *done);
+/**
+ * Node-group broadcast (collective over the worker's node group, blocking, and a barrier of
+ * the group): local rank 0's len bytes of buf reach buf on every member. len must be the same
+ * on every member and at most PSERV_NODE_BROADCAST_MAX. Used to pass an NCCL unique id.
+ */
+PSERV_API pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, size_t len, int timeout_ms);
 /** Blocks until every worker of the job reaches the barrier (timeout_ms < 0: forever). */
 PSERV_API pserv_status_t pserv_worker_barrier(pserv_worker_h worker, int timeout_ms);
 /** Copies the worker's counters. Thread-safe. */

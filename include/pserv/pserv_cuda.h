@@ -3,7 +3,8 @@
  * package says so). Every function works on a machine without a GPU or driver: it returns
  * PSERV_ERR_UNSUPPORTED and the host API keeps working.
  *
- * The device-pointer push/pull API, ordered on a caller's cudaStream_t, is built on these.
+ * Two layers: device push / pull on a caller's stream (pserv_cuda_worker_*), for a training loop
+ * that embeds pserv; and a reference model on the GPU (pserv_cuda_mlp_*), used by pserv train.
  */
 #ifndef PSERV_CUDA_H
 #define PSERV_CUDA_H
@@ -29,6 +30,78 @@ PSERV_API pserv_status_t pserv_cuda_device_count(int *count);
  */
 PSERV_API pserv_status_t pserv_cuda_host_register(void *ptr, size_t len);
 PSERV_API pserv_status_t pserv_cuda_host_unregister(void *ptr);
+/** A cudaStream_t, without needing the CUDA headers (cudaStream_t is struct CUstream_st *). */
+typedef struct CUstream_st *pserv_cuda_stream_t;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Device push / pull, ordered on a stream                                                     */
+
+/**
+ * The device side of a worker: push, pull and push-pull of device buffers, ordered on a
+ * caller's stream the way NCCL calls are. A call returns at once; the stream reads the gradient
+ * after the work enqueued before the call, and work enqueued after the call sees the pulled
+ * values. Between the two the data moves in pieces through pinned host buffers: piece k+1 is
+ * copied off the device while piece k is on the wire and piece k-1 is being applied by its
+ * shard, and pulled pieces are copied back as they arrive. No call blocks the host on the
+ * device. Operations on one key must be issued in order on one stream.
+ *
+ * Node groups (pserv_worker_params_t.node): pserv_cuda_node_push_pull reduces the gradient over
+ * the group's GPUs with NCCL (reduce-scatter), pushes and pulls only this GPU's slice (the group
+ * sends its sum once, over every GPU's PCIe link in parallel) and all-gathers the parameters.
+ * The NCCL communicator is formed at create (collective over the group; its unique id travels
+ * through the coordinator). NCCL is loaded at run time (libnccl.so.2); with one GPU per group the
+ * same path runs, falling back to a device copy if NCCL cannot be loaded.
+ *
+ * Errors of the asynchronous part (a failed server, a rejected push) are kept: the stream is
+ * released anyway (nothing waits forever) with the destination left undefined, and
+ * pserv_cuda_worker_synchronize / the next call returns the error.
+ */
+typedef struct pserv_cuda_worker *pserv_cuda_worker_h;
+
+typedef struct {
+    size_t size;        /**< sizeof(pserv_cuda_worker_params_t) */
+    int device;         /**< the CUDA device of the buffers; -1 (default): the current device */
+    size_t piece_bytes; /**< pipeline piece (rounded to whole chunks); default: the job's chunk */
+    int no_nccl;        /**< 1: never use NCCL (node groups must then have one member) */
+} pserv_cuda_worker_params_t;
+
+#define PSERV_CUDA_WORKER_PARAMS_INIT { sizeof(pserv_cuda_worker_params_t), -1, 0, 0 }
+
+/**
+ * Creates the device side of a worker (which must outlive it). Collective over the worker's
+ * node group when it has more than one member. PSERV_ERR_UNSUPPORTED without a driver/device.
+ */
+PSERV_API pserv_status_t pserv_cuda_worker_create(pserv_worker_h worker, const pserv_cuda_worker_params_t *params,
+                                                  pserv_cuda_worker_h *cw);
+/** Pushes a registered tensor's gradient (its whole count, device memory) in stream order. */
+PSERV_API pserv_status_t pserv_cuda_push(pserv_cuda_worker_h cw, uint64_t key, const void *dgrad,
+                                         pserv_cuda_stream_t stream);
+/** Pulls a registered tensor into device memory in stream order. */
+PSERV_API pserv_status_t pserv_cuda_pull(pserv_cuda_worker_h cw, uint64_t key, void *dparam,
+                                         pserv_cuda_stream_t stream);
+/** Push then pull of the updated values, one round trip per piece. dgrad may equal dparam. */
+PSERV_API pserv_status_t pserv_cuda_push_pull(pserv_cuda_worker_h cw, uint64_t key, const void *dgrad,
+                                              void *dparam, pserv_cuda_stream_t stream);
+/**
+ * The whole step of a node group in one call: NCCL reduce-scatter of dgrad over the group
+ * (dgrad is overwritten: it holds partial sums afterwards), push-pull of this GPU's slice,
+ * NCCL all-gather into dparam. Every member calls it for the same key in the same order.
+ * With a group of one this is pserv_cuda_push_pull.
+ */
+PSERV_API pserv_status_t pserv_cuda_node_push_pull(pserv_cuda_worker_h cw, uint64_t key, void *dgrad, void *dparam,
+                                                   pserv_cuda_stream_t stream);
+/**
+ * Waits (up to timeout_ms; < 0 forever) until every operation issued so far has finished on
+ * the host side (its values are on their way to the device in stream order), and returns the
+ * first error since the last call, or PSERV_OK.
+ */
+PSERV_API pserv_status_t pserv_cuda_worker_synchronize(pserv_cuda_worker_h cw, int timeout_ms);
+/** Finishes what is in flight, releases every waiting stream and frees the device side. */
+PSERV_API pserv_status_t pserv_cuda_worker_destroy(pserv_cuda_worker_h cw);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The reference model on a GPU                                                                */
+
 /**
  * The reference MLP (pserv_model.h) on a GPU, for a worker whose gradients come from a device:
  * same tensors (W0, b0, W1, b1, ...), init and arithmetic as pserv_mlp_*, computed with cuBLAS and

@@ -37,7 +37,8 @@ Test(codec, string_longer_than_its_buffer_is_bad)
 Test(codec, job_round_trip)
 {
     char servers[2][PS_ADDR_MAX] = {"10.0.0.1:5000", "node7:5001"};
-    ps_job_t job = {PSERV_MODE_ASYNC, 2, 3, 1 << 20, {4, 2}, servers}, out;
+    uint32_t worker_node[3] = {0, 1, 0}; /* workers 0 and 2 share a node */
+    ps_job_t job = {PSERV_MODE_ASYNC, 2, 3, 1 << 20, {4, 2}, servers, 2, worker_node}, out;
     uint8_t buf[1024];
     ps_writer_t w;
     ps_reader_t r;
@@ -51,11 +52,31 @@ Test(codec, job_round_trip)
     cr_assert_eq(out.num_workers, 3);
     cr_assert_eq(out.map.version, 4);
     cr_assert_str_eq(out.servers[1], "node7:5001");
+    cr_assert_eq(out.num_nodes, 2);
+    cr_assert_eq(out.worker_node[2], 0);
+    uint32_t local_rank, local_size;
+    ps_job_node_of(&out, 2, &local_rank, &local_size);
+    cr_assert_eq(local_rank, 1);
+    cr_assert_eq(local_size, 2);
+    ps_job_node_of(&out, 1, &local_rank, &local_size);
+    cr_assert_eq(local_rank, 0);
+    cr_assert_eq(local_size, 1);
     ps_job_free(&out);
     /* every truncation is rejected */
     for (size_t n = 0; n < w.len; n++) {
         ps_reader_init(&r, buf, n);
         cr_assert_eq(ps_job_decode(&r, &out, &rank), PSERV_ERR_BAD_MESSAGE, "truncated at %zu", n);
+    }
+    /* node groups out of range, or a group with no worker, are rejected */
+    uint32_t bad_nodes[][3] = {{0, 2, 0}, {0, 0, 0}};
+    uint32_t bad_counts[] = {2, 2};
+    for (size_t i = 0; i < 2; i++) {
+        job.worker_node = bad_nodes[i];
+        job.num_nodes = bad_counts[i];
+        ps_writer_init(&w, buf, sizeof(buf));
+        ps_job_encode(&job, 1, &w);
+        ps_reader_init(&r, buf, w.len);
+        cr_assert_eq(ps_job_decode(&r, &out, &rank), PSERV_ERR_BAD_MESSAGE, "bad node groups %zu", i);
     }
 }
 
