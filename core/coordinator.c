@@ -35,6 +35,7 @@ typedef struct {
     uint64_t seq;
     uint32_t arrived, size;
     uint32_t len;
+    pserv_status_t fail; /* the round's outcome so far: members disagreed on the length */
     uint8_t data[PSERV_NODE_BROADCAST_MAX];
 } ps_coord_node_t;
 
@@ -239,6 +240,7 @@ static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_s
         ps_send_msg(m->peer, &h, copy, n->len, NULL, ps_send_free_cb, copy);
     }
     n->arrived = 0;
+    n->fail = PSERV_OK;
     n->seq++;
 }
 
@@ -248,21 +250,24 @@ static void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const
     uint32_t node = c->job.worker_node[m->rank], local_rank, local_size;
     ps_coord_node_t *n = &c->nodes[node];
     ps_job_node_of(&c->job, m->rank, &local_rank, &local_size);
-    const char *why = h->round != n->seq || m->at_bcast || m->left ? "out of sequence"
-                      : len > PSERV_NODE_BROADCAST_MAX          ? "too long"
-                      : n->arrived > 0 && len != n->len         ? "length differs from the group's"
-                                                                : NULL;
-    if (why) {
+    if (h->round != n->seq || m->at_bcast || m->left || len > PSERV_NODE_BROADCAST_MAX) {
         c->rejected++;
-        ps_warn("node broadcast %llu from worker %u rejected: %s", (unsigned long long)h->round, m->rank, why);
+        ps_warn("node broadcast %llu from worker %u rejected: %s", (unsigned long long)h->round, m->rank,
+                len > PSERV_NODE_BROADCAST_MAX ? "too long" : "out of sequence");
         ps_reply_status(m->peer, h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_INVALID_ARG);
         return;
     }
-    n->len = (uint32_t)len;
-    if (local_rank == 0) memcpy(n->data, data, len);
+    /* Members that disagree on the length fail the round together, so their sequences stay in step. */
+    if (n->arrived > 0 && len != n->len && n->fail == PSERV_OK) {
+        ps_warn("node broadcast %llu of node group %u failed: worker %u sent %zu bytes, others %u",
+                (unsigned long long)h->round, node, m->rank, len, n->len);
+        n->fail = PSERV_ERR_INVALID_ARG;
+    }
+    if (n->arrived == 0) n->len = (uint32_t)len;
+    if (local_rank == 0 && len == n->len) memcpy(n->data, data, len);
     m->at_bcast = 1;
     m->bcast_req = h->req_id;
-    if (++n->arrived == n->size) ps_coord_bcast_release(c, node, PSERV_OK);
+    if (++n->arrived == n->size) ps_coord_bcast_release(c, node, n->fail);
 }
 
 static void ps_coord_end_if_done(pserv_coordinator_h c)

@@ -115,8 +115,9 @@ pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, siz
                                PSERV_NODE_BROADCAST_MAX);
     pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_NODE_BCAST, worker->bcast_seq, buf, len, buf,
                                             timeout_ms);
-    if (st == PSERV_OK) worker->bcast_seq++;
-    else ps_member_error(&worker->m, st, "node broadcast %llu failed", (unsigned long long)worker->bcast_seq);
+    /* INVALID_ARG ends the round for the whole group (lengths differed): the next one is the next sequence. */
+    if (st == PSERV_OK || st == PSERV_ERR_INVALID_ARG) worker->bcast_seq++;
+    if (st < 0) ps_member_error(&worker->m, st, "node broadcast %llu failed", (unsigned long long)worker->bcast_seq);
     return st;
 }
 

@@ -176,38 +176,89 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests)
+typedef struct {
+    const char *coord;
+    const char *node;
+    unsigned max_requests;
+    pserv_worker_h worker;
+    pserv_status_t st;
+} worker_thread_t;
+
+static void *worker_thread(void *arg)
+{
+    worker_thread_t *t = arg;
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    wp.coordinator = t->coord;
+    wp.max_requests = t->max_requests;
+    wp.node = t->node;
+    wp.timeout_ms = 20000;
+    t->st = pserv_worker_create(&wp, &t->worker);
+    return NULL;
+}
+
+int inproc_group_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests,
+                       unsigned num_servers, unsigned num_workers, const char *const *nodes)
 {
     pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
     uint16_t port;
-    char coord[64];
     memset(job, 0, sizeof(*job));
-    cp.num_servers = 1;
-    cp.num_workers = 1;
+    if (num_workers > INPROC_MAX_WORKERS || num_servers > INPROC_MAX_SERVERS) return -1;
+    cp.num_servers = num_servers;
+    cp.num_workers = num_workers;
     cp.mode = mode;
     cp.chunk_bytes = chunk_bytes;
     if (pserv_coordinator_create(&cp, &job->coord) != PSERV_OK) return -1;
     pserv_coordinator_port(job->coord, &port);
-    snprintf(coord, sizeof(coord), "127.0.0.1:%u", port);
+    snprintf(job->addr, sizeof(job->addr), "127.0.0.1:%u", port);
 
-    server_thread_t st = {coord, NULL, PSERV_ERR_INTERNAL};
-    pthread_t tid;
-    pthread_create(&tid, NULL, server_thread, &st);
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
-    wp.coordinator = coord;
-    wp.max_requests = max_requests;
-    pserv_status_t ws = pserv_worker_create(&wp, &job->worker);
-    pthread_join(tid, NULL);
-    job->server = st.server;
-    return ws == PSERV_OK && st.st == PSERV_OK ? 0 : -1;
+    server_thread_t st[INPROC_MAX_SERVERS];
+    worker_thread_t wt[INPROC_MAX_WORKERS];
+    pthread_t stid[INPROC_MAX_SERVERS], wtid[INPROC_MAX_WORKERS];
+    for (unsigned i = 0; i < num_servers; i++) {
+        st[i] = (server_thread_t){job->addr, NULL, PSERV_ERR_INTERNAL};
+        pthread_create(&stid[i], NULL, server_thread, &st[i]);
+    }
+    for (unsigned i = 0; i < num_workers; i++) {
+        wt[i] = (worker_thread_t){job->addr, nodes ? nodes[i] : NULL, max_requests, NULL, PSERV_ERR_INTERNAL};
+        pthread_create(&wtid[i], NULL, worker_thread, &wt[i]);
+    }
+    int bad = 0;
+    for (unsigned i = 0; i < num_servers; i++) {
+        pthread_join(stid[i], NULL);
+        job->servers[i] = st[i].server;
+        bad |= st[i].st != PSERV_OK;
+    }
+    /* Index workers by rank, whatever order they joined in. */
+    for (unsigned i = 0; i < num_workers; i++) {
+        pthread_join(wtid[i], NULL);
+        pserv_job_info_t info = PSERV_JOB_INFO_INIT;
+        if (wt[i].st != PSERV_OK || pserv_worker_job(wt[i].worker, &info) != PSERV_OK || info.rank >= num_workers) {
+            bad = 1;
+            continue;
+        }
+        job->workers[info.rank] = wt[i].worker;
+        job->nodes[info.rank] = wt[i].node;
+    }
+    job->num_servers = num_servers;
+    job->num_workers = num_workers;
+    job->server = job->servers[0];
+    job->worker = job->workers[0];
+    return bad ? -1 : 0;
+}
+
+int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests)
+{
+    return inproc_group_start(job, mode, chunk_bytes, max_requests, 1, 1, NULL);
 }
 
 int inproc_job_stop(inproc_job_t *job)
 {
     int bad = 0;
-    pserv_worker_destroy(job->worker);
-    if (job->server) bad |= pserv_server_wait(job->server, 10000) != PSERV_OK;
-    pserv_server_destroy(job->server);
+    for (unsigned i = 0; i < job->num_workers; i++) pserv_worker_destroy(job->workers[i]);
+    for (unsigned i = 0; i < job->num_servers; i++) {
+        if (job->servers[i]) bad |= pserv_server_wait(job->servers[i], 10000) != PSERV_OK;
+        pserv_server_destroy(job->servers[i]);
+    }
     bad |= pserv_coordinator_wait(job->coord, 10000) != PSERV_OK;
     pserv_coordinator_destroy(job->coord);
     return bad ? -1 : 0;

@@ -36,16 +36,27 @@ void harness_kill_all(harness_t *h);
 int harness_read(int fd, void *buf, size_t n, int timeout_ms);
 int harness_write(int fd, const void *buf, size_t n);
 
-/* A one-process job: coordinator, one server shard (on a thread while it joins) and one worker. */
+#define INPROC_MAX_WORKERS 8
+#define INPROC_MAX_SERVERS 4
+
+/* A one-process job: coordinator, server shards (on threads while they join) and workers. */
 typedef struct {
     pserv_coordinator_h coord;
-    pserv_server_h server;
-    pserv_worker_h worker;
+    pserv_server_h server; /* servers[0] */
+    pserv_worker_h worker; /* workers[0] */
+    pserv_server_h servers[INPROC_MAX_SERVERS];
+    pserv_worker_h workers[INPROC_MAX_WORKERS]; /* index = worker rank */
+    const char *nodes[INPROC_MAX_WORKERS];      /* the node group each worker rank named */
+    unsigned num_servers, num_workers;
+    char addr[64]; /* the coordinator's */
 } inproc_job_t;
 
-/* Starts the job; returns 0 on success. */
+/* Starts a job of one server and one worker; returns 0 on success. */
 int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests);
-/* Ends it in order (worker leaves, server and coordinator see the job end); returns 0 if clean. */
+/* The same with several servers and workers; nodes[i] (or NULL) is the node group worker i names. */
+int inproc_group_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests,
+                       unsigned num_servers, unsigned num_workers, const char *const *nodes);
+/* Ends it in order (workers leave, servers and coordinator see the job end); returns 0 if clean. */
 int inproc_job_stop(inproc_job_t *job);
 
 #endif
