@@ -22,7 +22,8 @@
 
 #define MAX_CHILDREN 256
 #define SUMMARY "Trains an MLP on Fashion-MNIST through pserv server shards: by default a coordinator,\n" \
-                "2 server shards and 2 workers on this machine, in synchronous mode, until the target\n" \
+                "2 server shards and workers on this machine (one per GPU, which reduce over NCCL and\n" \
+                "push once; without GPUs, 2 on the CPU), in synchronous mode, until the target\n" \
                 "accuracy or the epoch limit."
 
 typedef struct {
@@ -200,7 +201,9 @@ int cmd_train(int argc, char **argv)
     cli_result_t r = cli_parse("train", SUMMARY, opts, n, argc, argv);
     if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
     if (train_config_check_data("train", &cfg) != 0) return 2;
-    if (train_config_use_gpu("train", &cfg) < 0) return 2;
+    int gpus = train_config_use_gpu("train", &cfg);
+    if (gpus < 0) return 2;
+    train_config_resolve_workers(&cfg, gpus);
     launcher_env_t env;
     if (launcher_env_detect(&env)) return train_by_rank(&cfg, &env);
     return run_local(&cfg);

@@ -13,7 +13,7 @@ void train_config_defaults(train_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->servers = 2;
-    cfg->workers = 2;
+    cfg->workers = 0; /* one per GPU, or 2 on the CPU: train_config_resolve_workers */
     cfg->mode = "sync";
     cfg->chunk_bytes = 256u << 10;
     cfg->optimizer = "adam";
@@ -35,7 +35,7 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
     size_t n = 0;
     if (with_job) {
         opts[n++] = (cli_opt_t){"servers", CLI_UINT, &cfg->servers, "N", "server shards (default 2)", NULL, 1};
-        opts[n++] = (cli_opt_t){"workers", CLI_UINT, &cfg->workers, "N", "workers (default 2)", NULL, 1};
+        opts[n++] = (cli_opt_t){"workers", CLI_UINT, &cfg->workers, "N", "workers (default: one per GPU when they compute on GPUs, else 2)", NULL, 1};
         opts[n++] = (cli_opt_t){"mode", CLI_CHOICE, &cfg->mode, "sync|async", "consistency model (default sync)",
                                 "sync|async", 0};
         opts[n++] = (cli_opt_t){"chunk-bytes", CLI_SIZE, &cfg->chunk_bytes, "BYTES",
@@ -69,6 +69,11 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                             NULL, 0};
     opts[n++] = (cli_opt_t){"timeout", CLI_UINT, &cfg->timeout_s, "SECONDS",
                             "how long to wait for the job to form (default 60)", NULL, 1};
+    if (!with_job)
+        opts[n++] = (cli_opt_t){"node", CLI_STRING, &cfg->node, "NAME",
+                                "node group of a GPU worker: workers naming the same node reduce over NCCL and push "
+                                "once (default: the host name)",
+                                NULL, 0};
     if (!with_job)
         opts[n++] = (cli_opt_t){"report-fd", CLI_UINT, &cfg->report_fd, "FD",
                                 "internal: report progress to this file descriptor for pserv train", NULL, 0};
@@ -116,7 +121,7 @@ int train_config_use_gpu(const char *command, const train_config_t *cfg)
     if (strcmp(cfg->device, "cpu") == 0) return 0;
 #ifdef PSERV_HAVE_CUDA
     int n = 0;
-    if (pserv_cuda_device_count(&n) == PSERV_OK && n > 0) return 1;
+    if (pserv_cuda_device_count(&n) == PSERV_OK && n > 0) return n;
     if (strcmp(cfg->device, "auto") == 0) return 0;
     fprintf(stderr, "pserv %s: --device cuda: no usable GPU (%s)\n", command, pserv_cuda_last_error());
 #else
@@ -124,6 +129,11 @@ int train_config_use_gpu(const char *command, const train_config_t *cfg)
     fprintf(stderr, "pserv %s: --device cuda: this pserv was built without CUDA\n", command);
 #endif
     return -1;
+}
+
+void train_config_resolve_workers(train_config_t *cfg, int gpus)
+{
+    if (cfg->workers == 0) cfg->workers = gpus > 0 ? (unsigned)gpus : 2;
 }
 
 int train_config_check_data(const char *command, const train_config_t *cfg)

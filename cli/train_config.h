@@ -24,6 +24,7 @@ typedef struct train_config {
     /* data */
     const char *data;
     const char *device;    /* auto | cuda | cpu: where workers compute gradients */
+    const char *node;      /* a GPU worker's node group (NULL: the host name) */
     unsigned limit;        /* train on the first N samples only (0: all) */
     unsigned timeout_s;
     int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
@@ -40,10 +41,12 @@ float train_config_lr(const train_config_t *cfg);
 /* Writes argv entries for a worker process with the same settings; returns how many. */
 int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MAX], char **argv, int max);
 /*
- * Resolves --device: 1 to compute on GPUs, 0 on the CPU; -1 (after one line on stderr) when
- * `cuda` was asked for and this build or machine has no usable GPU.
+ * Resolves --device: the number of GPUs to compute on (> 0), 0 on the CPU; -1 (after one line on
+ * stderr) when `cuda` was asked for and this build or machine has no usable GPU.
  */
 int train_config_use_gpu(const char *command, const train_config_t *cfg);
+/* --workers left at 0: one worker per GPU when they compute on gpus > 0 of them, else 2. */
+void train_config_resolve_workers(train_config_t *cfg, int gpus);
 /* Checks that the data directory has the four Fashion-MNIST files; prints one line if not. */
 int train_config_check_data(const char *command, const train_config_t *cfg);
 

@@ -16,11 +16,7 @@
 #include "train_config.h"
 #include "pserv/pserv.h"
 #include "pserv/pserv_model.h"
-#ifdef PSERV_HAVE_CUDA
-#include "pserv/pserv_cuda.h"
-#else
-typedef void *pserv_cuda_mlp_h;
-#endif
+#include "worker_gpu.h"
 
 #define WORKER_TIMEOUT_MS 120000
 #define MAX_TENSORS (2 * (CLI_LIST_MAX + 1))
@@ -29,8 +25,8 @@ typedef struct {
     const train_config_t *cfg;
     pserv_worker_h worker;
     pserv_job_info_t job;
-    pserv_mlp_h mlp;      /* the model; with a GPU, the host copy of its tensors */
-    pserv_cuda_mlp_h gpu; /* NULL: gradients on the CPU */
+    pserv_mlp_h mlp;   /* the model on the CPU; with a GPU, only its initial values are used */
+    worker_gpu_t *gpu; /* NULL: gradients on the CPU */
     unsigned ntensors;
     float *params[MAX_TENSORS], *grads[MAX_TENSORS];
     pserv_dataset_h train, test;
@@ -62,42 +58,25 @@ static int fail(const trainer_t *t, const char *what, pserv_status_t st)
     return 1;
 }
 
+/* The optimizer every tensor gets. */
+static pserv_status_t tensor_proto(const trainer_t *t, pserv_tensor_params_t *p)
+{
+    *p = (pserv_tensor_params_t)PSERV_TENSOR_PARAMS_INIT;
+    p->optim.lr = train_config_lr(t->cfg);
+    return pserv_optim_parse(t->cfg->optimizer, &p->optim.type);
+}
+
 static pserv_status_t register_tensors(trainer_t *t)
 {
-    pserv_optim_type_t type;
-    pserv_status_t st = pserv_optim_parse(t->cfg->optimizer, &type);
+    pserv_tensor_params_t p;
+    pserv_status_t st = tensor_proto(t, &p);
     for (unsigned i = 0; st == PSERV_OK && i < t->ntensors; i++) {
-        pserv_tensor_params_t p = PSERV_TENSOR_PARAMS_INIT;
         p.key = i + 1;
         p.count = pserv_mlp_tensor_size(t->mlp, i);
         p.init = pserv_mlp_param(t->mlp, i);
-        p.optim.type = type;
-        p.optim.lr = train_config_lr(t->cfg);
         st = pserv_worker_register(t->worker, &p);
     }
     return st;
-}
-
-/* One forward and backward on the worker's device; the gradients end up in t->grads. */
-static pserv_status_t model_step(trainer_t *t, const float *x, const uint8_t *y, size_t batch, float *loss)
-{
-#ifdef PSERV_HAVE_CUDA
-    if (t->gpu) {
-        pserv_status_t st = pserv_cuda_mlp_train_step(t->gpu, x, y, batch, loss);
-        return st < 0 ? st : pserv_cuda_mlp_get_grads(t->gpu, t->grads);
-    }
-#endif
-    return pserv_mlp_train_step(t->mlp, x, y, batch, loss);
-}
-
-/* The parameters in t->params changed (a pull): a GPU model takes them over. */
-static pserv_status_t model_params_changed(trainer_t *t)
-{
-#ifdef PSERV_HAVE_CUDA
-    if (t->gpu) return pserv_cuda_mlp_set_params(t->gpu, (const float *const *)t->params);
-#endif
-    (void)t;
-    return PSERV_OK;
 }
 
 static pserv_status_t model_evaluate(trainer_t *t, size_t *correct, float *loss)
@@ -106,7 +85,7 @@ static pserv_status_t model_evaluate(trainer_t *t, size_t *correct, float *loss)
     const uint8_t *y = pserv_dataset_labels(t->test);
     size_t n = pserv_dataset_count(t->test);
 #ifdef PSERV_HAVE_CUDA
-    if (t->gpu) return pserv_cuda_mlp_evaluate(t->gpu, x, y, n, correct, loss);
+    if (t->gpu) return worker_gpu_evaluate(t->gpu, x, y, n, correct, loss);
 #endif
     return pserv_mlp_evaluate(t->mlp, x, y, n, correct, loss);
 }
@@ -133,12 +112,26 @@ static pserv_status_t exchange(trainer_t *t, float scale)
 
 static pserv_status_t pull_all(trainer_t *t)
 {
+#ifdef PSERV_HAVE_CUDA
+    if (t->gpu) return worker_gpu_pull(t->gpu);
+#endif
     pserv_request_t reqs[MAX_TENSORS];
     pserv_status_t st = PSERV_OK;
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++)
         st = pserv_worker_pull(t->worker, i + 1, t->params[i], &reqs[i]);
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++) st = pserv_worker_wait(t->worker, reqs[i], WORKER_TIMEOUT_MS);
     return st;
+}
+
+/* One step: gradients of a batch, pushed, and the new parameters pulled (GPU: enqueued). */
+static pserv_status_t model_step(trainer_t *t, const float *x, const uint8_t *y, size_t batch, float scale,
+                                 float *loss)
+{
+#ifdef PSERV_HAVE_CUDA
+    if (t->gpu) return worker_gpu_step(t->gpu, x, y, batch, loss);
+#endif
+    pserv_status_t st = pserv_mlp_train_step(t->mlp, x, y, batch, loss);
+    return st < 0 ? st : exchange(t, scale);
 }
 
 static int train(trainer_t *t)
@@ -184,9 +177,7 @@ static int train(trainer_t *t)
                 yb[b] = labels[k];
             }
             float loss = 0;
-            st = model_step(t, xb, yb, cfg->batch, &loss);
-            if (st == PSERV_OK) st = exchange(t, scale);
-            if (st == PSERV_OK) st = model_params_changed(t);
+            st = model_step(t, xb, yb, cfg->batch, scale, &loss);
             loss_sum += loss;
             samples += cfg->batch;
             if (t->report)
@@ -198,7 +189,6 @@ static int train(trainer_t *t)
         st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
         if (st == PSERV_OK && t->job.mode == PSERV_MODE_ASYNC) {
             st = pull_all(t);
-            if (st == PSERV_OK) st = model_params_changed(t);
             if (st == PSERV_OK) st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
         }
         size_t correct = 0;
@@ -237,25 +227,20 @@ static int train(trainer_t *t)
     return 0;
 }
 
-/* With a GPU, the model computes there: worker r uses device r mod the number of devices. */
+/* With a GPU, the model computes there: a node group's workers use GPUs 0 .. local_size-1. */
 static int open_gpu(trainer_t *t, const size_t *dims, unsigned ndims)
 {
-    int use = train_config_use_gpu("worker", t->cfg);
-    if (use <= 0) return use < 0 ? 2 : 0;
 #ifdef PSERV_HAVE_CUDA
-    int n = 0;
-    pserv_status_t st = pserv_cuda_device_count(&n);
+    pserv_tensor_params_t proto;
+    pserv_status_t st = tensor_proto(t, &proto);
     if (st == PSERV_OK)
-        st = pserv_cuda_mlp_create((int)(t->job.rank % (unsigned)n), dims, ndims, t->cfg->batch, 0, &t->gpu);
-    if (st == PSERV_OK) st = pserv_cuda_mlp_set_params(t->gpu, (const float *const *)t->params);
-    if (st < 0) {
-        fprintf(stderr, "pserv worker: cannot use the GPU: %s: %s\n", pserv_strerror(st), pserv_cuda_last_error());
-        return 1;
-    }
+        st = worker_gpu_open(t->worker, &t->job, t->mlp, dims, ndims, t->cfg->batch, 1.0f / (float)t->job.num_workers,
+                             &proto, &t->gpu);
+    return st < 0 ? 1 : 0;
 #else
-    (void)dims, (void)ndims;
+    (void)t, (void)dims, (void)ndims;
+    return 1;
 #endif
-    return 0;
 }
 
 int train_worker_run(const train_config_t *cfg, const char *coordinator)
@@ -292,25 +277,33 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
         t.grads[i] = pserv_mlp_grad(t.mlp, i);
     }
 
+    int use_gpu = train_config_use_gpu("worker", cfg);
+    if (use_gpu < 0) {
+        rc = 2;
+        goto out;
+    }
+    char node[256] = "";
     pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
     wp.coordinator = coordinator;
     wp.timeout_ms = (int)cfg->timeout_s * 1000;
+    /* GPU workers of one machine reduce over NCCL first: by default a node group is a host. */
+    if (use_gpu) wp.node = cfg->node ? cfg->node : gethostname(node, sizeof(node) - 1) == 0 ? node : NULL;
     if ((st = pserv_worker_create(&wp, &t.worker)) < 0) {
         rc = fail(&t, "cannot join the job", st);
         goto out;
     }
     t.job.size = sizeof(t.job);
     pserv_worker_job(t.worker, &t.job);
-    if ((rc = open_gpu(&t, dims, ndims)) != 0) goto out;
+    if (use_gpu && (rc = open_gpu(&t, dims, ndims)) != 0) goto out;
     rc = 1;
-    if ((st = register_tensors(&t)) < 0 || (st = pserv_worker_barrier(t.worker, WORKER_TIMEOUT_MS)) < 0) {
+    if ((!use_gpu && (st = register_tensors(&t)) < 0) || (st = pserv_worker_barrier(t.worker, WORKER_TIMEOUT_MS)) < 0) {
         rc = fail(&t, "cannot register the model's tensors", st);
         goto out;
     }
     rc = train(&t);
 out:
 #ifdef PSERV_HAVE_CUDA
-    if (t.gpu) pserv_cuda_mlp_destroy(t.gpu);
+    worker_gpu_close(t.gpu);
 #endif
     if (t.worker) pserv_worker_destroy(t.worker);
     if (t.mlp) pserv_mlp_destroy(t.mlp);

@@ -119,6 +119,26 @@ extern "C" pserv_status_t pserv_cuda_mlp_evaluate(pserv_cuda_mlp_h h, const floa
     return PSERV_OK;
 }
 
+extern "C" pserv_status_t pserv_cuda_mlp_set_grad_scale(pserv_cuda_mlp_h h, float scale)
+{
+    if (h == NULL || !(scale > 0.0f)) return PSERV_ERR_INVALID_ARG;
+    ps_mlp_gpu_set_grad_scale(h->m, scale);
+    return PSERV_OK;
+}
+
+extern "C" pserv_status_t pserv_cuda_mlp_bucket(pserv_cuda_mlp_h h, pserv_cuda_mlp_bucket_t *b)
+{
+    if (h == NULL || b == NULL || b->size < sizeof(*b)) return PSERV_ERR_INVALID_ARG;
+    b->params = ps_mlp_gpu_params_device(h->m);
+    b->grads = ps_mlp_gpu_grads_device(h->m);
+    b->count = ps_mlp_gpu_bucket_floats(h->m);
+    b->stream = h->stream;
+    b->device = h->device;
+    unsigned n = ps_mlp_gpu_num_tensors(h->m);
+    for (unsigned i = 0; i < n && i < PSERV_CUDA_MLP_MAX_TENSORS; i++) b->offset[i] = ps_mlp_gpu_tensor_offset(h->m, i);
+    return PSERV_OK;
+}
+
 extern "C" pserv_status_t pserv_cuda_mlp_destroy(pserv_cuda_mlp_h h)
 {
     if (h == NULL) return PSERV_OK;

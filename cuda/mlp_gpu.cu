@@ -29,6 +29,7 @@ struct ps_mlp_gpu {
     unsigned layers;
     size_t dims[PS_MLP_MAX_LAYERS + 1];
     size_t max_batch;
+    float grad_scale; /* multiplies the batch-mean gradients (1 by default) */
     size_t size[PS_MLP_GPU_TENSORS], off[PS_MLP_GPU_TENSORS], bucket; /* floats */
     float *params, *grads;                                            /* buckets, device */
     /* One device allocation for everything a step needs besides the buckets. act[l] (l >= 1):
@@ -62,6 +63,7 @@ pserv_status_t ps_mlp_gpu_create(const size_t *dims, unsigned ndims, size_t max_
     if (m == NULL) return PSERV_ERR_NO_MEMORY;
     m->layers = ndims - 1;
     m->max_batch = max_batch;
+    m->grad_scale = 1.0f;
     memcpy(m->dims, dims, ndims * sizeof(*dims));
     size_t end = 0;
     for (unsigned l = 0; l < m->layers; l++) {
@@ -161,6 +163,7 @@ size_t ps_mlp_gpu_max_batch(const ps_mlp_gpu_t *m) { return m->max_batch; }
 float *ps_mlp_gpu_params_device(ps_mlp_gpu_t *m) { return m->params; }
 float *ps_mlp_gpu_grads_device(ps_mlp_gpu_t *m) { return m->grads; }
 float *ps_mlp_gpu_loss_device(ps_mlp_gpu_t *m) { return m->loss; }
+void ps_mlp_gpu_set_grad_scale(ps_mlp_gpu_t *m, float scale) { m->grad_scale = scale; }
 
 /* Points cuBLAS at the step's stream. cublasSetStream resets the workspace to cuBLAS's own
  * pool, so ours is set again after it. */
@@ -208,7 +211,7 @@ pserv_status_t ps_mlp_gpu_train_step(ps_mlp_gpu_t *m, const float *x_dev, const 
     size_t classes = m->dims[m->layers];
     if ((st = ps_mlp_gpu_bind(m, stream)) < 0) return st;
     if ((st = ps_mlp_gpu_forward(m, x_dev, batch)) < 0) return st;
-    st = ps_k_softmax_xent(m->act[m->layers], y_dev, batch, classes, 1.0f / (float)batch, m->delta[m->layers],
+    st = ps_k_softmax_xent(m->act[m->layers], y_dev, batch, classes, m->grad_scale / (float)batch, m->delta[m->layers],
                            m->loss_rows, NULL, m->last);
     if (st < 0) return st;
     if ((st = ps_k_row_reduce(m->loss_rows, NULL, batch, m->loss, NULL, NULL, m->last)) < 0) return st;

@@ -47,6 +47,8 @@ size_t ps_mlp_gpu_max_batch(const ps_mlp_gpu_t *m);
 float *ps_mlp_gpu_params_device(ps_mlp_gpu_t *m); /* the parameter bucket (device memory) */
 float *ps_mlp_gpu_grads_device(ps_mlp_gpu_t *m);  /* the gradient bucket (device memory) */
 float *ps_mlp_gpu_loss_device(ps_mlp_gpu_t *m);   /* one float: the last step's mean loss */
+/* Later steps write scale x the batch-mean gradients (e.g. 1/workers when a server sums them). */
+void ps_mlp_gpu_set_grad_scale(ps_mlp_gpu_t *m, float scale);
 
 /* The same He-uniform parameters as ps_mlp_init_params(seed) on the CPU model. Synchronous. */
 pserv_status_t ps_mlp_gpu_init_params(ps_mlp_gpu_t *m, uint64_t seed);

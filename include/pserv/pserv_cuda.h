@@ -126,6 +126,30 @@ PSERV_API pserv_status_t pserv_cuda_mlp_train_step(pserv_cuda_mlp_h mlp, const f
 PSERV_API pserv_status_t pserv_cuda_mlp_evaluate(pserv_cuda_mlp_h mlp, const float *x, const uint8_t *y, size_t n,
                                                  size_t *correct, float *loss);
 PSERV_API pserv_status_t pserv_cuda_mlp_destroy(pserv_cuda_mlp_h mlp);
+/** Later train steps write scale times the batch-mean gradients (e.g. 1/workers when servers sum). */
+PSERV_API pserv_status_t pserv_cuda_mlp_set_grad_scale(pserv_cuda_mlp_h mlp, float scale);
+
+#define PSERV_CUDA_MLP_MAX_TENSORS 20 /* 10 layers (pserv_model.h), weights and biases */
+
+/**
+ * The model's device buckets, for a loop that moves them itself with pserv_cuda_*: parameters and
+ * gradients each live in one flat device buffer of count floats, tensor i at offset[i] (zero
+ * padding between tensors stays zero), computed in order on `stream`. After a train step the
+ * gradient bucket is ready in stream order; parameters written into the bucket in stream order
+ * are used by the next step. Pointers stay valid until destroy.
+ */
+typedef struct {
+    size_t size; /**< sizeof(pserv_cuda_mlp_bucket_t) */
+    float *params, *grads;
+    size_t count;
+    size_t offset[PSERV_CUDA_MLP_MAX_TENSORS];
+    pserv_cuda_stream_t stream;
+    int device;
+} pserv_cuda_mlp_bucket_t;
+
+#define PSERV_CUDA_MLP_BUCKET_INIT { sizeof(pserv_cuda_mlp_bucket_t), NULL, NULL, 0, {0}, NULL, 0 }
+
+PSERV_API pserv_status_t pserv_cuda_mlp_bucket(pserv_cuda_mlp_h mlp, pserv_cuda_mlp_bucket_t *bucket);
 
 /** Detail of the last CUDA error of the calling thread, or "". */
 PSERV_API const char *pserv_cuda_last_error(void);
