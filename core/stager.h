@@ -51,17 +51,27 @@ typedef struct {
 pserv_status_t ps_stager_create(pserv_worker_h worker, ps_stager_t **out);
 /*
  * Number of pieces op will be cut into, after checking its key and range (PSERV_ERR_UNKNOWN_KEY,
- * PSERV_ERR_INVALID_ARG with the detail in pserv_worker_last_error).
+ * PSERV_ERR_INVALID_ARG with the detail in this thread's pserv_last_error(): the stager cannot
+ * write the worker's). Piece i covers [offset + i * p, min(offset + count, offset + (i + 1) * p))
+ * with p the piece size rounded up to whole chunks.
  */
 pserv_status_t ps_stage_pieces(pserv_worker_h worker, const ps_stage_op_t *op, unsigned *pieces);
-/* Queues an operation (copied) after checking it as ps_stage_pieces; returns at once. */
+/*
+ * Queues an operation (copied; host and arg must stay valid until op_done) after checking it as
+ * ps_stage_pieces; returns at once. Operations run in submission order, each piece in order.
+ * PSERV_ERR_NO_RESOURCE when 256 operations are queued and unfinished (nothing is queued then),
+ * PSERV_ERR_SHUTDOWN once destroy began. Thread-safe, also from the callbacks.
+ */
 pserv_status_t ps_stager_submit(ps_stager_t *s, const ps_stage_op_t *op);
 /*
- * Waits until every operation submitted so far has finished (timeout_ms < 0: forever) and
- * returns the first error since the last drain (then forgets it), or PSERV_OK.
+ * Waits until every operation submitted so far has finished, op_done included (timeout_ms < 0:
+ * forever), and returns the first error since the last drain (then forgets it), or PSERV_OK;
+ * PSERV_ERR_TIMED_OUT keeps the error for the next drain. Not from a callback (it would wait
+ * for itself).
  */
 pserv_status_t ps_stager_drain(ps_stager_t *s, int timeout_ms);
-/* Finishes the queued operations (their pieces are all reported) and stops the threads. */
+/* Finishes the queued operations (their pieces are all reported) and stops the threads. Not
+ * from a callback; no submit may race with it from another thread. */
 void ps_stager_destroy(ps_stager_t *s);
 
 #endif
