@@ -43,18 +43,32 @@ typedef struct CUstream_st *pserv_cuda_stream_t;
  * values. Between the two the data moves in pieces through pinned host buffers: piece k+1 is
  * copied off the device while piece k is on the wire and piece k-1 is being applied by its
  * shard, and pulled pieces are copied back as they arrive. No call blocks the host on the
- * device. Operations on one key must be issued in order on one stream.
+ * device; a call blocks the host only while 4 operations of its key, or 256 in all, are still
+ * unfinished on the host side (the caller runs that far ahead of the network).
+ *
+ * Ordering rules (as for NCCL): operations on one key must be issued in order on one stream.
+ * Operations are staged in call order over all keys and streams, so a stream must not wait
+ * (through events) for work that a later call enqueued on another stream. In sync mode every
+ * worker issues its tensors in the same order (a worker's stream waits for a round that needs
+ * the others' pushes). Any stream works, the legacy default one included, but not one being
+ * captured into a CUDA graph. A handle is used by one thread at a time. Buffers are device
+ * memory of the handle's device; each key (and node slice) keeps a pinned host buffer of its
+ * size from its first operation until destroy.
  *
  * Node groups (pserv_worker_params_t.node): pserv_cuda_node_push_pull reduces the gradient over
  * the group's GPUs with NCCL (reduce-scatter), pushes and pulls only this GPU's slice (the group
  * sends its sum once, over every GPU's PCIe link in parallel) and all-gathers the parameters.
  * The NCCL communicator is formed at create (collective over the group; its unique id travels
- * through the coordinator). NCCL is loaded at run time (libnccl.so.2); with one GPU per group the
- * same path runs, falling back to a device copy if NCCL cannot be loaded.
+ * through the coordinator). NCCL is loaded at run time: $PSERV_NCCL_LIBRARY (a path) if set,
+ * else libnccl.so.2 from the loader's path; a group of several fails create without it. A group
+ * of one needs no NCCL (its slice is the whole tensor): it sets NCCL up at its first
+ * pserv_cuda_node_push_pull where it loads, and does without it (logged once) where not.
  *
+ * Errors: a call returns what it finds at the call (an unknown key, a bad argument, a CUDA
+ * failure; with the detail in pserv_cuda_last_error()); part of its work may be enqueued then.
  * Errors of the asynchronous part (a failed server, a rejected push) are kept: the stream is
  * released anyway (nothing waits forever) with the destination left undefined, and
- * pserv_cuda_worker_synchronize / the next call returns the error.
+ * pserv_cuda_worker_synchronize (or destroy) returns the first of them.
  */
 typedef struct pserv_cuda_worker *pserv_cuda_worker_h;
 
@@ -69,14 +83,23 @@ typedef struct {
 
 /**
  * Creates the device side of a worker (which must outlive it). Collective over the worker's
- * node group when it has more than one member. PSERV_ERR_UNSUPPORTED without a driver/device.
+ * node group when it has more than one member (every member calls it; up to 2 minutes for the
+ * others). params may be NULL for the defaults. PSERV_ERR_UNSUPPORTED without a driver/device,
+ * or for a group of several without NCCL.
  */
 PSERV_API pserv_status_t pserv_cuda_worker_create(pserv_worker_h worker, const pserv_cuda_worker_params_t *params,
                                                   pserv_cuda_worker_h *cw);
-/** Pushes a registered tensor's gradient (its whole count, device memory) in stream order. */
+/**
+ * Pushes a registered tensor's gradient (its whole count, device memory) in stream order. Work
+ * enqueued after the call may overwrite dgrad (the stream waits for its copy to the host).
+ */
 PSERV_API pserv_status_t pserv_cuda_push(pserv_cuda_worker_h cw, uint64_t key, const void *dgrad,
                                          pserv_cuda_stream_t stream);
-/** Pulls a registered tensor into device memory in stream order. */
+/**
+ * Pulls a registered tensor into device memory in stream order: the request goes out when the
+ * stream reaches the call (after the key's previous operation), and work enqueued after the
+ * call sees the values.
+ */
 PSERV_API pserv_status_t pserv_cuda_pull(pserv_cuda_worker_h cw, uint64_t key, void *dparam,
                                          pserv_cuda_stream_t stream);
 /** Push then pull of the updated values, one round trip per piece. dgrad may equal dparam. */
@@ -86,17 +109,23 @@ PSERV_API pserv_status_t pserv_cuda_push_pull(pserv_cuda_worker_h cw, uint64_t k
  * The whole step of a node group in one call: NCCL reduce-scatter of dgrad over the group
  * (dgrad is overwritten: it holds partial sums afterwards), push-pull of this GPU's slice,
  * NCCL all-gather into dparam. Every member calls it for the same key in the same order.
- * With a group of one this is pserv_cuda_push_pull.
+ * Member l of G owns chunks [l*n/G, (l+1)*n/G) of the tensor's n chunks. With a group of one
+ * this is pserv_cuda_push_pull. dgrad may equal dparam.
  */
 PSERV_API pserv_status_t pserv_cuda_node_push_pull(pserv_cuda_worker_h cw, uint64_t key, void *dgrad, void *dparam,
                                                    pserv_cuda_stream_t stream);
 /**
  * Waits (up to timeout_ms; < 0 forever) until every operation issued so far has finished on
  * the host side (its values are on their way to the device in stream order), and returns the
- * first error since the last call, or PSERV_OK.
+ * first error of the asynchronous part (or of NCCL) since the last call, or PSERV_OK;
+ * PSERV_ERR_TIMED_OUT keeps it for the next call. Does not wait for the streams.
  */
 PSERV_API pserv_status_t pserv_cuda_worker_synchronize(pserv_cuda_worker_h cw, int timeout_ms);
-/** Finishes what is in flight, releases every waiting stream and frees the device side. */
+/**
+ * Finishes what is in flight, releases every waiting stream, waits for the streams' last reads
+ * of the pinned buffers and frees the device side. Returns an error not yet returned by
+ * synchronize, if any. NULL is a no-op.
+ */
 PSERV_API pserv_status_t pserv_cuda_worker_destroy(pserv_cuda_worker_h cw);
 
 /* ------------------------------------------------------------------------------------------ */
