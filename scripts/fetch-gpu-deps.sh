@@ -122,5 +122,20 @@ for f in *.deb; do
   [ -n "${wanted[$f]:-}" ] || { echo "fetch-gpu-deps: removing stale $f"; rm -f -- "$f"; }
 done
 
+# nccl.h (25 KB), for the GPU build when neither the GPU machine's CUDA toolkit nor its PyTorch wheel
+# has one (tests/gpu/run.sh prefers those, and the build works without it: libpserv loads NCCL at
+# run time and only checks its own declarations against the header when there is one).
+nccl_h=""
+for d in /usr/local/cuda/include /usr/include; do
+  if [ -e "$d/nccl.h" ]; then nccl_h=$d/nccl.h; break; fi
+done
+if [ -n "$nccl_h" ]; then
+  mkdir -p include
+  cp -f "$nccl_h" include/nccl.h
+  echo "fetch-gpu-deps: copied $nccl_h (NCCL $(awk '/^#define NCCL_(MAJOR|MINOR|PATCH) /{printf "%s%s", sep, $3; sep="."}' "$nccl_h")) into $dest/include"
+else
+  echo "fetch-gpu-deps: no nccl.h on this machine; the GPU build will use the GPU machine's, if any"
+fi
+
 n=$(ls -1 *.deb | wc -l)
 echo "fetch-gpu-deps: $n packages in $dest ($fetched fetched now), $(du -ch *.deb | tail -1 | cut -f1) in all"

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Builds and tests pserv on the lent GPU machine, which has CUDA, CMake and a C compiler but none
-# of pserv's Debian packages and no network. Run from the repo root with .deps/ carried along
-# (scripts/fetch-gpu-deps.sh fills it; docs/gpu-validation.md has the whole procedure):
+# Builds and tests pserv on the lent GPU machine, which has CUDA, CMake, a C compiler and Python
+# with PyTorch but none of pserv's Debian packages and no network. Run from the repo root with
+# .deps/ carried along (scripts/fetch-gpu-deps.sh fills it; docs/gpu-validation.md has the whole
+# procedure):
 #   bash tests/gpu/run.sh
 # Unpacks every .deb in .deps/ into <build>/deps-root (never into /), points CMake, pkg-config and the
-# loader there, builds with CUDA, runs ctest, the GPU tests verbosely and under compute-sanitizer,
-# and the benchmarks. Each step's failure is recorded and the rest still run; the script ends with
-# a table of steps and exits non-zero if any failed.
+# loader there, finds NCCL (PyTorch's wheel) for the run-time load, builds with CUDA, runs ctest,
+# the GPU tests verbosely, the example (examples/, built against an install of this build), the
+# GPU benchmarks with their baselines (PyTorch, bare cudaMemcpyAsync), and compute-sanitizer over
+# the GPU tests (last: slowest). Each step's failure is recorded and the rest still run; the script
+# ends with a table of steps and of the benchmarks' ratios, and exits non-zero if any step failed.
 # Environment:
 #   PSERV_GPURUN_BUILD   build directory (default build-gpurun)
 #   PSERV_GPURUN_NO_GPU  1: skip the steps that need a GPU (automatic when nvidia-smi is absent)
+#   PSERV_GPURUN_SKIP    step groups to leave out, space-separated: ctest gpu-tests example bench
+#                        memcheck (e.g. to split a run over several device calls of 600 s each;
+#                        the build directory is kept between calls and rebuilds incrementally)
 #   PSERV_GPURUN_CMAKE_ARGS  extra configure arguments (split on spaces)
+#   PSERV_NCCL_LIBRARY   libnccl.so.2 to load; default: found in PyTorch's wheel (nvidia.nccl)
+#   PYTHON               the Python with PyTorch (default python3)
 #   OUT                  where logs go (the device tool collects it); default the build directory
 set -u
 set -o pipefail
@@ -32,7 +40,12 @@ log=$logdir/gpurun.log # one log for every step; a second file holds the benchma
 no_gpu=${PSERV_GPURUN_NO_GPU:-0}
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then no_gpu=1; fi
 
+skip_groups=" ${PSERV_GPURUN_SKIP:-} "
+wanted() { [[ $skip_groups != *" $1 "* ]]; }
+python=${PYTHON:-python3}
+
 steps=()
+results=() # one line per benchmark ratio, printed after the steps
 failed=0
 # step NAME CMD...: runs CMD with its output in the log (and on stdout), records status and time.
 step()
@@ -59,10 +72,16 @@ skip()
 }
 finish()
 {
-    echo
-    printf '%-36s %-10s %7s\n' step status time
-    printf '%s\n' "${steps[@]}"
-    echo "log: $log"
+    {
+        echo
+        printf '%-36s %-10s %7s\n' step status time
+        printf '%s\n' "${steps[@]}"
+        if [ ${#results[@]} -gt 0 ]; then
+            echo
+            printf '%s\n' "${results[@]}"
+        fi
+        echo "log: $log"
+    } | tee -a "$log"
     exit "$failed"
 }
 
@@ -107,6 +126,8 @@ if ! command -v pkg-config >/dev/null 2>&1; then
     export PKG_CONFIG=$root/usr/bin/pkgconf # FindPkgConfig honours $PKG_CONFIG
     export PKG_CONFIG_LIBDIR=$PKG_CONFIG_PATH
 fi
+# PyTorch (the GPU benchmark's baseline) runs with the image's own library path, not ours.
+image_ld_library_path=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH=$lib:$lib/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export UCX_MODULE_DIR=$lib/ucx
 export PSERV_DATA=$root/usr/share/datasets/fashion-mnist
@@ -131,6 +152,67 @@ cuda_args=()
 if [ -n "$nvcc" ]; then
     cuda_args=(-DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES=90)
 fi
+
+# --- NCCL ----------------------------------------------------------------------------------------
+# libpserv dlopen()s libnccl.so.2 (it does not link NCCL). On the GPU machines NCCL comes with
+# PyTorch's wheel (nvidia-nccl-cu*: nvidia/nccl/lib/libnccl.so.2, nvidia/nccl/include/nccl.h).
+# nccl.h is optional for the build (cuda/nccl_loader.cu checks its own declarations against it
+# when present): the toolkit's, else the wheel's, else the copy scripts/fetch-gpu-deps.sh carries
+# in .deps/include/.
+nccl_setup()
+{
+    local wheel lib_path="" inc=""
+    wheel=$("$python" -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+    if [ -n "${PSERV_NCCL_LIBRARY:-}" ]; then
+        lib_path=$PSERV_NCCL_LIBRARY
+    elif [ -n "$wheel" ] && [ -e "$wheel/lib/libnccl.so.2" ]; then
+        lib_path=$wheel/lib/libnccl.so.2
+    else
+        # Any site-packages (a wheel not importable as nvidia.nccl), then the loader's cache.
+        local sp
+        local sites
+        sites=$("$python" -c 'import site; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' \
+            2>/dev/null || true)
+        for sp in $sites; do
+            [ -d "$sp" ] || continue
+            lib_path=$(find "$sp" -name libnccl.so.2 2>/dev/null | head -n 1)
+            [ -n "$lib_path" ] && break
+        done
+        if [ -z "$lib_path" ]; then
+            lib_path=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 /{print $NF; exit}')
+        fi
+    fi
+    if [ -n "$lib_path" ] && [ -e "$lib_path" ]; then
+        export PSERV_NCCL_LIBRARY=$lib_path
+        # A wheel's folder is not in the loader's cache: put it on the path too.
+        if ! ldconfig -p 2>/dev/null | grep -q "=> $lib_path\$"; then
+            LD_LIBRARY_PATH=$(dirname "$lib_path"):$LD_LIBRARY_PATH
+        fi
+        echo "NCCL: PSERV_NCCL_LIBRARY=$lib_path"
+    else
+        echo "NCCL: libnccl.so.2 not found (wheel: ${wheel:-none}); pserv falls back to device copies for one GPU"
+    fi
+    local cuda_inc=""
+    [ -n "$nvcc" ] && cuda_inc=$(cd "$(dirname "$nvcc")/../include" 2>/dev/null && pwd)
+    if [ -n "$cuda_inc" ] && [ -e "$cuda_inc/nccl.h" ]; then
+        inc=$cuda_inc
+    elif [ -n "$wheel" ] && [ -e "$wheel/include/nccl.h" ]; then
+        inc=$wheel/include
+    elif [ -e "$deps/include/nccl.h" ]; then
+        inc=$deps/include
+    fi
+    if [ -n "$inc" ]; then
+        # NCCL_INCLUDE_DIR for CMake's FindNCCL; CPATH so that nvcc's __has_include(<nccl.h>) sees it.
+        cuda_args+=(-DNCCL_INCLUDE_DIR="$inc")
+        [ "$inc" = "$cuda_inc" ] || export CPATH=$inc${CPATH:+:$CPATH}
+        echo "NCCL: nccl.h in $inc"
+    else
+        echo "NCCL: no nccl.h (the build does not need it)"
+    fi
+}
+nccl_setup 2>&1 | tee -a "$log"
+# (again outside the pipeline, whose subshell cannot export)
+nccl_setup >/dev/null 2>&1
 
 # --- configure and build --------------------------------------------------------------------
 configure()
@@ -158,51 +240,125 @@ if [ $configured -eq 1 ]; then step build cmake --build "$build" -j"$jobs" "${ke
 built=$configured
 
 # --- tests ------------------------------------------------------------------------------------
+gpu_tests=()
 if [ $built -eq 1 ]; then
-    step ctest ctest --test-dir "$build" --output-on-failure -j4 --timeout 300
-    gpu_tests=()
+    if wanted ctest; then step ctest ctest --test-dir "$build" --output-on-failure -j4 --timeout 300; fi
     for t in "$build"/tests/test_gpu_*; do [ -x "$t" ] && gpu_tests+=("$t"); done
-    if [ ${#gpu_tests[@]} -eq 0 ]; then
+    if ! wanted gpu-tests; then
+        :
+    elif [ ${#gpu_tests[@]} -eq 0 ]; then
         skip gpu-tests "no test_gpu_* binaries (nvcc missing?)"
     elif [ "$no_gpu" = 1 ]; then
         skip gpu-tests "no GPU"
-        skip compute-sanitizer "no GPU"
     else
         step nvidia-smi nvidia-smi
         for t in "${gpu_tests[@]}"; do
             step "$(basename "$t")" "$t" --jobs 1 --verbose
         done
-        if command -v compute-sanitizer >/dev/null 2>&1; then
-            for t in "${gpu_tests[@]}"; do
-                # Criterion runs each test in a child process: follow children too.
-                step "memcheck $(basename "$t")" compute-sanitizer --tool memcheck --target-processes all \
-                    --error-exitcode 99 "$t" --jobs 1
-            done
-        else
-            skip compute-sanitizer "compute-sanitizer not on PATH"
+    fi
+else
+    skip ctest "configure failed"
+fi
+
+# --- the example, built against an install of this build, as a user's project ---------------------
+# Without a GPU it prints "skipped: no GPU" and exits 0, so it runs either way.
+if [ $built -eq 1 ] && wanted example; then
+    if [ -z "$nvcc" ]; then
+        skip example "no nvcc"
+    else
+        prefix=$(cd "$build" && pwd)/install
+        example_build()
+        {
+            rm -rf "$prefix" "$build/examples"
+            cmake --install "$build" --prefix "$prefix" >/dev/null || return 1
+            cmake -S examples -B "$build/examples" -DCMAKE_PREFIX_PATH="$prefix" -DPSERV_EXAMPLES_WERROR=ON \
+                -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES=90 || return 1
+            cmake --build "$build/examples" -j"$jobs"
+        }
+        if step example-build example_build; then
+            # The installed libpserv has no RUNPATH: it finds cuBLAS through the toolkit's lib dir.
+            cuda_lib=$(cd "$(dirname "$nvcc")/.." && pwd)
+            step example-linear_regression env \
+                LD_LIBRARY_PATH="$prefix/lib:$prefix/lib64:$cuda_lib/lib64:$cuda_lib/lib:$LD_LIBRARY_PATH" \
+                timeout 120 "$build/examples/linear_regression" --local
         fi
     fi
+fi
 
-    # --- benchmarks -------------------------------------------------------------------------------
+# --- benchmarks ---------------------------------------------------------------------------------
+# summarize KIND FILE: one line per ratio of a benchmark's JSON into the final table.
+summarize()
+{
+    "$python" - "$1" "$2" <<'EOF' 2>/dev/null || true
+import json, sys
+kind, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+if kind == "gpu_step":
+    for r in d["rows"]:
+        print("gpu step %s %s: pserv %.3f ms, torch %.3f ms, ratio %.3f (pserv/torch time; goal <= %.2f)"
+              % ("-".join(map(str, d.get("dims", []))), r["precision"], r["pserv_s"] * 1e3, r["torch_s"] * 1e3,
+                 r["ratio"], d.get("goal", 1.10)))
+elif kind == "cuda_pushpull":
+    for r in d["rows"]:
+        print("cuda push-pull %3d MiB: copies %.2f GB/s, pserv %.2f GB/s, ratio %.3f (pserv/copies GB/s)"
+              % (r["bytes"] >> 20, r["copy_gbs"], r["pserv_gbs"], r["ratio"]))
+EOF
+}
+if [ $built -eq 1 ] && wanted bench; then
     json=$logdir/gpurun-bench.json # one JSON object per benchmark, one after another
     : >"$json"
     if [ -x "$build/bench/pserv_bench_optim" ]; then
         step bench_optim "$build/bench/pserv_bench_optim" --reps 10 --json "$build/bench_optim.json" &&
             { echo '{"bench_optim":'; cat "$build/bench_optim.json"; echo '}'; } >>"$json"
     fi
-    for b in "$build"/bench/pserv_bench_*; do
-        case $(basename "$b") in
-        *gpu* | *cuda*)
-            if [ "$no_gpu" = 1 ]; then
-                skip "$(basename "$b")" "no GPU"
-            else
-                step "$(basename "$b")" "$b" --json "$build/$(basename "$b").json" &&
-                    { echo "{\"$(basename "$b")\":"; cat "$build/$(basename "$b").json"; echo '}'; } >>"$json"
-            fi
-            ;;
-        esac
-    done
-else
-    skip ctest "configure failed"
+    if [ "$no_gpu" = 1 ]; then
+        skip gpu-benchmarks "no GPU"
+    else
+        # A benchmark that skips (no device after all) writes no JSON; remove last run's first.
+        b=$build/bench/pserv_bench_cuda_pushpull
+        if [ -x "$b" ]; then
+            rm -f "$build/cuda_pushpull.json"
+            step cuda_pushpull timeout 300 "$b" --json "$build/cuda_pushpull.json" &&
+                if [ -s "$build/cuda_pushpull.json" ]; then
+                    { echo '{"cuda_pushpull":'; cat "$build/cuda_pushpull.json"; echo '}'; } >>"$json"
+                    while IFS= read -r line; do results+=("$line"); done < <(summarize cuda_pushpull "$build/cuda_pushpull.json")
+                fi
+        else
+            skip cuda_pushpull "not built"
+        fi
+        b=$build/bench/pserv_bench_gpu_step
+        if [ -x "$b" ]; then
+            # pserv and PyTorch alternately, 3 times each; PyTorch with the image's library path.
+            rm -f "$build/gpu_step_vs_torch.json"
+            step gpu_step_vs_torch timeout 400 "$python" bench/gpu_step_vs_torch.py --bench "$b" --repeat 3 \
+                --python "$python" --torch-ld-library-path "$image_ld_library_path" \
+                --json "$build/gpu_step_vs_torch.json" &&
+                if [ -s "$build/gpu_step_vs_torch.json" ]; then
+                    { echo '{"gpu_step_vs_torch":'; cat "$build/gpu_step_vs_torch.json"; echo '}'; } >>"$json"
+                    while IFS= read -r line; do results+=("$line"); done < <(summarize gpu_step "$build/gpu_step_vs_torch.json")
+                fi
+        else
+            skip gpu_step_vs_torch "not built"
+        fi
+    fi
+fi
+
+# --- compute-sanitizer last: it is the slowest step ------------------------------------------------
+if [ $built -eq 1 ] && wanted memcheck && [ ${#gpu_tests[@]} -gt 0 ]; then
+    sanitizer=$(command -v compute-sanitizer || true)
+    if [ -z "$sanitizer" ] && [ -n "$nvcc" ] && [ -x "$(dirname "$nvcc")/compute-sanitizer" ]; then
+        sanitizer=$(dirname "$nvcc")/compute-sanitizer
+    fi
+    if [ "$no_gpu" = 1 ]; then
+        skip compute-sanitizer "no GPU"
+    elif [ -n "$sanitizer" ]; then
+        for t in "${gpu_tests[@]}"; do
+            # Criterion runs each test in a child process: follow children too.
+            step "memcheck $(basename "$t")" "$sanitizer" --tool memcheck --target-processes all \
+                --error-exitcode 99 "$t" --jobs 1
+        done
+    else
+        skip compute-sanitizer "compute-sanitizer not on PATH nor next to nvcc"
+    fi
 fi
 finish
