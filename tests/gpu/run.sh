@@ -255,6 +255,19 @@ if [ $built -eq 1 ]; then
         for t in "${gpu_tests[@]}"; do
             step "$(basename "$t")" "$t" --jobs 1 --verbose
         done
+        # The whole training job on the GPU(s): one worker per GPU, to the 0.88 target.
+        train_cuda()
+        {
+            local out="$build/train-cuda.out"
+            local rc=0 acc
+            timeout 400 "$build/cli/pserv" train --device cuda --data "$PSERV_DATA" >"$out" 2>&1 || rc=$?
+            cat "$out"
+            [ $rc -eq 0 ] || return 1
+            acc=$(sed -n 's/.*summary: test accuracy \([0-9.]*\).*/\1/p' "$out" | tail -n 1)
+            results+=("pserv train --device cuda: test accuracy ${acc:-none} (goal >= 0.88)")
+            awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 0.88) }'
+        }
+        step train-cuda train_cuda
     fi
 else
     skip ctest "configure failed"
