@@ -121,47 +121,57 @@ static ps_cw_slice_t ps_cw_slice(size_t count, size_t chunk_elems, unsigned memb
     return s;
 }
 
+/* The uneven case: one collective per member's slice, rooted at its owner. */
+typedef pserv_status_t (*ps_cw_slice_op_t)(struct pserv_cuda_worker *cw, float *buf, ps_cw_slice_t s, int root,
+                                           cudaStream_t stream);
+
+static pserv_status_t ps_cw_slice_reduce(struct pserv_cuda_worker *cw, float *g, ps_cw_slice_t s, int root,
+                                         cudaStream_t stream)
+{
+    return PS_NCCL_CALL(cw->nccl, cw->comm,
+                        reduce(g + s.start, g + s.start, s.len, PS_NCCL_FLOAT32, PS_NCCL_SUM, root, cw->comm, stream));
+}
+
+static pserv_status_t ps_cw_slice_broadcast(struct pserv_cuda_worker *cw, float *p, ps_cw_slice_t s, int root,
+                                            cudaStream_t stream)
+{
+    return PS_NCCL_CALL(cw->nccl, cw->comm,
+                        broadcast(p + s.start, p + s.start, s.len, PS_NCCL_FLOAT32, root, cw->comm, stream));
+}
+
+/* Runs op on every non-empty slice inside one NCCL group; the group is ended even after an
+ * error, or NCCL would be left inside it. */
+static pserv_status_t ps_cw_node_per_slice(struct pserv_cuda_worker *cw, float *buf, size_t count, size_t ce,
+                                           ps_cw_slice_op_t op, cudaStream_t stream)
+{
+    const unsigned G = cw->local_size;
+    pserv_status_t st = PS_NCCL_CALL(cw->nccl, cw->comm, group_start());
+    if (st < 0) return st;
+    for (unsigned r = 0; r < G && st >= 0; r++) {
+        ps_cw_slice_t s = ps_cw_slice(count, ce, G, r);
+        if (s.len > 0) st = op(cw, buf, s, (int)r, stream);
+    }
+    pserv_status_t est = PS_NCCL_CALL(cw->nccl, cw->comm, group_end());
+    return st < 0 ? st : est;
+}
+
 /* Sums dgrad over the group into each member's slice (in place). */
 static pserv_status_t ps_cw_node_reduce(struct pserv_cuda_worker *cw, float *g, size_t count, size_t ce, int equal,
                                         cudaStream_t stream)
 {
-    const ps_nccl_t *n = cw->nccl;
-    unsigned G = cw->local_size;
-    ps_cw_slice_t mine = ps_cw_slice(count, ce, G, cw->local_rank);
-    if (equal)
-        return PS_NCCL_CALL(n, cw->comm,
-                            reduce_scatter(g, g + mine.start, mine.len, PS_NCCL_FLOAT32, PS_NCCL_SUM, cw->comm, stream));
-    pserv_status_t st = PS_NCCL_CALL(n, cw->comm, group_start());
-    if (st < 0) return st;
-    for (unsigned r = 0; r < G && st >= 0; r++) {
-        ps_cw_slice_t s = ps_cw_slice(count, ce, G, r);
-        if (s.len > 0)
-            st = PS_NCCL_CALL(n, cw->comm,
-                              reduce(g + s.start, g + s.start, s.len, PS_NCCL_FLOAT32, PS_NCCL_SUM, (int)r, cw->comm,
-                                     stream));
-    }
-    pserv_status_t est = PS_NCCL_CALL(n, cw->comm, group_end());
-    return st < 0 ? st : est;
+    if (!equal) return ps_cw_node_per_slice(cw, g, count, ce, ps_cw_slice_reduce, stream);
+    ps_cw_slice_t mine = ps_cw_slice(count, ce, cw->local_size, cw->local_rank);
+    return PS_NCCL_CALL(cw->nccl, cw->comm,
+                        reduce_scatter(g, g + mine.start, mine.len, PS_NCCL_FLOAT32, PS_NCCL_SUM, cw->comm, stream));
 }
 
 /* Gathers every member's slice of dparam into the whole of dparam (in place). */
 static pserv_status_t ps_cw_node_gather(struct pserv_cuda_worker *cw, float *p, size_t count, size_t ce, int equal,
                                         cudaStream_t stream)
 {
-    const ps_nccl_t *n = cw->nccl;
-    unsigned G = cw->local_size;
-    ps_cw_slice_t mine = ps_cw_slice(count, ce, G, cw->local_rank);
-    if (equal) return PS_NCCL_CALL(n, cw->comm, all_gather(p + mine.start, p, mine.len, PS_NCCL_FLOAT32, cw->comm, stream));
-    pserv_status_t st = PS_NCCL_CALL(n, cw->comm, group_start());
-    if (st < 0) return st;
-    for (unsigned r = 0; r < G && st >= 0; r++) {
-        ps_cw_slice_t s = ps_cw_slice(count, ce, G, r);
-        if (s.len > 0)
-            st = PS_NCCL_CALL(n, cw->comm,
-                              broadcast(p + s.start, p + s.start, s.len, PS_NCCL_FLOAT32, (int)r, cw->comm, stream));
-    }
-    pserv_status_t est = PS_NCCL_CALL(n, cw->comm, group_end());
-    return st < 0 ? st : est;
+    if (!equal) return ps_cw_node_per_slice(cw, p, count, ce, ps_cw_slice_broadcast, stream);
+    ps_cw_slice_t mine = ps_cw_slice(count, ce, cw->local_size, cw->local_rank);
+    return PS_NCCL_CALL(cw->nccl, cw->comm, all_gather(p + mine.start, p, mine.len, PS_NCCL_FLOAT32, cw->comm, stream));
 }
 
 extern "C" pserv_status_t pserv_cuda_node_push_pull(pserv_cuda_worker_h cw, uint64_t key, void *dgrad, void *dparam,

@@ -4,6 +4,7 @@
  * the bounded queues, and a server that dies under it.
  */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -34,11 +35,7 @@ typedef struct {
     pserv_status_t op_st;
 } rec_t;
 
-static void rec_init(rec_t *r)
-{
-    memset(r, 0, sizeof(*r));
-    pthread_mutex_init(&r->mu, NULL);
-}
+#define REC_INIT {.mu = PTHREAD_MUTEX_INITIALIZER}
 
 static uint64_t server_pushes(pserv_server_h s)
 {
@@ -135,62 +132,111 @@ static void pull_all(pserv_worker_h w, uint64_t key, float *out)
     cr_assert_eq(pserv_worker_wait(w, req, 10000), PSERV_OK);
 }
 
+/* init: the tensor's first values; grad (when not NULL): round k's gradient. */
+static void fill(float *init, float *grad, size_t n, int k)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (init != NULL) init[i] = v_of(i);
+        if (grad != NULL) grad[i] = g_of(i, k);
+    }
+}
+
+/* buf is the tensor's first values less round k's gradient. */
+static void expect_stepped(const float *buf, size_t n, int k)
+{
+    for (size_t i = 0; i < n; i++) {
+        float want = v_of(i) - g_of(i, k);
+        cr_assert_eq(buf[i], want, "element %zu: %g, want %g", i, (double)buf[i], (double)want);
+    }
+}
+
+/* One server, one worker with one tensor, and a stager on the worker. */
+typedef struct {
+    inproc_job_t job;
+    ps_stager_t *s;
+} stage_job_t;
+
+static void stage_job_start(stage_job_t *j, pserv_mode_t mode, unsigned max_requests, uint64_t key, size_t n,
+                            const float *init)
+{
+    cr_assert_eq(inproc_job_start(&j->job, mode, CHUNK_BYTES, max_requests), 0);
+    register_tensor(j->job.worker, key, n, init);
+    cr_assert_eq(ps_stager_create(j->job.worker, &j->s), PSERV_OK);
+}
+
+/* Destroys the stager (unless the test did) and ends the job, which must end cleanly. */
+static void stage_job_stop(stage_job_t *j)
+{
+    ps_stager_destroy(j->s);
+    cr_assert_eq(inproc_job_stop(&j->job), 0);
+}
+
+static unsigned pieces_of(pserv_worker_h w, const ps_stage_op_t *op)
+{
+    unsigned pieces = 0;
+    cr_assert_eq(ps_stage_pieces(w, op, &pieces), PSERV_OK);
+    return pieces;
+}
+
+/* Submits op and waits for the stager to finish everything; drain must return want. */
+static void run(ps_stager_t *s, const ps_stage_op_t *op, pserv_status_t want)
+{
+    cr_assert_eq(ps_stager_submit(s, op), PSERV_OK);
+    pserv_status_t st = ps_stager_drain(s, 20000);
+    cr_assert_eq(st, want, "drain: %s, want %s", pserv_strerror(st), pserv_strerror(want));
+}
+
+#define NO_PIECE UINT_MAX
+
+/* The operation finished: pieces 0..n-1 reported once each, in order, PSERV_OK but for piece
+ * failed (fail_st); then op_done once, after the last piece, with fail_st. */
+static void expect_pieces(const rec_t *r, unsigned n, unsigned failed, pserv_status_t fail_st)
+{
+    cr_assert_eq(r->ndone, n, "%u pieces reported, want %u", r->ndone, n);
+    for (unsigned i = 0; i < n; i++) {
+        cr_assert_eq(r->done_piece[i], i, "report %u is of piece %u", i, r->done_piece[i]);
+        cr_assert_eq(r->done_st[i], i == failed ? fail_st : PSERV_OK, "piece %u: %s", i, pserv_strerror(r->done_st[i]));
+    }
+    cr_assert_eq(r->nop_done, 1);
+    cr_assert_eq(r->ndone_at_op_done, n, "op_done ran before its last piece_done");
+    cr_assert_eq(r->op_st, fail_st, "op_done: %s", pserv_strerror(r->op_st));
+}
+
 /* 10 whole chunks and a partial one. */
 #define N1 (10 * CE + 300)
 
 Test(stager, push_pull_in_pieces_is_exact_and_in_order, .timeout = 60)
 {
-    inproc_job_t job;
     static float init[N1], host[N1], out[N1];
-    ps_stager_t *s;
-    rec_t r;
-    rec_init(&r);
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 0), 0);
-    for (size_t i = 0; i < N1; i++) init[i] = v_of(i), host[i] = g_of(i, 0);
-    register_tensor(job.worker, 1, N1, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_t j;
+    rec_t r = REC_INIT;
+    fill(init, host, N1, 0);
+    stage_job_start(&j, PSERV_MODE_ASYNC, 0, 1, N1, init);
 
     ps_stage_op_t op = op_of(PS_STAGE_PUSH_PULL, 1, 0, N1, 3 * CE, host, &r, 0);
-    unsigned pieces = 0;
-    cr_assert_eq(ps_stage_pieces(job.worker, &op, &pieces), PSERV_OK);
-    cr_assert_eq(pieces, 4); /* 3 + 3 + 3 + 1.3 chunks */
-    op.piece_elems = 2 * CE + 1; /* rounded up to 3 chunks */
-    cr_assert_eq(ps_stage_pieces(job.worker, &op, &pieces), PSERV_OK);
-    cr_assert_eq(pieces, 4);
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-
-    cr_assert_eq(r.ndone, 4);
-    for (unsigned i = 0; i < 4; i++) {
-        cr_assert_eq(r.done_piece[i], i);
-        cr_assert_eq(r.done_st[i], PSERV_OK, "piece %u: %s", i, pserv_strerror(r.done_st[i]));
-    }
-    cr_assert_eq(r.nop_done, 1);
-    cr_assert_eq(r.ndone_at_op_done, 4, "op_done ran before its last piece_done");
-    cr_assert_eq(r.op_st, PSERV_OK);
-    for (size_t i = 0; i < N1; i++) cr_assert_eq(host[i], v_of(i) - g_of(i, 0), "element %zu: %g", i, (double)host[i]);
-    pull_all(job.worker, 1, out);
+    cr_assert_eq(pieces_of(j.job.worker, &op), 4); /* 3 + 3 + 3 + 1.3 chunks */
+    op.piece_elems = 2 * CE + 1;                    /* rounded up to 3 chunks */
+    cr_assert_eq(pieces_of(j.job.worker, &op), 4);
+    run(j.s, &op, PSERV_OK);
+    expect_pieces(&r, 4, NO_PIECE, PSERV_OK);
+    expect_stepped(host, N1, 0);
+    pull_all(j.job.worker, 1, out);
     cr_assert_eq(memcmp(out, host, sizeof(out)), 0);
-    cr_assert_eq(server_pushes(job.server), 11, "one push per chunk");
-    ps_stager_destroy(s);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    cr_assert_eq(server_pushes(j.job.server), 11, "one push per chunk");
+    stage_job_stop(&j);
 }
 
 Test(stager, requests_wait_for_their_piece_to_be_staged, .timeout = 60)
 {
-    inproc_job_t job;
     static float init[N1], host[N1];
-    ps_stager_t *s;
-    rec_t r;
-    rec_init(&r);
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 0), 0);
-    for (size_t i = 0; i < N1; i++) init[i] = v_of(i), host[i] = g_of(i, 0);
-    register_tensor(job.worker, 1, N1, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_t j;
+    rec_t r = REC_INIT;
     r.gated = 1;
+    fill(init, host, N1, 0);
+    stage_job_start(&j, PSERV_MODE_ASYNC, 0, 1, N1, init);
 
     ps_stage_op_t op = op_of(PS_STAGE_PUSH_PULL, 1, 0, N1, 2 * CE, host, &r, 1); /* 6 pieces */
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
+    cr_assert_eq(ps_stager_submit(j.s, &op), PSERV_OK);
     /* Release piece i only once piece i - 1 is done and the issuer sits in staged(i): then no
      * chunk of piece i may have reached the server yet, and none of piece i may be done. */
     for (unsigned i = 0; i < 6; i++) {
@@ -199,18 +245,13 @@ Test(stager, requests_wait_for_their_piece_to_be_staged, .timeout = 60)
         usleep(20000);
         cr_assert_eq(rec_get(&r, &r.ndone), i, "piece %u done before it was staged", i);
         cr_assert_eq(rec_get(&r, &r.entered), i + 1, "staged(%u) called before piece %u was staged", i + 1, i);
-        cr_assert_eq(server_pushes(job.server), 2 * i, "piece %u sent before it was staged", i);
+        cr_assert_eq(server_pushes(j.job.server), 2 * i, "piece %u sent before it was staged", i);
         rec_release(&r, i + 1);
     }
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-    for (unsigned i = 0; i < 6; i++) {
-        cr_assert_eq(r.done_piece[i], i);
-        cr_assert_eq(r.done_st[i], PSERV_OK);
-    }
-    cr_assert_eq(r.nop_done, 1);
-    for (size_t i = 0; i < N1; i++) cr_assert_eq(host[i], v_of(i) - g_of(i, 0), "element %zu", i);
-    ps_stager_destroy(s);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    cr_assert_eq(ps_stager_drain(j.s, 20000), PSERV_OK);
+    expect_pieces(&r, 6, NO_PIECE, PSERV_OK);
+    expect_stepped(host, N1, 0);
+    stage_job_stop(&j);
 }
 
 /* 7 whole chunks and a partial one. */
@@ -218,30 +259,21 @@ Test(stager, requests_wait_for_their_piece_to_be_staged, .timeout = 60)
 
 Test(stager, range_ops_touch_only_their_range, .timeout = 60)
 {
-    inproc_job_t job;
     static float init[N3], grad[N3], got[N3], out[N3];
-    ps_stager_t *s;
-    rec_t r, r2;
-    rec_init(&r);
-    rec_init(&r2);
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 0), 0);
-    for (size_t i = 0; i < N3; i++) init[i] = v_of(i);
-    register_tensor(job.worker, 2, N3, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_t j;
+    rec_t r = REC_INIT, r2 = REC_INIT;
+    fill(init, NULL, N3, 0);
+    stage_job_start(&j, PSERV_MODE_ASYNC, 0, 2, N3, init);
 
     size_t off = 2 * CE, cnt = N3 - off; /* 5 chunks and the partial one */
     for (size_t i = 0; i < cnt; i++) grad[i] = g_of(off + i, 0); /* the range's own elements */
     ps_stage_op_t op = op_of(PS_STAGE_PUSH, 2, off, cnt, 2 * CE + 5, grad, &r, 1);
-    unsigned pieces = 0;
-    cr_assert_eq(ps_stage_pieces(job.worker, &op, &pieces), PSERV_OK);
-    cr_assert_eq(pieces, 2); /* 3 chunks, then 2.3 */
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-    cr_assert_eq(r.ndone, 2);
-    cr_assert_eq(r.op_st, PSERV_OK);
-    cr_assert_eq(server_pushes(job.server), 6);
+    cr_assert_eq(pieces_of(j.job.worker, &op), 2); /* 3 chunks, then 2.3 */
+    run(j.s, &op, PSERV_OK);
+    expect_pieces(&r, 2, NO_PIECE, PSERV_OK);
+    cr_assert_eq(server_pushes(j.job.server), 6);
 
-    pull_all(job.worker, 2, out);
+    pull_all(j.job.worker, 2, out);
     for (size_t i = 0; i < N3; i++) {
         float want = i < off ? v_of(i) : v_of(i) - g_of(i, 0);
         cr_assert_eq(out[i], want, "element %zu: %g, want %g", i, (double)out[i], (double)want);
@@ -249,65 +281,53 @@ Test(stager, range_ops_touch_only_their_range, .timeout = 60)
     /* A pull of chunks 1..3 lands at the start of its buffer; the rest of the buffer stays. */
     for (size_t i = 0; i < N3; i++) got[i] = -7.0f;
     ps_stage_op_t pull = op_of(PS_STAGE_PULL, 2, CE, 3 * CE, 0, got, &r2, 0);
-    cr_assert_eq(ps_stager_submit(s, &pull), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-    cr_assert_eq(r2.ndone, 3);
+    run(j.s, &pull, PSERV_OK);
+    expect_pieces(&r2, 3, NO_PIECE, PSERV_OK);
     for (size_t i = 0; i < 3 * CE; i++) cr_assert_eq(got[i], out[CE + i], "element %zu", CE + i);
     for (size_t i = 3 * CE; i < N3; i++) cr_assert_eq(got[i], -7.0f, "element %zu written past the range", i);
-    ps_stager_destroy(s);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    stage_job_stop(&j);
 }
 
 Test(stager, sync_rounds_follow_each_other, .timeout = 60)
 {
-    inproc_job_t job;
     static float init[N1], host[N1], out[N1];
-    ps_stager_t *s;
-    rec_t r1, r2;
-    rec_init(&r1);
-    rec_init(&r2);
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_SYNC, CHUNK_BYTES, 0), 0);
-    for (size_t i = 0; i < N1; i++) init[i] = v_of(i), host[i] = g_of(i, 1);
-    register_tensor(job.worker, 3, N1, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_t j;
+    rec_t r1 = REC_INIT, r2 = REC_INIT;
+    fill(init, host, N1, 1);
+    stage_job_start(&j, PSERV_MODE_SYNC, 0, 3, N1, init);
+
     /* Different piece sizes: the per-chunk rounds do not depend on how a range is cut. */
     ps_stage_op_t op = op_of(PS_STAGE_PUSH_PULL, 3, 0, N1, 2 * CE, host, &r1, 1);
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-    for (size_t i = 0; i < N1; i++) cr_assert_eq(host[i], v_of(i) - g_of(i, 1), "round 1, element %zu", i);
-    for (size_t i = 0; i < N1; i++) host[i] = g_of(i, 2);
+    run(j.s, &op, PSERV_OK);
+    expect_pieces(&r1, 6, NO_PIECE, PSERV_OK);
+    expect_stepped(host, N1, 1);
+    fill(NULL, host, N1, 2);
     op = op_of(PS_STAGE_PUSH_PULL, 3, 0, N1, 3 * CE, host, &r2, 0);
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-    cr_assert_eq(r1.op_st, PSERV_OK);
-    cr_assert_eq(r2.op_st, PSERV_OK);
+    run(j.s, &op, PSERV_OK);
+    expect_pieces(&r2, 4, NO_PIECE, PSERV_OK);
     for (size_t i = 0; i < N1; i++) {
         float want = v_of(i) - g_of(i, 1) - g_of(i, 2);
         cr_assert_eq(host[i], want, "round 2, element %zu: %g, want %g", i, (double)host[i], (double)want);
     }
-    pull_all(job.worker, 3, out);
+    pull_all(j.job.worker, 3, out);
     cr_assert_eq(memcmp(out, host, sizeof(out)), 0);
-    ps_stager_destroy(s);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    stage_job_stop(&j);
 }
 
 Test(stager, errors_are_reported_per_piece, .timeout = 60)
 {
-    inproc_job_t job;
     static float init[N1], host[N1], out[N1];
-    ps_stager_t *s;
-    rec_t r;
-    rec_init(&r);
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 0), 0);
-    for (size_t i = 0; i < N1; i++) init[i] = v_of(i), host[i] = g_of(i, 0);
-    register_tensor(job.worker, 4, N1, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_t j;
+    rec_t r = REC_INIT;
+    fill(init, host, N1, 0);
+    stage_job_start(&j, PSERV_MODE_ASYNC, 0, 4, N1, init);
+    ps_stager_t *s = j.s;
     unsigned pieces = 99;
 
     /* Bad operations are refused at submit, and nothing of them runs. */
     ps_stage_op_t bad = op_of(PS_STAGE_PUSH_PULL, 404, 0, N1, 0, host, &r, 1);
     cr_assert_eq(ps_stager_submit(s, &bad), PSERV_ERR_UNKNOWN_KEY);
-    cr_assert_eq(ps_stage_pieces(job.worker, &bad, &pieces), PSERV_ERR_UNKNOWN_KEY);
+    cr_assert_eq(ps_stage_pieces(j.job.worker, &bad, &pieces), PSERV_ERR_UNKNOWN_KEY);
     cr_assert(strstr(pserv_last_error(), "404") != NULL, "%s", pserv_last_error());
     bad = op_of(PS_STAGE_PUSH_PULL, 4, 100, CE, 0, host, &r, 1);
     cr_assert_eq(ps_stager_submit(s, &bad), PSERV_ERR_INVALID_ARG);
@@ -324,31 +344,23 @@ Test(stager, errors_are_reported_per_piece, .timeout = 60)
     cr_assert_eq(pieces, 99);
     cr_assert_eq(ps_stager_drain(s, 1000), PSERV_OK);
     cr_assert_eq(r.entered + r.ndone + (unsigned)r.nop_done, 0);
-    cr_assert_eq(server_pushes(job.server), 0);
+    cr_assert_eq(server_pushes(j.job.server), 0);
 
     /* Piece 1 fails to stage: it is not sent, the others are, and every piece is reported. */
     r.fail_piece = 1;
     r.fail_st = PSERV_ERR_IO;
     ps_stage_op_t op = op_of(PS_STAGE_PUSH_PULL, 4, 0, N1, 3 * CE, host, &r, 1);
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_ERR_IO);
+    run(s, &op, PSERV_ERR_IO);
     cr_assert_eq(ps_stager_drain(s, 1000), PSERV_OK, "the error is reported once");
-    cr_assert_eq(r.ndone, 4);
-    for (unsigned i = 0; i < 4; i++) {
-        cr_assert_eq(r.done_piece[i], i);
-        cr_assert_eq(r.done_st[i], i == 1 ? PSERV_ERR_IO : PSERV_OK, "piece %u: %s", i, pserv_strerror(r.done_st[i]));
-    }
-    cr_assert_eq(r.nop_done, 1);
-    cr_assert_eq(r.op_st, PSERV_ERR_IO);
-    cr_assert_eq(server_pushes(job.server), 8, "piece 1's 3 chunks were not sent");
-    pull_all(job.worker, 4, out);
+    expect_pieces(&r, 4, 1, PSERV_ERR_IO);
+    cr_assert_eq(server_pushes(j.job.server), 8, "piece 1's 3 chunks were not sent");
+    pull_all(j.job.worker, 4, out);
     for (size_t i = 0; i < N1; i++) {
         int in1 = i >= 3 * CE && i < 6 * CE;
         cr_assert_eq(out[i], in1 ? v_of(i) : v_of(i) - g_of(i, 0), "element %zu", i);
         cr_assert_eq(host[i], in1 ? g_of(i, 0) : out[i], "host element %zu", i);
     }
-    ps_stager_destroy(s);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    stage_job_stop(&j);
 }
 
 /* One operation of many, counting into a shared record. */
@@ -379,86 +391,74 @@ static void many_op_done(void *arg, pserv_status_t st)
 Test(stager, destroy_finishes_everything_queued, .timeout = 60)
 {
     enum { OPS = 64, NS = 2 * CE + 10 };
-    inproc_job_t job;
     static float init[NS], grad[OPS][NS], out[NS];
     static many_t m[OPS];
     static int order[OPS];
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     int nops = 0;
-    ps_stager_t *s;
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 0), 0);
+    stage_job_t j;
     for (size_t i = 0; i < NS; i++) init[i] = 100.0f;
-    register_tensor(job.worker, 5, NS, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_start(&j, PSERV_MODE_ASYNC, 0, 5, NS, init);
     for (int k = 0; k < OPS; k++) {
         for (size_t i = 0; i < NS; i++) grad[k][i] = 0.5f;
         m[k] = (many_t){&mu, order, &nops, k, 0, PSERV_ERR_INTERNAL};
         ps_stage_op_t op = {PS_STAGE_PUSH, 5, 0, NS, 0, grad[k], {NULL, many_piece_done, many_op_done}, &m[k]};
-        cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
+        cr_assert_eq(ps_stager_submit(j.s, &op), PSERV_OK);
     }
-    ps_stager_destroy(s);
+    ps_stager_destroy(j.s);
+    j.s = NULL;
     cr_assert_eq(nops, OPS);
     for (int k = 0; k < OPS; k++) {
         cr_assert_eq(order[k], k, "operations finish in submission order");
         cr_assert_eq(m[k].pieces_done, 3, "op %d: pieces done %u", k, m[k].pieces_done);
         cr_assert_eq(m[k].st, PSERV_OK);
     }
-    cr_assert_eq(server_pushes(job.server), OPS * 3);
-    pull_all(job.worker, 5, out);
+    cr_assert_eq(server_pushes(j.job.server), OPS * 3);
+    pull_all(j.job.worker, 5, out);
     for (size_t i = 0; i < NS; i++) cr_assert_eq(out[i], 100.0f - 0.5f * OPS, "element %zu", i);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    stage_job_stop(&j);
 }
 
 Test(stager, waits_out_a_full_request_table, .timeout = 60)
 {
-    inproc_job_t job;
     static float init[N1], host[N1];
-    ps_stager_t *s;
-    rec_t r;
-    rec_init(&r);
+    stage_job_t j;
+    rec_t r = REC_INIT;
+    fill(init, host, N1, 0);
     /* Two request slots for eleven one-chunk pieces: the issuer must wait for the completer. */
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 2), 0);
-    for (size_t i = 0; i < N1; i++) init[i] = v_of(i), host[i] = g_of(i, 0);
-    register_tensor(job.worker, 6, N1, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_start(&j, PSERV_MODE_ASYNC, 2, 6, N1, init);
     ps_stage_op_t op = op_of(PS_STAGE_PUSH_PULL, 6, 0, N1, 0, host, &r, 0);
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
-    cr_assert_eq(r.ndone, 11);
-    for (unsigned i = 0; i < 11; i++) cr_assert_eq(r.done_st[i], PSERV_OK, "piece %u", i);
-    for (size_t i = 0; i < N1; i++) cr_assert_eq(host[i], v_of(i) - g_of(i, 0), "element %zu", i);
-    ps_stager_destroy(s);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    run(j.s, &op, PSERV_OK);
+    expect_pieces(&r, 11, NO_PIECE, PSERV_OK);
+    expect_stepped(host, N1, 0);
+    stage_job_stop(&j);
 }
 
 Test(stager, queue_is_bounded, .timeout = 60)
 {
     enum { NQ = 64 };
-    inproc_job_t job;
     static float init[NQ], host[NQ];
-    ps_stager_t *s;
-    rec_t r;
-    rec_init(&r);
-    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, CHUNK_BYTES, 0), 0);
-    register_tensor(job.worker, 7, NQ, init);
-    cr_assert_eq(ps_stager_create(job.worker, &s), PSERV_OK);
+    stage_job_t j;
+    rec_t r = REC_INIT;
+    stage_job_start(&j, PSERV_MODE_ASYNC, 0, 7, NQ, init);
     r.gated = 1; /* the first op's only piece holds everything up */
     ps_stage_op_t op = op_of(PS_STAGE_PULL, 7, 0, NQ, 0, host, &r, 1);
     int queued = 0;
     pserv_status_t st;
-    while ((st = ps_stager_submit(s, &op)) == PSERV_OK && queued < 1000) queued++;
+    while ((st = ps_stager_submit(j.s, &op)) == PSERV_OK && queued < 1000) queued++;
     cr_assert_eq(st, PSERV_ERR_NO_RESOURCE);
     cr_assert_eq(queued, 256);
-    cr_assert_eq(ps_stager_drain(s, 50), PSERV_ERR_TIMED_OUT);
+    cr_assert_eq(ps_stager_drain(j.s, 50), PSERV_ERR_TIMED_OUT);
     cr_assert_eq(rec_get(&r, &r.ndone), 0);
     rec_release(&r, 1);
-    cr_assert_eq(ps_stager_drain(s, 20000), PSERV_OK);
+    cr_assert_eq(ps_stager_drain(j.s, 20000), PSERV_OK);
     cr_assert_eq(r.nop_done, 256);
     cr_assert_eq(r.ndone, 256);
-    cr_assert_eq(ps_stager_submit(s, &op), PSERV_OK, "room again");
-    ps_stager_destroy(s);
+    cr_assert_eq(ps_stager_submit(j.s, &op), PSERV_OK, "room again");
+    ps_stager_destroy(j.s);
+    j.s = NULL;
     cr_assert_eq(r.nop_done, 257);
-    cr_assert_eq(inproc_job_stop(&job), 0);
+    stage_job_stop(&j);
 }
 
 /* --- a server killed under a running stager ------------------------------------------- */
@@ -472,6 +472,15 @@ static double now_s(void)
 
 #define ND (8 * CE)
 
+/* What the doomed worker sends back once its stager is done. */
+typedef struct {
+    int32_t drained;   /* ps_stager_drain's status */
+    int32_t pieces;    /* pieces reported; -i where piece i > 0 did not fail */
+    int32_t op_st;     /* op_done's status */
+    int32_t piece0_st; /* piece 0's, sent before the server died */
+    double elapsed;    /* seconds from the server's death to the stager's end */
+} doomed_result_t;
+
 /* Piece 0 goes through; the parent kills the server; the other pieces must fail quickly. */
 static int doomed_stager_worker(void *arg, const char *coord, int fd)
 {
@@ -480,7 +489,7 @@ static int doomed_stager_worker(void *arg, const char *coord, int fd)
     pserv_worker_h w;
     ps_stager_t *s;
     static float init[ND], host[ND];
-    static rec_t r;
+    static rec_t r = REC_INIT;
     wp.coordinator = coord;
     wp.timeout_ms = 20000;
     if (pserv_worker_create(&wp, &w) != PSERV_OK) return 50;
@@ -490,7 +499,6 @@ static int doomed_stager_worker(void *arg, const char *coord, int fd)
     tp.init = init;
     if (pserv_worker_register(w, &tp) != PSERV_OK) return 51;
     if (ps_stager_create(w, &s) != PSERV_OK) return 52;
-    rec_init(&r);
     r.gated = 1;
     rec_release(&r, 1);
     ps_stage_op_t op = op_of(PS_STAGE_PUSH_PULL, 9, 0, ND, CE, host, &r, 1);
@@ -501,14 +509,15 @@ static int doomed_stager_worker(void *arg, const char *coord, int fd)
     usleep(300000); /* the parent kills the server now */
     double t0 = now_s();
     rec_release(&r, ND);
-    int32_t drained = ps_stager_drain(s, 30000);
+    doomed_result_t res = {ps_stager_drain(s, 30000), 0, 0, 0, 0};
     ps_stager_destroy(s);
-    double elapsed = now_s() - t0;
-    int32_t result[4] = {drained, (int32_t)r.ndone, r.op_st, r.done_st[0]};
+    res.elapsed = now_s() - t0;
+    res.pieces = (int32_t)r.ndone;
+    res.op_st = r.op_st;
+    res.piece0_st = r.done_st[0];
     for (unsigned i = 1; i < r.ndone && i < MAXP; i++)
-        if (r.done_st[i] != PSERV_ERR_PEER_FAILED) result[1] = -(int32_t)i; /* a piece that did not fail */
-    harness_write(fd, result, sizeof(result));
-    harness_write(fd, &elapsed, sizeof(elapsed));
+        if (r.done_st[i] != PSERV_ERR_PEER_FAILED) res.pieces = -(int32_t)i;
+    harness_write(fd, &res, sizeof(res));
     pserv_worker_destroy(w);
     return 0;
 }
@@ -516,23 +525,21 @@ static int doomed_stager_worker(void *arg, const char *coord, int fd)
 Test(stager, killed_server_fails_pieces_not_hangs, .timeout = 60)
 {
     harness_t h = {0};
+    doomed_result_t res = {0};
+    char ready = 0;
     int fd;
     harness_start_coordinator(&h, 1, 1, PSERV_MODE_SYNC, CHUNK_BYTES);
     pid_t server = harness_start_server(&h, 1);
     harness_start(&h, doomed_stager_worker, NULL, &fd);
-    char ready = 0;
     int got_ready = harness_read(fd, &ready, 1, 30000) == 0;
     if (got_ready) kill(server, SIGKILL);
-    int32_t result[4] = {0};
-    double elapsed = 0;
-    int ok = got_ready && harness_read(fd, result, sizeof(result), 40000) == 0 &&
-             harness_read(fd, &elapsed, sizeof(elapsed), 1000) == 0;
+    int ok = got_ready && harness_read(fd, &res, sizeof(res), 40000) == 0;
     harness_kill_all(&h);
     cr_assert(got_ready, "the worker never got its first piece through");
     cr_assert(ok, "the stager hung after its server died");
-    cr_assert_eq(result[0], PSERV_ERR_PEER_FAILED, "drain: %s", pserv_strerror(result[0]));
-    cr_assert_eq(result[1], 8, "pieces reported %d (negative: that piece did not fail)", result[1]);
-    cr_assert_eq(result[2], PSERV_ERR_PEER_FAILED, "op_done: %s", pserv_strerror(result[2]));
-    cr_assert_eq(result[3], PSERV_OK, "piece 0: %s", pserv_strerror(result[3]));
-    cr_assert_lt(elapsed, 15.0, "took %.1f s", elapsed);
+    cr_assert_eq(res.drained, PSERV_ERR_PEER_FAILED, "drain: %s", pserv_strerror(res.drained));
+    cr_assert_eq(res.pieces, 8, "pieces reported %d (negative: that piece did not fail)", res.pieces);
+    cr_assert_eq(res.op_st, PSERV_ERR_PEER_FAILED, "op_done: %s", pserv_strerror(res.op_st));
+    cr_assert_eq(res.piece0_st, PSERV_OK, "piece 0: %s", pserv_strerror(res.piece0_st));
+    cr_assert_lt(res.elapsed, 15.0, "took %.1f s", res.elapsed);
 }
