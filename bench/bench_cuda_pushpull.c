@@ -16,98 +16,19 @@
  * other. Without a CUDA device it prints "skipped: <reason>" and exits 0.
  */
 #include <cuda_runtime_api.h>
-#include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_common.h"
 #include "pserv/pserv.h"
 #include "pserv/pserv_cuda.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n)
-{
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
-    return t[n / 2];
-}
+#define PROG "pserv_bench_cuda_pushpull"
 
 static int cuda_ok(cudaError_t err, const char *what)
 {
-    if (err == cudaSuccess) return 1;
-    fprintf(stderr, "pserv_bench_cuda_pushpull: %s: %s\n", what, cudaGetErrorString(err));
-    return 0;
-}
-
-/* --- one coordinator, one server shard, one worker, in this process ---------------------------- */
-
-typedef struct {
-    char coord[64];
-    pserv_server_h server;
-    pserv_status_t st;
-} server_start_t;
-
-static void *start_server(void *arg)
-{
-    server_start_t *s = arg;
-    pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
-    sp.coordinator = s->coord;
-    s->st = pserv_server_create(&sp, &s->server);
-    return NULL;
-}
-
-typedef struct {
-    pserv_coordinator_h coord;
-    pserv_server_h server;
-    pserv_worker_h worker;
-} job_t;
-
-static int job_start(job_t *job)
-{
-    pserv_coordinator_params_t cop = PSERV_COORDINATOR_PARAMS_INIT;
-    uint16_t port;
-    memset(job, 0, sizeof(*job));
-    cop.num_servers = 1;
-    cop.num_workers = 1;
-    if (pserv_coordinator_create(&cop, &job->coord) != PSERV_OK) return -1;
-    pserv_coordinator_port(job->coord, &port);
-    server_start_t ss = {.st = PSERV_ERR_INTERNAL};
-    snprintf(ss.coord, sizeof(ss.coord), "127.0.0.1:%u", port);
-    pthread_t tid;
-    if (pthread_create(&tid, NULL, start_server, &ss) != 0) return -1;
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
-    wp.coordinator = ss.coord;
-    pserv_status_t wst = pserv_worker_create(&wp, &job->worker);
-    pthread_join(tid, NULL);
-    job->server = ss.st == PSERV_OK ? ss.server : NULL;
-    if (wst != PSERV_OK) job->worker = NULL;
-    return wst == PSERV_OK && ss.st == PSERV_OK ? 0 : -1;
-}
-
-static void job_stop(job_t *job)
-{
-    if (job->worker) pserv_worker_destroy(job->worker);
-    if (job->server) {
-        pserv_server_wait(job->server, 10000);
-        pserv_server_destroy(job->server);
-    }
-    if (job->coord) {
-        pserv_coordinator_wait(job->coord, 10000);
-        pserv_coordinator_destroy(job->coord);
-    }
+    return bench_cuda_ok(PROG, err, what);
 }
 
 /* --- the two measurements ------------------------------------------------------------------------ */
@@ -115,41 +36,35 @@ static void job_stop(job_t *job)
 /* Seconds of one D2H + H2D of bytes through pinned host memory, to the end of the stream. */
 static int time_copies(void *dgrad, void *dparam, void *pinned, size_t bytes, cudaStream_t s, double *t)
 {
-    double t0 = now_s();
+    double t0 = bench_now();
     if (!cuda_ok(cudaMemcpyAsync(pinned, dgrad, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync D2H") ||
         !cuda_ok(cudaMemcpyAsync(dparam, pinned, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync H2D") ||
         !cuda_ok(cudaStreamSynchronize(s), "cudaStreamSynchronize"))
         return -1;
-    *t = now_s() - t0;
+    *t = bench_now() - t0;
     return 0;
 }
 
 /* Seconds of one pserv_cuda_push_pull, to the end of the stream. */
 static int time_pserv(pserv_cuda_worker_h cw, uint64_t key, void *dgrad, void *dparam, cudaStream_t s, double *t)
 {
-    double t0 = now_s();
+    double t0 = bench_now();
     pserv_status_t st = pserv_cuda_push_pull(cw, key, dgrad, dparam, (pserv_cuda_stream_t)s);
     if (st != PSERV_OK) {
-        fprintf(stderr, "pserv_bench_cuda_pushpull: pserv_cuda_push_pull: %s (%s)\n", pserv_strerror(st),
+        fprintf(stderr, PROG ": pserv_cuda_push_pull: %s (%s)\n", pserv_strerror(st),
                 pserv_cuda_last_error());
         return -1;
     }
     if (!cuda_ok(cudaStreamSynchronize(s), "cudaStreamSynchronize")) return -1;
-    *t = now_s() - t0;
+    *t = bench_now() - t0;
     /* Errors of the asynchronous part surface here (outside the timed part). */
     st = pserv_cuda_worker_synchronize(cw, 60000);
     if (st != PSERV_OK) {
-        fprintf(stderr, "pserv_bench_cuda_pushpull: push-pull failed: %s (%s)\n", pserv_strerror(st),
+        fprintf(stderr, PROG ": push-pull failed: %s (%s)\n", pserv_strerror(st),
                 pserv_cuda_last_error());
         return -1;
     }
     return 0;
-}
-
-static void usage(void)
-{
-    fprintf(stderr, "usage: pserv_bench_cuda_pushpull [--reps R] [--max-mib M] [--piece-bytes B] [--device D] "
-                    "[--json FILE]\n");
 }
 
 int main(int argc, char **argv)
@@ -157,49 +72,30 @@ int main(int argc, char **argv)
     int reps = 20, device = 0;
     size_t max_mib = 64, piece_bytes = 0;
     const char *json = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (v && strcmp(a, "--reps") == 0) reps = atoi(v);
-        else if (v && strcmp(a, "--max-mib") == 0) max_mib = (size_t)atol(v);
-        else if (v && strcmp(a, "--piece-bytes") == 0) piece_bytes = (size_t)atol(v);
-        else if (v && strcmp(a, "--device") == 0) device = atoi(v);
-        else if (v && strcmp(a, "--json") == 0) json = v;
-        else {
-            usage();
-            return 2;
-        }
-        i++;
-    }
-    if (reps < 1 || max_mib < 1 || device < 0) {
-        usage();
-        return 2;
-    }
-
-    int ndev = 0;
-    if (pserv_cuda_device_count(&ndev) != PSERV_OK || ndev == 0) {
-        printf("pserv_bench_cuda_pushpull: skipped: no CUDA device (%s)\n", pserv_cuda_last_error());
-        return 0;
-    }
-    if (device >= ndev) {
-        fprintf(stderr, "pserv_bench_cuda_pushpull: --device %d, but only %d device(s)\n", device, ndev);
-        return 2;
-    }
+    char device_name[256];
+    const bench_opt_t opts[] = {
+        BENCH_INT("--reps", "R", "timed reps per size, median reported (default 20)", &reps, 1, 1000000),
+        BENCH_SIZE("--max-mib", "M", "largest buffer in MiB (default 64)", &max_mib, 1, 65536),
+        BENCH_SIZE("--piece-bytes", "B", "pipeline piece (default: the job's chunk)", &piece_bytes, 0, 1ll << 40),
+        BENCH_DEVICE(&device),
+        BENCH_JSON(&json),
+    };
+    int rc = bench_cuda_args(PROG, argc, argv, opts, BENCH_NOPTS(opts), &device, device_name, sizeof(device_name));
+    if (rc != BENCH_CONTINUE) return rc;
 
     size_t max_bytes = max_mib << 20;
-    struct cudaDeviceProp prop;
     cudaStream_t stream = NULL;
     void *dgrad = NULL, *dparam = NULL, *pinned = NULL;
     double *tc = calloc((size_t)reps, sizeof(double)), *tp = calloc((size_t)reps, sizeof(double));
-    job_t job = {0};
+    pserv_local_h job = NULL;
+    pserv_worker_h worker = NULL;
     pserv_cuda_worker_h cw = NULL;
     FILE *jf = NULL;
     pserv_cuda_worker_params_t cp = PSERV_CUDA_WORKER_PARAMS_INIT;
     pserv_status_t st;
-    int rc = 1;
+    rc = 1;
     if (tc == NULL || tp == NULL) goto out;
-    if (!cuda_ok(cudaSetDevice(device), "cudaSetDevice") ||
-        !cuda_ok(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties") ||
-        !cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate") ||
+    if (!cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate") ||
         !cuda_ok(cudaMalloc(&dgrad, max_bytes), "cudaMalloc") ||
         !cuda_ok(cudaMalloc(&dparam, max_bytes), "cudaMalloc") ||
         !cuda_ok(cudaHostAlloc(&pinned, max_bytes, cudaHostAllocDefault), "cudaHostAlloc") ||
@@ -208,34 +104,27 @@ int main(int argc, char **argv)
         !cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize")) /* the memsets ran on the legacy stream */
         goto out;
 
-    if (job_start(&job) != 0) {
-        fprintf(stderr, "pserv_bench_cuda_pushpull: cannot start the job: %s\n", pserv_last_error());
-        goto out;
-    }
+    if (bench_job_start(PROG, &job, &worker) != 0) goto out;
     cp.device = device;
     cp.piece_bytes = piece_bytes;
-    st = pserv_cuda_worker_create(job.worker, &cp, &cw);
+    st = pserv_cuda_worker_create(worker, &cp, &cw);
     if (st != PSERV_OK) {
-        fprintf(stderr, "pserv_bench_cuda_pushpull: pserv_cuda_worker_create: %s (%s)\n", pserv_strerror(st),
+        fprintf(stderr, PROG ": pserv_cuda_worker_create: %s (%s)\n", pserv_strerror(st),
                 pserv_cuda_last_error());
         cw = NULL;
         goto out;
     }
 
     if (json) {
-        jf = fopen(json, "w");
-        if (jf == NULL) {
-            fprintf(stderr, "pserv_bench_cuda_pushpull: cannot write %s: %s\n", json, strerror(errno));
-            goto out;
-        }
+        if ((jf = bench_json_open(PROG, json)) == NULL) goto out;
         fprintf(jf,
                 "{\"benchmark\": \"cuda_pushpull\", \"device\": \"%s\", \"reps\": %d, \"piece_bytes\": %zu, "
                 "\"rows\": [",
-                prop.name, reps, piece_bytes);
+                device_name, reps, piece_bytes);
     }
-    printf("pserv_bench_cuda_pushpull: %s, 1 server, 1 worker, loopback, %d reps (median), "
+    printf(PROG ": %s, 1 server, 1 worker, loopback, %d reps (median), "
            "GB/s = 2 x bytes / time to cudaStreamSynchronize\n",
-           prop.name, reps);
+           device_name, reps);
     printf("%10s %12s %10s %12s %10s %8s\n", "bytes", "copy_us", "copy_GB/s", "pserv_us", "pserv_GB/s", "ratio");
     uint64_t key = 1;
     for (size_t bytes = (size_t)1 << 20; bytes <= max_bytes; bytes *= 4, key++) {
@@ -243,10 +132,10 @@ int main(int argc, char **argv)
         tparams.key = key;
         tparams.count = bytes / sizeof(float);
         tparams.optim.lr = 1e-6f; /* the gradient is zero: the parameters stay zero */
-        st = pserv_worker_register(job.worker, &tparams);
+        st = pserv_worker_register(worker, &tparams);
         if (st != PSERV_OK) {
-            fprintf(stderr, "pserv_bench_cuda_pushpull: register: %s (%s)\n", pserv_strerror(st),
-                    pserv_worker_last_error(job.worker));
+            fprintf(stderr, PROG ": register: %s (%s)\n", pserv_strerror(st),
+                    pserv_worker_last_error(worker));
             goto out;
         }
         double t;
@@ -257,7 +146,7 @@ int main(int argc, char **argv)
             if (time_copies(dgrad, dparam, pinned, bytes, stream, &tc[r]) != 0 ||
                 time_pserv(cw, key, dgrad, dparam, stream, &tp[r]) != 0)
                 goto out;
-        double copy = median(tc, reps), ps = median(tp, reps);
+        double copy = bench_median(tc, (size_t)reps), ps = bench_median(tp, (size_t)reps);
         double copy_gbs = 2.0 * (double)bytes / copy / 1e9, ps_gbs = 2.0 * (double)bytes / ps / 1e9;
         printf("%10zu %12.1f %10.3f %12.1f %10.3f %8.3f\n", bytes, copy * 1e6, copy_gbs, ps * 1e6, ps_gbs, copy / ps);
         if (jf)
@@ -266,23 +155,18 @@ int main(int argc, char **argv)
                     "\"pserv_gbs\": %.4f, \"ratio\": %.4f}",
                     key > 1 ? ", " : "", bytes, copy, ps, copy_gbs, ps_gbs, copy / ps);
     }
-    if (jf) {
-        fprintf(jf, "]}\n");
-        int bad = fclose(jf) != 0;
-        jf = NULL;
-        if (bad) goto out;
-    }
+    if (jf && bench_json_finish(PROG, &jf, json) != 0) goto out;
     rc = 0;
 out:
     if (jf) fclose(jf);
     if (cw) {
         st = pserv_cuda_worker_destroy(cw);
         if (st != PSERV_OK) {
-            fprintf(stderr, "pserv_bench_cuda_pushpull: pserv_cuda_worker_destroy: %s\n", pserv_strerror(st));
+            fprintf(stderr, PROG ": pserv_cuda_worker_destroy: %s\n", pserv_strerror(st));
             rc = 1;
         }
     }
-    job_stop(&job);
+    if (job && bench_job_stop(PROG, job, worker) != 0) rc = 1;
     if (pinned) cudaFreeHost(pinned);
     if (dparam) cudaFree(dparam);
     if (dgrad) cudaFree(dgrad);

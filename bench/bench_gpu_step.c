@@ -21,16 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_common.h"
 #include "cuda/mlp_gpu.h"
 #include "pserv/pserv_cuda.h"
 
+#define PROG "pserv_bench_gpu_step"
 #define MAX_LAYERS 16
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -42,33 +38,38 @@ static uint64_t rng_next(uint64_t *s)
 
 static int cuda_ok(cudaError_t err, const char *what)
 {
-    if (err == cudaSuccess) return 1;
-    fprintf(stderr, "pserv_bench_gpu_step: %s: %s\n", what, cudaGetErrorString(err));
-    return 0;
+    return bench_cuda_ok(PROG, err, what);
 }
 
 static int pserv_ok(pserv_status_t st, const char *what)
 {
     if (st == PSERV_OK) return 1;
-    fprintf(stderr, "pserv_bench_gpu_step: %s: %s (%s)\n", what, pserv_strerror(st), pserv_cuda_last_error());
+    fprintf(stderr, PROG ": %s: %s (%s)\n", what, pserv_strerror(st), pserv_cuda_last_error());
     return 0;
 }
 
-/* "784,4096,4096,10" -> dims; 0 on a malformed list. */
-static unsigned parse_dims(const char *s, size_t *dims)
+typedef struct {
+    size_t d[MAX_LAYERS + 1];
+    unsigned n;
+} dims_t;
+
+/* "784,4096,4096,10" -> dims (a bench_opt_t parse function); -1 on a malformed list. */
+static int parse_dims(const char *s, void *out)
 {
-    unsigned n = 0;
+    dims_t dims = {{0}, 0};
     while (*s) {
         char *end;
         errno = 0;
         unsigned long v = strtoul(s, &end, 10);
-        if (end == s || errno || v == 0 || n == MAX_LAYERS + 1) return 0;
-        dims[n++] = v;
+        if (end == s || errno || v == 0 || dims.n == MAX_LAYERS + 1) return -1;
+        dims.d[dims.n++] = v;
         s = end;
         if (*s == ',') s++;
-        else if (*s) return 0;
+        else if (*s) return -1;
     }
-    return n >= 2 ? n : 0;
+    if (dims.n < 2) return -1;
+    *(dims_t *)out = dims;
+    return 0;
 }
 
 /* GEMM flops of one step: forward 2*B*in*out per layer; backward the weight gradient (same) and
@@ -120,12 +121,11 @@ static int time_precision(row_t *row, const size_t *dims, unsigned ndims, size_t
     /* The loss of the last step: a finite value says the step computed something. */
     if (!pserv_ok(ps_mlp_gpu_loss(m, &row->loss), "ps_mlp_gpu_loss")) goto out;
     if (!isfinite(row->loss)) {
-        fprintf(stderr, "pserv_bench_gpu_step: %s step gave a non-finite loss\n", row->precision);
+        fprintf(stderr, PROG ": %s step gave a non-finite loss\n", row->precision);
         goto out;
     }
-    qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    row->median_s = t[reps / 2];
-    row->min_s = t[0];
+    row->median_s = bench_median(t, (size_t)reps);
+    row->min_s = t[0]; /* sorted by bench_median */
     row->tflops = step_flops(dims, ndims, batch) / row->median_s * 1e-12;
     rc = 0;
 out:
@@ -136,66 +136,35 @@ out:
     return rc;
 }
 
-static void usage(void)
-{
-    fprintf(stderr, "usage: pserv_bench_gpu_step [--dims 784,4096,4096,10] [--batch 512] [--steps K] [--reps R]\n"
-                    "                            [--warmup W] [--device D] [--json FILE]\n");
-}
-
 int main(int argc, char **argv)
 {
-    size_t dims[MAX_LAYERS + 1] = {784, 4096, 4096, 10};
-    unsigned ndims = 4;
+    dims_t dims_opt = {{784, 4096, 4096, 10}, 4};
     size_t batch = 512;
     int steps = 10, reps = 20, warmup = 5, device = 0;
     const char *json = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (v && strcmp(a, "--dims") == 0) {
-            ndims = parse_dims(v, dims);
-            if (ndims == 0) {
-                fprintf(stderr, "pserv_bench_gpu_step: bad --dims '%s'\n", v);
-                return 2;
-            }
-        } else if (v && strcmp(a, "--batch") == 0) batch = (size_t)atol(v);
-        else if (v && strcmp(a, "--steps") == 0) steps = atoi(v);
-        else if (v && strcmp(a, "--reps") == 0) reps = atoi(v);
-        else if (v && strcmp(a, "--warmup") == 0) warmup = atoi(v);
-        else if (v && strcmp(a, "--device") == 0) device = atoi(v);
-        else if (v && strcmp(a, "--json") == 0) json = v;
-        else {
-            usage();
-            return 2;
-        }
-        i++;
-    }
-    if (batch < 1 || steps < 1 || reps < 1 || warmup < 0 || device < 0) {
-        usage();
-        return 2;
-    }
+    char device_name[256];
+    const bench_opt_t opts[] = {
+        BENCH_PARSE("--dims", "784,4096,4096,10", "layer widths, input first (2 to 17 of them)", &dims_opt, parse_dims),
+        BENCH_SIZE("--batch", "B", "batch size (default 512)", &batch, 1, 1 << 20),
+        BENCH_INT("--steps", "K", "steps per timed repetition (default 10)", &steps, 1, 1000000),
+        BENCH_INT("--reps", "R", "timed repetitions, median and minimum reported (default 20)", &reps, 1, 1000000),
+        BENCH_INT("--warmup", "W", "warm-up steps (default 5)", &warmup, 0, 1000000),
+        BENCH_DEVICE(&device),
+        BENCH_JSON(&json),
+    };
+    int rc = bench_cuda_args(PROG, argc, argv, opts, BENCH_NOPTS(opts), &device, device_name, sizeof(device_name));
+    if (rc != BENCH_CONTINUE) return rc;
+    const size_t *dims = dims_opt.d;
+    const unsigned ndims = dims_opt.n;
 
-    int ndev = 0;
-    if (pserv_cuda_device_count(&ndev) != PSERV_OK || ndev == 0) {
-        printf("pserv_bench_gpu_step: skipped: no CUDA device (%s)\n", pserv_cuda_last_error());
-        return 0;
-    }
-    if (device >= ndev) {
-        fprintf(stderr, "pserv_bench_gpu_step: --device %d, but only %d device(s)\n", device, ndev);
-        return 2;
-    }
-
-    struct cudaDeviceProp prop;
     cudaStream_t stream = NULL;
     float *x_dev = NULL;
     uint8_t *y_dev = NULL;
     float *x = malloc(batch * dims[0] * sizeof(float));
     uint8_t *y = malloc(batch);
-    int rc = 1;
+    rc = 1;
     if (x == NULL || y == NULL) goto out;
-    if (!cuda_ok(cudaSetDevice(device), "cudaSetDevice") ||
-        !cuda_ok(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties") ||
-        !cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"))
-        goto out;
+    if (!cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate")) goto out;
     uint64_t seed = 7;
     for (size_t i = 0; i < batch * dims[0]; i++) x[i] = (float)((double)(rng_next(&seed) >> 40) * 0x1.0p-24);
     for (size_t i = 0; i < batch; i++) y[i] = (uint8_t)(rng_next(&seed) % dims[ndims - 1] % 256);
@@ -215,30 +184,26 @@ int main(int argc, char **argv)
         snprintf(dims_text + n, sizeof(dims_text) - n, "%s%zu", l ? "-" : "", dims[l]);
         snprintf(dims_json + nj, sizeof(dims_json) - nj, "%s%zu", l ? ", " : "", dims[l]);
     }
-    printf("pserv_bench_gpu_step: MLP %s, batch %zu, %s; %d warm-up steps, %d reps of %d steps (cudaEvent)\n",
-           dims_text, batch, prop.name, warmup, reps, steps);
+    printf(PROG ": MLP %s, batch %zu, %s; %d warm-up steps, %d reps of %d steps (cudaEvent)\n",
+           dims_text, batch, device_name, warmup, reps, steps);
     printf("%-9s %12s %12s %10s %10s\n", "precision", "median_ms", "min_ms", "TFLOP/s", "loss");
     for (int r = 0; r < 2; r++)
         printf("%-9s %12.4f %12.4f %10.2f %10.4f\n", rows[r].precision, rows[r].median_s * 1e3, rows[r].min_s * 1e3,
                rows[r].tflops, (double)rows[r].loss);
     if (json) {
-        FILE *jf = fopen(json, "w");
-        if (jf == NULL) {
-            fprintf(stderr, "pserv_bench_gpu_step: cannot write %s: %s\n", json, strerror(errno));
-            goto out;
-        }
+        FILE *jf = bench_json_open(PROG, json);
+        if (jf == NULL) goto out;
         fprintf(jf,
                 "{\"benchmark\": \"gpu_step\", \"impl\": \"pserv\", \"device\": \"%s\", \"dims\": [%s], "
                 "\"batch\": %zu, \"steps\": %d, \"reps\": %d, \"warmup\": %d, \"rows\": [",
-                prop.name, dims_json, batch, steps, reps, warmup);
+                device_name, dims_json, batch, steps, reps, warmup);
         for (int r = 0; r < 2; r++)
             fprintf(jf,
                     "%s{\"precision\": \"%s\", \"step_s\": %.9f, \"min_s\": %.9f, \"tflops\": %.3f, "
                     "\"loss\": %.6f}",
                     r ? ", " : "", rows[r].precision, rows[r].median_s, rows[r].min_s, rows[r].tflops,
                     (double)rows[r].loss);
-        fprintf(jf, "]}\n");
-        if (fclose(jf) != 0) goto out;
+        if (bench_json_finish(PROG, &jf, json) != 0) goto out;
     }
     rc = 0;
 out:

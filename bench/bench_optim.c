@@ -20,15 +20,14 @@
  * is written, unless the stores are non-temporal); the optimizers write only arrays they just
  * read. A ratio to triad above 1 (up to 4/3) is therefore expected at the memory's limit.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "core/optim.h"
 #include "core/optim_kernels.h"
 #include "core/threadpool.h"
@@ -52,13 +51,6 @@ struct bench_case {
     double *times; /* one per timed repetition */
     double median_s;
 };
-
-static double bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Baselines                                                                                 */
@@ -128,18 +120,6 @@ static void bench_fill_block(void *arg, size_t begin, size_t end)
     }
 }
 
-static int bench_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double bench_median(double *times, size_t reps)
-{
-    qsort(times, reps, sizeof(double), bench_cmp_double);
-    return reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
-}
-
 /*
  * Runs every row once (warm-up), then R rounds of every row once each, timing each run. Rows
  * are interleaved so that a slow period of a shared machine hits all rows alike instead of
@@ -160,29 +140,6 @@ static void bench_measure(bench_bufs_t *b, bench_case_t *cases, size_t ncases, s
 
 /* ---------------------------------------------------------------------------------------- */
 
-static int bench_parse_size(const char *flag, const char *s, size_t lo, size_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
-    if (s == NULL || *s == '\0' || *s == '-' || *end != '\0' || errno != 0 || v < lo ||
-        v > SIZE_MAX / 16) {
-        fprintf(stderr, "pserv_bench_optim: %s needs an integer >= %zu\n", flag, lo);
-        return -1;
-    }
-    *out = (size_t)v;
-    return 0;
-}
-
-static void bench_usage(FILE *f)
-{
-    fprintf(f, "usage: pserv_bench_optim [--elems N] [--threads T] [--reps R] [--json FILE]\n"
-               "  --elems N    floats per array (default 16777216 = 64 MiB)\n"
-               "  --threads T  pool threads (default: online CPUs)\n"
-               "  --reps R     timed repetitions per kernel, median reported (default 20)\n"
-               "  --json FILE  also write the results as JSON\n");
-}
-
 static const char *bench_isa(void)
 {
 #if defined(PS_OPTIM_HAVE_CLONES)
@@ -198,34 +155,20 @@ int main(int argc, char **argv)
 {
     size_t n = (size_t)1 << 24, threads = 0, reps = 20;
     const char *json = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(arg, "--elems") == 0) {
-            if (bench_parse_size(arg, val, 1, &n)) return 2;
-            i++;
-        } else if (strcmp(arg, "--threads") == 0) {
-            if (bench_parse_size(arg, val, 1, &threads) || threads > 4096) return 2;
-            i++;
-        } else if (strcmp(arg, "--reps") == 0) {
-            if (bench_parse_size(arg, val, 1, &reps) || reps > 100000) return 2;
-            i++;
-        } else if (strcmp(arg, "--json") == 0 && val) {
-            json = val;
-            i++;
-        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            bench_usage(stdout);
-            return 0;
-        } else {
-            bench_usage(stderr);
-            return 2;
-        }
-    }
+    const bench_opt_t opts[] = {
+        BENCH_SIZE("--elems", "N", "floats per array (default 16777216 = 64 MiB)", &n, 1, 1ll << 40),
+        BENCH_SIZE("--threads", "T", "pool threads (default: online CPUs)", &threads, 1, 4096),
+        BENCH_SIZE("--reps", "R", "timed repetitions per kernel, median reported (default 20)", &reps, 1, 100000),
+        BENCH_JSON(&json),
+    };
+    int rc = bench_parse_args("pserv_bench_optim", argc, argv, opts, BENCH_NOPTS(opts));
+    if (rc != BENCH_CONTINUE) return rc;
     if (threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cpus > 0 ? (size_t)cpus : 1;
     }
 
-    int rc = 1;
+    rc = 1;
     bench_bufs_t b = {n, NULL, NULL, NULL, NULL, NULL, NULL};
     bench_case_t cases[] = {
         {.name = "memcpy", .bytes_per_elem = 8, .run = bench_run_memcpy},
@@ -304,11 +247,8 @@ int main(int argc, char **argv)
            t_total);
 
     if (json) {
-        FILE *f = fopen(json, "w");
-        if (f == NULL) {
-            fprintf(stderr, "pserv_bench_optim: cannot write %s: %s\n", json, strerror(errno));
-            goto out;
-        }
+        FILE *f = bench_json_open("pserv_bench_optim", json);
+        if (f == NULL) goto out;
         fprintf(f,
                 "{\n  \"benchmark\": \"optim\",\n  \"elems\": %zu,\n  \"threads\": %zu,\n"
                 "  \"reps\": %zu,\n  \"statistic\": \"median\",\n  \"kernels\": \"%s\",\n"
@@ -324,10 +264,7 @@ int main(int argc, char **argv)
                     (double)n / c->median_s * 1e-9, gbps / triad_gbps, k + 1 < ncases ? "," : "");
         }
         fprintf(f, "  ]\n}\n");
-        if (fclose(f) != 0) {
-            fprintf(stderr, "pserv_bench_optim: cannot write %s\n", json);
-            goto out;
-        }
+        if (bench_json_close("pserv_bench_optim", f, json) != 0) goto out;
     }
     rc = 0;
 out:

@@ -14,7 +14,8 @@
  *   linear_regression --local [--steps S] [--dim D] [--samples N] [--lr LR]
  *   linear_regression --coordinator HOST:PORT [...]
  *
- * --local starts a coordinator and one server shard in this process (threads) and runs alone.
+ * --local starts a coordinator and one server shard in this process (pserv_local_create) and runs
+ * alone.
  * --coordinator joins a running job (pserv coordinator / pserv server, see README.md) as one of its
  * workers; every worker generates its own samples (seeded by its rank) of the same w_true, and
  * scales its gradient by 1/workers because the server sums the pushes of a synchronous round.
@@ -22,7 +23,6 @@
  * not converge, 2 on bad arguments.
  */
 #include <cuda_runtime.h>
-#include <pthread.h>
 #include <pserv/pserv.h>
 #include <pserv/pserv_cuda.h>
 
@@ -94,59 +94,6 @@ __global__ void grad_kernel(const float *x, const float *r, float *g, float scal
     float s = 0;
     for (unsigned i = begin; i < end; i++) s += x[(size_t)i * dim + j] * r[i];
     atomicAdd(&g[j], s * scale);
-}
-
-/* --- a job of its own: coordinator and one server shard in this process ------------------------- */
-
-struct local_job {
-    pserv_coordinator_h coord;
-    pserv_server_h server;
-    char address[64];
-    pserv_status_t server_status;
-};
-
-static void *server_main(void *arg)
-{
-    local_job *job = (local_job *)arg;
-    pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
-    sp.coordinator = job->address;
-    job->server_status = pserv_server_create(&sp, &job->server);
-    return NULL;
-}
-
-/* Starts the coordinator and the server's thread; the server's create completes when this
- * process's worker joins, so the caller joins the thread after pserv_worker_create. */
-static bool local_job_start(local_job *job, pthread_t *tid)
-{
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    uint16_t port = 0;
-    cp.num_servers = 1;
-    cp.num_workers = 1;
-    cp.mode = PSERV_MODE_SYNC;
-    if (pserv_coordinator_create(&cp, &job->coord) != PSERV_OK ||
-        pserv_coordinator_port(job->coord, &port) != PSERV_OK) {
-        fprintf(stderr, "linear_regression: cannot start a coordinator: %s\n", pserv_last_error());
-        return false;
-    }
-    snprintf(job->address, sizeof(job->address), "127.0.0.1:%u", port);
-    job->server_status = PSERV_ERR_INTERNAL;
-    if (pthread_create(tid, NULL, server_main, job) != 0) {
-        fprintf(stderr, "linear_regression: cannot start the server thread\n");
-        return false;
-    }
-    return true;
-}
-
-static void local_job_stop(local_job *job)
-{
-    if (job->server) {
-        pserv_server_wait(job->server, 10000);
-        pserv_server_destroy(job->server);
-    }
-    if (job->coord) {
-        pserv_coordinator_wait(job->coord, 10000);
-        pserv_coordinator_destroy(job->coord);
-    }
 }
 
 /* --- the training loop --------------------------------------------------------------------------- */
@@ -327,37 +274,40 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    local_job job = {};
-    pthread_t server_thread;
-    bool server_started = false;
+    /* --local: a job of one worker, its coordinator and server shard in this process. */
+    pserv_local_h local = NULL;
     if (o.local) {
-        if (!local_job_start(&job, &server_thread)) {
-            local_job_stop(&job);
+        pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
+        lp.num_workers = 1;
+        lp.mode = PSERV_MODE_SYNC;
+        pserv_status_t st = pserv_local_create(&lp, &local);
+        if (st != PSERV_OK) {
+            fprintf(stderr, "linear_regression: cannot start a local job: %s (%s)\n", pserv_strerror(st),
+                    pserv_last_error());
             return 1;
         }
-        server_started = true;
-        o.coordinator = job.address;
+        o.coordinator = pserv_local_coordinator(local);
     }
     pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
     wp.coordinator = o.coordinator;
     pserv_worker_h worker = NULL;
     pserv_status_t st = pserv_worker_create(&wp, &worker);
-    if (server_started) {
-        pthread_join(server_thread, NULL);
-        if (job.server_status != PSERV_OK) {
-            fprintf(stderr, "linear_regression: server: %s\n", pserv_strerror(job.server_status));
-            job.server = NULL;
-        }
-    }
     int rc = 1;
     if (st != PSERV_OK) {
         fprintf(stderr, "linear_regression: cannot join %s: %s (%s)\n", o.coordinator, pserv_strerror(st),
                 pserv_last_error());
         worker = NULL;
-    } else if (!server_started || job.server) {
+    } else {
         rc = train(worker, o);
     }
     if (worker) pserv_worker_destroy(worker); /* leaving: the coordinator ends the job when all have left */
-    local_job_stop(&job);
+    if (local) {
+        st = pserv_local_destroy(local, 10000);
+        if (st != PSERV_OK) {
+            fprintf(stderr, "linear_regression: the local job did not end cleanly: %s (%s)\n", pserv_strerror(st),
+                    pserv_last_error());
+            rc = 1;
+        }
+    }
     return rc;
 }

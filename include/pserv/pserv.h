@@ -161,6 +161,58 @@ PSERV_API const char *pserv_server_last_error(pserv_server_h server);
 PSERV_API pserv_status_t pserv_server_destroy(pserv_server_h server);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Job inside one process                                                                       */
+
+/**
+ * A coordinator and its server shards in the calling process, on 127.0.0.1: a single-process
+ * training loop, a test or a benchmark creates one, then its workers join at
+ * pserv_local_coordinator() with pserv_worker_create (each worker's create blocks until the whole
+ * job has joined, so several workers need threads of their own).
+ */
+typedef struct pserv_local *pserv_local_h;
+
+typedef struct {
+    size_t size;             /**< sizeof(pserv_local_params_t) */
+    unsigned num_servers;    /**< server shards; default 1 */
+    unsigned num_workers;    /**< workers that will join (required, >= 1) */
+    pserv_mode_t mode;       /**< consistency model */
+    size_t chunk_bytes;      /**< chunk size of the job; default 4 MiB */
+    unsigned server_threads; /**< optimizer threads per shard; default 1 */
+    int timeout_ms;          /**< how long the shards wait for the job to form; default 30000 */
+} pserv_local_params_t;
+
+#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0 }
+
+/**
+ * Starts a coordinator on 127.0.0.1 (a free port) and num_servers shards, each on a thread of
+ * its own while it joins (pserv_server_create blocks until the job forms). Returns at once;
+ * the job forms when num_workers workers have joined. PSERV_ERR_INVALID_ARG for bad params,
+ * with the reason in pserv_last_error().
+ */
+PSERV_API pserv_status_t pserv_local_create(const pserv_local_params_t *params, pserv_local_h *local);
+/** The coordinator's address, "127.0.0.1:PORT", for pserv_worker_params_t.coordinator. Thread-safe. */
+PSERV_API const char *pserv_local_coordinator(pserv_local_h local);
+/**
+ * Waits up to timeout_ms (< 0: forever) until shard `index` (0 .. num_servers-1, in start
+ * order, not its rank) has joined the formed job, and gives its handle (for pserv_server_stats,
+ * pserv_server_rank); the handle stays owned by `local`. Returns the error of the shard's
+ * pserv_server_create if it failed, PSERV_ERR_TIMED_OUT if the job has not formed in time; the
+ * detail is in pserv_last_error(). Thread-safe.
+ */
+PSERV_API pserv_status_t pserv_local_server(pserv_local_h local, unsigned index, int timeout_ms,
+                                            pserv_server_h *server);
+/**
+ * Ends the job and frees it; call it after every worker of this process was destroyed. Waits up
+ * to timeout_ms (< 0: forever) for the job to end (every worker left), then stops the shards and
+ * the coordinator. If the job never formed, the shards still joining give up at their own
+ * timeout (params timeout_ms, counted from pserv_local_create), which bounds this call too.
+ * Returns PSERV_OK for a clean end; otherwise the coordinator's result (PSERV_ERR_PEER_FAILED
+ * when a member failed), PSERV_ERR_TIMED_OUT when the job did not end or never formed in time,
+ * or a shard's error, with the detail in pserv_last_error(). NULL is a no-op.
+ */
+PSERV_API pserv_status_t pserv_local_destroy(pserv_local_h local, int timeout_ms);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Worker                                                                                       */
 
 typedef struct pserv_worker *pserv_worker_h;

@@ -29,32 +29,19 @@
             cr_skip_test("no CUDA device: %s", pserv_cuda_last_error());                         \
     } while (0)
 
-/* ---- an in-process job: coordinator, servers and workers on threads while it forms ---------- */
+/* ---- an in-process job (pserv_local_*), its workers on threads while it forms --------------- */
 
 typedef struct {
-    pserv_coordinator_h coord;
-    pserv_server_h servers[MAXS];
+    pserv_local_h local;
     pserv_worker_h workers[MAXW];
-    unsigned ns, nw;
-    char addr[64];
+    unsigned nw;
 } job_t;
 
 typedef struct {
     const char *addr, *node;
-    pserv_server_h server;
     pserv_worker_h worker;
     pserv_status_t st;
 } member_t;
-
-static void *server_main(void *arg)
-{
-    member_t *m = arg;
-    pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
-    sp.coordinator = m->addr;
-    sp.timeout_ms = 20000;
-    m->st = pserv_server_create(&sp, &m->server);
-    return NULL;
-}
 
 static void *worker_main(void *arg)
 {
@@ -70,32 +57,20 @@ static void *worker_main(void *arg)
 /* Starts ns servers and nw workers (worker i names node group nodes[i]); workers by rank. */
 static void job_start(job_t *job, unsigned ns, unsigned nw, const char *const *nodes)
 {
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    uint16_t port = 0;
-    member_t ms[MAXS], mw[MAXW];
-    pthread_t ts[MAXS], tw[MAXW];
+    pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
+    member_t mw[MAXW];
+    pthread_t tw[MAXW];
     memset(job, 0, sizeof(*job));
-    job->ns = ns;
     job->nw = nw;
-    cp.num_servers = ns;
-    cp.num_workers = nw;
-    cp.mode = PSERV_MODE_SYNC;
-    cp.chunk_bytes = CHUNK_BYTES;
-    cr_assert_eq(pserv_coordinator_create(&cp, &job->coord), PSERV_OK, "%s", pserv_last_error());
-    pserv_coordinator_port(job->coord, &port);
-    snprintf(job->addr, sizeof(job->addr), "127.0.0.1:%u", port);
-    for (unsigned i = 0; i < ns; i++) {
-        ms[i] = (member_t){job->addr, NULL, NULL, NULL, PSERV_ERR_INTERNAL};
-        pthread_create(&ts[i], NULL, server_main, &ms[i]);
-    }
+    lp.num_servers = ns;
+    lp.num_workers = nw;
+    lp.mode = PSERV_MODE_SYNC;
+    lp.chunk_bytes = CHUNK_BYTES;
+    lp.timeout_ms = 20000;
+    cr_assert_eq(pserv_local_create(&lp, &job->local), PSERV_OK, "%s", pserv_last_error());
     for (unsigned i = 0; i < nw; i++) {
-        mw[i] = (member_t){job->addr, nodes ? nodes[i] : NULL, NULL, NULL, PSERV_ERR_INTERNAL};
+        mw[i] = (member_t){pserv_local_coordinator(job->local), nodes ? nodes[i] : NULL, NULL, PSERV_ERR_INTERNAL};
         pthread_create(&tw[i], NULL, worker_main, &mw[i]);
-    }
-    for (unsigned i = 0; i < ns; i++) {
-        pthread_join(ts[i], NULL);
-        cr_assert_eq(ms[i].st, PSERV_OK, "server %u: %s", i, pserv_strerror(ms[i].st));
-        job->servers[i] = ms[i].server;
     }
     for (unsigned i = 0; i < nw; i++) {
         pserv_job_info_t info = PSERV_JOB_INFO_INIT;
@@ -105,17 +80,17 @@ static void job_start(job_t *job, unsigned ns, unsigned nw, const char *const *n
         cr_assert_lt(info.rank, nw);
         job->workers[info.rank] = mw[i].worker;
     }
+    for (unsigned i = 0; i < ns; i++) {
+        pserv_server_h server;
+        pserv_status_t st = pserv_local_server(job->local, i, 20000, &server);
+        cr_assert_eq(st, PSERV_OK, "server %u: %s (%s)", i, pserv_strerror(st), pserv_last_error());
+    }
 }
 
 static void job_stop(job_t *job)
 {
     for (unsigned i = 0; i < job->nw; i++) pserv_worker_destroy(job->workers[i]);
-    for (unsigned i = 0; i < job->ns; i++) {
-        cr_expect_eq(pserv_server_wait(job->servers[i], 10000), PSERV_OK);
-        pserv_server_destroy(job->servers[i]);
-    }
-    cr_expect_eq(pserv_coordinator_wait(job->coord, 10000), PSERV_OK);
-    pserv_coordinator_destroy(job->coord);
+    cr_expect_eq(pserv_local_destroy(job->local, 10000), PSERV_OK, "%s", pserv_last_error());
 }
 
 /* ---- values: all multiples of 1/4 far below 2^22, so every sum is exact in float32 ---------- */
@@ -435,39 +410,33 @@ Test(cuda_worker, dead_server_releases_the_stream, .timeout = 120)
     pid_t child = fork();
     cr_assert_neq(child, -1);
     if (child == 0) {
-        pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-        pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
-        pserv_coordinator_h coord;
+        pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
+        pserv_local_h local;
         pserv_server_h server;
-        uint16_t port = 0;
-        char addr[64];
+        char addr[64] = "";
         close(fds[0]);
-        cp.num_servers = 1;
-        cp.num_workers = 1;
-        cp.chunk_bytes = CHUNK_BYTES;
-        if (pserv_coordinator_create(&cp, &coord) != PSERV_OK) _exit(1);
-        pserv_coordinator_port(coord, &port);
-        if (write(fds[1], &port, sizeof(port)) != (ssize_t)sizeof(port)) _exit(2);
-        snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-        sp.coordinator = addr;
-        sp.timeout_ms = 30000;
-        if (pserv_server_create(&sp, &server) != PSERV_OK) _exit(3);
+        lp.num_servers = 1;
+        lp.num_workers = 1;
+        lp.chunk_bytes = CHUNK_BYTES;
+        lp.timeout_ms = 30000;
+        if (pserv_local_create(&lp, &local) != PSERV_OK) _exit(1);
+        snprintf(addr, sizeof(addr), "%s", pserv_local_coordinator(local));
+        if (write(fds[1], addr, sizeof(addr)) != (ssize_t)sizeof(addr)) _exit(2);
+        if (pserv_local_server(local, 0, 30000, &server) != PSERV_OK) _exit(3);
         pserv_server_wait(server, 100000);
         _exit(0);
     }
     close(fds[1]);
-    uint16_t port = 0;
-    ssize_t got = read(fds[0], &port, sizeof(port));
+    char addr[64] = "";
+    ssize_t got = read(fds[0], addr, sizeof(addr));
     close(fds[0]);
     int n = 0;
-    if (got != (ssize_t)sizeof(port) || pserv_cuda_device_count(&n) != PSERV_OK) {
+    if (got != (ssize_t)sizeof(addr) || pserv_cuda_device_count(&n) != PSERV_OK) {
         kill(child, SIGKILL);
         waitpid(child, NULL, 0);
-        cr_assert_eq(got, (ssize_t)sizeof(port), "the child's coordinator did not start");
+        cr_assert_eq(got, (ssize_t)sizeof(addr), "the child's coordinator did not start");
         cr_skip_test("no CUDA device: %s", pserv_cuda_last_error());
     }
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
     pserv_worker_h w;
     wp.coordinator = addr;

@@ -162,22 +162,6 @@ void harness_kill_all(harness_t *h)
 
 typedef struct {
     const char *coord;
-    pserv_server_h server;
-    pserv_status_t st;
-} server_thread_t;
-
-static void *server_thread(void *arg)
-{
-    server_thread_t *t = arg;
-    pserv_server_params_t sp = PSERV_SERVER_PARAMS_INIT;
-    sp.coordinator = t->coord;
-    sp.timeout_ms = 20000;
-    t->st = pserv_server_create(&sp, &t->server);
-    return NULL;
-}
-
-typedef struct {
-    const char *coord;
     const char *node;
     unsigned max_requests;
     pserv_worker_h worker;
@@ -199,51 +183,54 @@ static void *worker_thread(void *arg)
 int inproc_group_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests,
                        unsigned num_servers, unsigned num_workers, const char *const *nodes)
 {
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    uint16_t port;
+    pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
+    worker_thread_t wt[INPROC_MAX_WORKERS];
+    pthread_t wtid[INPROC_MAX_WORKERS];
+    int bad = 0;
+
     memset(job, 0, sizeof(*job));
     if (num_workers > INPROC_MAX_WORKERS || num_servers > INPROC_MAX_SERVERS) return -1;
-    cp.num_servers = num_servers;
-    cp.num_workers = num_workers;
-    cp.mode = mode;
-    cp.chunk_bytes = chunk_bytes;
-    if (pserv_coordinator_create(&cp, &job->coord) != PSERV_OK) return -1;
-    pserv_coordinator_port(job->coord, &port);
-    snprintf(job->addr, sizeof(job->addr), "127.0.0.1:%u", port);
-
-    server_thread_t st[INPROC_MAX_SERVERS];
-    worker_thread_t wt[INPROC_MAX_WORKERS];
-    pthread_t stid[INPROC_MAX_SERVERS], wtid[INPROC_MAX_WORKERS];
-    for (unsigned i = 0; i < num_servers; i++) {
-        st[i] = (server_thread_t){job->addr, NULL, PSERV_ERR_INTERNAL};
-        pthread_create(&stid[i], NULL, server_thread, &st[i]);
+    lp.num_servers = num_servers;
+    lp.num_workers = num_workers;
+    lp.mode = mode;
+    lp.chunk_bytes = chunk_bytes;
+    lp.timeout_ms = 20000;
+    if (pserv_local_create(&lp, &job->local) != PSERV_OK) {
+        fprintf(stderr, "inproc job: %s\n", pserv_last_error());
+        return -1;
     }
+    job->num_servers = num_servers;
+    job->num_workers = num_workers;
     for (unsigned i = 0; i < num_workers; i++) {
-        wt[i] = (worker_thread_t){job->addr, nodes ? nodes[i] : NULL, max_requests, NULL, PSERV_ERR_INTERNAL};
+        wt[i] = (worker_thread_t){pserv_local_coordinator(job->local), nodes ? nodes[i] : NULL, max_requests, NULL,
+                                  PSERV_ERR_INTERNAL};
         pthread_create(&wtid[i], NULL, worker_thread, &wt[i]);
-    }
-    int bad = 0;
-    for (unsigned i = 0; i < num_servers; i++) {
-        pthread_join(stid[i], NULL);
-        job->servers[i] = st[i].server;
-        bad |= st[i].st != PSERV_OK;
     }
     /* Index workers by rank, whatever order they joined in. */
     for (unsigned i = 0; i < num_workers; i++) {
         pthread_join(wtid[i], NULL);
         pserv_job_info_t info = PSERV_JOB_INFO_INIT;
-        if (wt[i].st != PSERV_OK || pserv_worker_job(wt[i].worker, &info) != PSERV_OK || info.rank >= num_workers) {
+        if (wt[i].st != PSERV_OK || pserv_worker_job(wt[i].worker, &info) != PSERV_OK || info.rank >= num_workers ||
+            job->workers[info.rank] != NULL) {
             bad = 1;
+            pserv_worker_destroy(wt[i].worker);
             continue;
         }
         job->workers[info.rank] = wt[i].worker;
         job->nodes[info.rank] = wt[i].node;
     }
-    job->num_servers = num_servers;
-    job->num_workers = num_workers;
+    for (unsigned i = 0; i < num_servers && !bad; i++)
+        if (pserv_local_server(job->local, i, 20000, &job->servers[i]) != PSERV_OK) {
+            fprintf(stderr, "inproc job: %s\n", pserv_last_error());
+            bad = 1;
+        }
+    if (bad) {
+        inproc_job_stop(job);
+        return -1;
+    }
     job->server = job->servers[0];
     job->worker = job->workers[0];
-    return bad ? -1 : 0;
+    return 0;
 }
 
 int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, unsigned max_requests)
@@ -253,13 +240,9 @@ int inproc_job_start(inproc_job_t *job, pserv_mode_t mode, size_t chunk_bytes, u
 
 int inproc_job_stop(inproc_job_t *job)
 {
-    int bad = 0;
     for (unsigned i = 0; i < job->num_workers; i++) pserv_worker_destroy(job->workers[i]);
-    for (unsigned i = 0; i < job->num_servers; i++) {
-        if (job->servers[i]) bad |= pserv_server_wait(job->servers[i], 10000) != PSERV_OK;
-        pserv_server_destroy(job->servers[i]);
-    }
-    bad |= pserv_coordinator_wait(job->coord, 10000) != PSERV_OK;
-    pserv_coordinator_destroy(job->coord);
-    return bad ? -1 : 0;
+    pserv_status_t st = pserv_local_destroy(job->local, 10000);
+    if (st != PSERV_OK) fprintf(stderr, "inproc job: %s: %s\n", pserv_strerror(st), pserv_last_error());
+    memset(job, 0, sizeof(*job));
+    return st == PSERV_OK ? 0 : -1;
 }

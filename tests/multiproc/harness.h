@@ -39,16 +39,16 @@ int harness_write(int fd, const void *buf, size_t n);
 #define INPROC_MAX_WORKERS 8
 #define INPROC_MAX_SERVERS 4
 
-/* A one-process job: coordinator, server shards (on threads while they join) and workers. */
+/* A one-process job (pserv_local_*): coordinator and server shards, plus workers on threads
+ * while they join. */
 typedef struct {
-    pserv_coordinator_h coord;
+    pserv_local_h local;
     pserv_server_h server; /* servers[0] */
     pserv_worker_h worker; /* workers[0] */
     pserv_server_h servers[INPROC_MAX_SERVERS];
     pserv_worker_h workers[INPROC_MAX_WORKERS]; /* index = worker rank */
     const char *nodes[INPROC_MAX_WORKERS];      /* the node group each worker rank named */
     unsigned num_servers, num_workers;
-    char addr[64]; /* the coordinator's */
 } inproc_job_t;
 
 /* Starts a job of one server and one worker; returns 0 on success. */

@@ -1,0 +1,213 @@
+#include "bench_common.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef PSERV_BENCH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "pserv/pserv_cuda.h"
+#endif
+
+double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(double *t, size_t n)
+{
+    qsort(t, n, sizeof(double), bench_cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+/* ---- options ---------------------------------------------------------------------------------- */
+
+static void bench_usage(FILE *f, const char *prog, const bench_opt_t *opts, size_t nopts)
+{
+    /* The usage line wraps before 100 columns, continuation lines under the first option. */
+    int col = fprintf(f, "usage: %s", prog), indent = col, width = 0;
+    for (size_t i = 0; i < nopts; i++) {
+        int len = (int)(strlen(opts[i].name) + 1 + strlen(opts[i].metavar));
+        if (col + len + 3 > 100) col = fprintf(f, "\n%*s", indent, "") - 1;
+        col += fprintf(f, " [%s %s]", opts[i].name, opts[i].metavar);
+        width = len > width ? len : width;
+    }
+    fprintf(f, "\n");
+    for (size_t i = 0; i < nopts; i++)
+        if (opts[i].help)
+            fprintf(f, "  %s %-*s  %s\n", opts[i].name, width - (int)strlen(opts[i].name) - 1, opts[i].metavar,
+                    opts[i].help);
+}
+
+/* Parses a whole decimal integer in [min, max]; -1 if text is anything else. */
+static int bench_parse_int(const char *text, long long min, long long max, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || errno != 0 || v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+static int bench_set_opt(const bench_opt_t *o, const char *text)
+{
+    long long v;
+    switch (o->kind) {
+    case BENCH_OPT_INT:
+        if (bench_parse_int(text, o->min > INT_MIN ? o->min : INT_MIN, o->max < INT_MAX ? o->max : INT_MAX, &v) < 0)
+            return -1;
+        *(int *)o->value = (int)v;
+        return 0;
+    case BENCH_OPT_SIZE:
+        if (bench_parse_int(text, o->min > 0 ? o->min : 0, o->max, &v) < 0) return -1;
+        *(size_t *)o->value = (size_t)v;
+        return 0;
+    case BENCH_OPT_STRING:
+        *(const char **)o->value = text;
+        return 0;
+    case BENCH_OPT_PARSE:
+        return o->parse(text, o->value);
+    }
+    return -1;
+}
+
+int bench_parse_args(const char *prog, int argc, char **argv, const bench_opt_t *opts, size_t nopts)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            bench_usage(stdout, prog, opts, nopts);
+            return 0;
+        }
+        const bench_opt_t *o = NULL;
+        for (size_t k = 0; k < nopts && o == NULL; k++)
+            if (strcmp(a, opts[k].name) == 0) o = &opts[k];
+        if (o == NULL) {
+            fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+        } else if (i + 1 == argc) {
+            fprintf(stderr, "%s: %s needs a value (%s)\n", prog, a, o->metavar);
+        } else if (bench_set_opt(o, argv[++i]) < 0) {
+            if (o->kind == BENCH_OPT_INT || o->kind == BENCH_OPT_SIZE)
+                fprintf(stderr, "%s: %s needs an integer in [%lld, %lld], not '%s'\n", prog, a, o->min, o->max,
+                        argv[i]);
+            else
+                fprintf(stderr, "%s: bad %s '%s'\n", prog, a, argv[i]);
+        } else {
+            continue;
+        }
+        bench_usage(stderr, prog, opts, nopts);
+        return 2;
+    }
+    return BENCH_CONTINUE;
+}
+
+/* ---- JSON ------------------------------------------------------------------------------------- */
+
+FILE *bench_json_open(const char *prog, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL) fprintf(stderr, "%s: cannot write %s: %s\n", prog, path, strerror(errno));
+    return f;
+}
+
+int bench_json_close(const char *prog, FILE *f, const char *path)
+{
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        fprintf(stderr, "%s: cannot write %s\n", prog, path);
+        return -1;
+    }
+    return 0;
+}
+
+int bench_json_finish(const char *prog, FILE **f, const char *path)
+{
+    fprintf(*f, "]}\n");
+    int rc = bench_json_close(prog, *f, path);
+    *f = NULL;
+    return rc;
+}
+
+/* ---- a one-process job -------------------------------------------------------------------------- */
+
+int bench_job_start(const char *prog, pserv_local_h *local, pserv_worker_h *worker)
+{
+    pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    pserv_status_t st;
+    lp.num_workers = 1;
+    *local = NULL;
+    *worker = NULL;
+    if ((st = pserv_local_create(&lp, local)) != PSERV_OK) {
+        *local = NULL;
+        fprintf(stderr, "%s: cannot start the job: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
+        return -1;
+    }
+    wp.coordinator = pserv_local_coordinator(*local);
+    if ((st = pserv_worker_create(&wp, worker)) != PSERV_OK) {
+        *worker = NULL;
+        fprintf(stderr, "%s: cannot join the job: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
+        bench_job_stop(prog, *local, NULL);
+        *local = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int bench_job_stop(const char *prog, pserv_local_h local, pserv_worker_h worker)
+{
+    pserv_worker_destroy(worker);
+    pserv_status_t st = pserv_local_destroy(local, 10000);
+    if (st == PSERV_OK) return 0;
+    fprintf(stderr, "%s: the job did not end cleanly: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
+    return -1;
+}
+
+/* ---- GPU -------------------------------------------------------------------------------------- */
+
+#ifdef PSERV_BENCH_CUDA
+int bench_cuda_ok(const char *prog, int err, const char *what)
+{
+    if (err == cudaSuccess) return 1;
+    fprintf(stderr, "%s: %s: %s\n", prog, what, cudaGetErrorString((cudaError_t)err));
+    return 0;
+}
+
+int bench_cuda_select(const char *prog, int device, char *name, size_t name_len)
+{
+    struct cudaDeviceProp prop;
+    int ndev = 0;
+    if (pserv_cuda_device_count(&ndev) != PSERV_OK || ndev == 0) {
+        printf("%s: skipped: no CUDA device (%s)\n", prog, pserv_cuda_last_error());
+        return 0;
+    }
+    if (device < 0 || device >= ndev) {
+        fprintf(stderr, "%s: --device %d, but only %d device(s)\n", prog, device, ndev);
+        return 2;
+    }
+    if (!bench_cuda_ok(prog, cudaSetDevice(device), "cudaSetDevice") ||
+        !bench_cuda_ok(prog, cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"))
+        return 1;
+    snprintf(name, name_len, "%s", prop.name);
+    return BENCH_CONTINUE;
+}
+
+int bench_cuda_args(const char *prog, int argc, char **argv, const bench_opt_t *opts, size_t nopts, const int *device,
+                    char *name, size_t name_len)
+{
+    int rc = bench_parse_args(prog, argc, argv, opts, nopts);
+    return rc != BENCH_CONTINUE ? rc : bench_cuda_select(prog, *device, name, name_len);
+}
+#endif
