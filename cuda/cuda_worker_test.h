@@ -14,6 +14,8 @@
 extern "C" {
 #endif
 
+/* Makes a device current for the calling thread (the hooks below use the current device). */
+pserv_status_t ps_cw_test_set_device(int device);
 /* A non-blocking stream on the current device; destroy waits for it first. */
 pserv_status_t ps_cw_test_stream_create(pserv_cuda_stream_t *stream);
 void ps_cw_test_stream_destroy(pserv_cuda_stream_t stream);

@@ -2,6 +2,11 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_worker_test.h"
 
+extern "C" pserv_status_t ps_cw_test_set_device(int device)
+{
+    return PS_CUDA_CALL(cudaSetDevice(device));
+}
+
 extern "C" pserv_status_t ps_cw_test_stream_create(pserv_cuda_stream_t *stream)
 {
     cudaStream_t s;

@@ -400,6 +400,99 @@ Test(cuda_worker, group_of_two_needs_nccl, .timeout = 60)
     job_stop(&job);
 }
 
+/* A node group over two GPUs (one worker thread each): NCCL sums the group's gradients, each
+ * member pushes its slice once, the all-gather gives both the whole result. An even tensor takes
+ * reduce-scatter / all-gather, an uneven one the grouped reduce / broadcast path. */
+typedef struct {
+    pserv_worker_h w;
+    int device;
+    float base; /* the member's gradient: grad_of(i, base + step) */
+    pserv_status_t st;
+    char why[256];
+    float *got[2]; /* host copies of the parameters of keys 1 and 2 */
+} gpu_member_t;
+
+static const size_t group_counts[2] = {4 * CE, 5 * CE - 3}; /* even slices, uneven slices */
+#define GROUP_STEPS 3
+
+static pserv_status_t member_run(gpu_member_t *m, pserv_cuda_worker_h *cw, pserv_cuda_stream_t *s, float **g,
+                                 float **p)
+{
+    pserv_cuda_worker_params_t cp = PSERV_CUDA_WORKER_PARAMS_INIT;
+    pserv_status_t st;
+    cp.device = m->device;
+    if ((st = ps_cw_test_set_device(m->device)) < 0 || (st = pserv_cuda_worker_create(m->w, &cp, cw)) < 0 ||
+        (st = ps_cw_test_stream_create(s)) < 0)
+        return st;
+    for (unsigned k = 0; k < 2; k++) {
+        size_t n = group_counts[k];
+        if ((st = ps_cuda_test_alloc(n * sizeof(float), (void **)&g[k])) < 0 ||
+            (st = ps_cuda_test_alloc(n * sizeof(float), (void **)&p[k])) < 0 || (st = ps_cuda_test_fill_nan(p[k], n)) < 0)
+            return st;
+    }
+    for (unsigned step = 0; step < GROUP_STEPS; step++)
+        for (unsigned k = 0; k < 2; k++) {
+            if ((st = ps_cw_test_fill(g[k], group_counts[k], m->base + (float)step, 0.25f, 2000, *s)) < 0 ||
+                (st = pserv_cuda_node_push_pull(*cw, k + 1, g[k], p[k], *s)) < 0)
+                return st;
+        }
+    if ((st = ps_cw_test_stream_sync(*s)) < 0 || (st = pserv_cuda_worker_synchronize(*cw, 20000)) < 0) return st;
+    for (unsigned k = 0; k < 2; k++) {
+        if ((m->got[k] = malloc(group_counts[k] * sizeof(float))) == NULL) return PSERV_ERR_NO_MEMORY;
+        if ((st = ps_cuda_test_download(m->got[k], p[k], group_counts[k] * sizeof(float))) < 0) return st;
+    }
+    return PSERV_OK;
+}
+
+static void *member_main(void *arg)
+{
+    gpu_member_t *m = arg;
+    pserv_cuda_worker_h cw = NULL;
+    pserv_cuda_stream_t s = NULL;
+    float *g[2] = {NULL, NULL}, *p[2] = {NULL, NULL};
+    m->st = member_run(m, &cw, &s, g, p);
+    snprintf(m->why, sizeof(m->why), "%s", pserv_cuda_last_error());
+    if (s) ps_cw_test_stream_destroy(s);
+    for (unsigned k = 0; k < 2; k++) {
+        ps_cuda_test_free(g[k]);
+        ps_cuda_test_free(p[k]);
+    }
+    pserv_status_t dst = pserv_cuda_worker_destroy(cw);
+    if (m->st == PSERV_OK) m->st = dst;
+    return NULL;
+}
+
+Test(cuda_worker, node_push_pull_over_two_gpus, .timeout = 180)
+{
+    int ndev = 0;
+    if (pserv_cuda_device_count(&ndev) != PSERV_OK || ndev < 2)
+        cr_skip_test("needs 2 CUDA devices, found %d: %s", ndev, pserv_cuda_last_error());
+    job_t job;
+    const char *nodes[] = {"n0", "n0"};
+    gpu_member_t m[2];
+    pthread_t tid[2];
+    job_start(&job, 2, 2, nodes);
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned r = 0; r < 2; r++) register_tensor(job.workers[r], k + 1, group_counts[k]);
+    for (unsigned r = 0; r < 2; r++) {
+        m[r] = (gpu_member_t){.w = job.workers[r], .device = (int)r, .base = 10.0f * (float)r};
+        pthread_create(&tid[r], NULL, member_main, &m[r]);
+    }
+    for (unsigned r = 0; r < 2; r++) pthread_join(tid[r], NULL);
+    for (unsigned r = 0; r < 2; r++) cr_assert_eq(m[r].st, PSERV_OK, "member %u: %s", r, m[r].why);
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned r = 0; r < 2; r++)
+            for (size_t i = 0; i < group_counts[k]; i++) {
+                float want = init_of(i);
+                for (unsigned step = 0; step < GROUP_STEPS; step++)
+                    want -= grad_of(i, (float)step) + grad_of(i, 10.0f + (float)step);
+                cr_assert_eq(m[r].got[k][i], want, "key %u member %u element %zu: %g, want %g", k + 1, r, i,
+                             (double)m[r].got[k][i], (double)want);
+            }
+    for (unsigned r = 0; r < 2; r++) free(m[r].got[0]), free(m[r].got[1]);
+    job_stop(&job);
+}
+
 /* The server dies under a running job: the ops after it fail, the stream is released (it
  * finishes, with undefined values) and synchronize reports the error. The coordinator and the
  * server run in a child forked before this process touches CUDA. */
