@@ -43,9 +43,13 @@ static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t
     h.map_version = map_version;
     /* Straight from the pinned, registered parameters: no copy. In sync mode they cannot change
      * before this worker's next push, which comes after it received this reply. */
-    if (ps_send_msg(peer, &h, c->param, c->param_bytes, c->mem, NULL, NULL) == PSERV_OK) {
-        PS_STAT_ADD(s, pulls, 1);
-        PS_STAT_ADD(s, bytes_out, c->param_bytes);
+    /* Counted before the send: the reply may reach the worker (and a caller read the stats)
+     * before ps_send_msg returns. */
+    PS_STAT_ADD(s, pulls, 1);
+    PS_STAT_ADD(s, bytes_out, c->param_bytes);
+    if (ps_send_msg(peer, &h, c->param, c->param_bytes, c->mem, NULL, NULL) != PSERV_OK) {
+        PS_STAT_ADD(s, pulls, -1);
+        PS_STAT_ADD(s, bytes_out, -(uint64_t)c->param_bytes);
     }
 }
 
@@ -100,21 +104,30 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     uint32_t worker = h->sender;
     PS_STAT_ADD(s, bytes_in, h->length);
 
-    if (!s->store.sync) {
-        ps_server_apply(s, t, c, grad);
-    } else if (s->worker_failed) {
-        ps_server_reject(s, peer, h, PSERV_ERR_PEER_FAILED, "a worker of this sync job failed");
-        return;
-    } else if (h->round > c->version) {
-        ps_server_reject(s, peer, h, PSERV_ERR_STALE, "round ahead of the chunk (pull round r before pushing r+1)");
-        return;
-    } else if (h->round == c->version && !PS_BIT_TEST(c->pushed, worker)) {
-        uint32_t node_bit = s->store.num_workers + s->store.worker_node[worker];
-        if (PS_BIT_TEST(c->pushed, node_bit)) {
+    int fresh = 0; /* sync: the first push of this round from this worker */
+    uint32_t node_bit = s->store.num_workers + s->store.worker_node[worker];
+    if (s->store.sync) {
+        if (s->worker_failed) {
+            ps_server_reject(s, peer, h, PSERV_ERR_PEER_FAILED, "a worker of this sync job failed");
+            return;
+        }
+        if (h->round > c->version) {
+            ps_server_reject(s, peer, h, PSERV_ERR_STALE, "round ahead of the chunk (pull round r before pushing r+1)");
+            return;
+        }
+        fresh = h->round == c->version && !PS_BIT_TEST(c->pushed, worker);
+        if (fresh && PS_BIT_TEST(c->pushed, node_bit)) {
             ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG,
                              "another worker of its node group pushed this chunk's round already");
             return;
         }
+    }
+    /* Counted before any reply this push may release (a caller may read the stats then). */
+    PS_STAT_ADD(s, pushes, 1);
+
+    if (!s->store.sync) {
+        ps_server_apply(s, t, c, grad);
+    } else if (fresh) {
         if (c->npushed == 0)
             memcpy(c->accum, grad, c->param_bytes);
         else
@@ -128,7 +141,6 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
             ps_server_answer_pulls(s, t, c);
         }
     } /* else: a repeat of a round already counted: acknowledge, change nothing */
-    PS_STAT_ADD(s, pushes, 1);
 
     if (h->type == PS_MSG_PUSH_PULL)
         ps_server_pull_chunk(s, peer, h, h->round + 1, t, c);
