@@ -8,6 +8,12 @@
  * GB/s counts the bytes sent plus the bytes received per round trip (2 S). The pserv row pays
  * for its protocol (headers, per-chunk messages, the server's SGD step over S/4 floats); the
  * ratio says how much of the raw transport's speed survives that. Chunks are 4 MiB.
+ *
+ * The same push-pull also goes through the staging pipeline's host side (core/stager.h, with
+ * nothing to stage: the CPU path), in pieces of one chunk and of four, against the direct
+ * pserv_worker_push_pull: what the GPU pipeline's issuer and completer threads cost on the host.
+ * Each round times every variant once (raw, direct, staged x1, staged x4), so a slow moment of
+ * a shared machine hits them alike.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -15,6 +21,7 @@
 #include <string.h>
 
 #include "bench_common.h"
+#include "core/stager.h"
 #include "core/transport.h"
 #include "pserv/pserv.h"
 
@@ -47,39 +54,55 @@ static void echo_client_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_
     pthread_mutex_unlock(&e->lock);
 }
 
-/* Median seconds of one round trip of `len` bytes each way; t holds reps samples. */
-static double raw_round_trip(ps_tp_peer_t *peer, echo_t *cli, const uint8_t *buf, size_t len, double *t, int reps)
+/* Seconds of one round trip of `len` bytes each way. */
+static double raw_round_trip(ps_tp_peer_t *peer, echo_t *cli, const uint8_t *buf, size_t len)
 {
     uint8_t hdr[8] = {0};
-    for (int r = -1; r < reps; r++) { /* r = -1 warms up */
-        double t0 = bench_now();
-        pthread_mutex_lock(&cli->lock);
-        int want = cli->replies + 1;
-        pthread_mutex_unlock(&cli->lock);
-        ps_tp_send(peer, hdr, sizeof(hdr), buf, len, NULL, NULL, NULL);
-        pthread_mutex_lock(&cli->lock);
-        while (cli->replies < want) pthread_cond_wait(&cli->cond, &cli->lock);
-        pthread_mutex_unlock(&cli->lock);
-        if (r >= 0) t[r] = bench_now() - t0;
-    }
-    return bench_median(t, (size_t)reps);
+    double t0 = bench_now();
+    pthread_mutex_lock(&cli->lock);
+    int want = cli->replies + 1;
+    pthread_mutex_unlock(&cli->lock);
+    ps_tp_send(peer, hdr, sizeof(hdr), buf, len, NULL, NULL, NULL);
+    pthread_mutex_lock(&cli->lock);
+    while (cli->replies < want) pthread_cond_wait(&cli->cond, &cli->lock);
+    pthread_mutex_unlock(&cli->lock);
+    return bench_now() - t0;
 }
 
 /* --- pserv: one coordinator, one server shard, one worker, in this process --------------- */
 
-/* Median seconds of one fused push-pull; -1 if one failed. */
-static double pserv_round_trip(pserv_worker_h w, uint64_t key, const float *grad, float *out, double *t, int reps)
+/* Seconds of one fused push-pull; -1 if it failed. */
+static double pserv_round_trip(pserv_worker_h w, uint64_t key, const float *grad, float *out)
 {
     pserv_request_t req;
-    for (int r = -1; r < reps; r++) {
-        double t0 = bench_now();
-        if (pserv_worker_push_pull(w, key, grad, out, &req) != PSERV_OK || pserv_worker_wait(w, req, 60000) != PSERV_OK) {
-            fprintf(stderr, PROG ": push-pull failed: %s\n", pserv_worker_last_error(w));
-            return -1;
-        }
-        if (r >= 0) t[r] = bench_now() - t0;
+    double t0 = bench_now();
+    if (pserv_worker_push_pull(w, key, grad, out, &req) != PSERV_OK || pserv_worker_wait(w, req, 60000) != PSERV_OK) {
+        fprintf(stderr, PROG ": push-pull failed: %s\n", pserv_worker_last_error(w));
+        return -1;
     }
-    return bench_median(t, (size_t)reps);
+    return bench_now() - t0;
+}
+
+/*
+ * Seconds of the same push-pull through the stager: one operation over the whole tensor in
+ * pieces of piece_elems (whole chunks), already staged (staged = NULL), in place in buf, waited
+ * for with a drain; -1 if it failed.
+ */
+static double staged_round_trip(ps_stager_t *s, pserv_worker_h w, uint64_t key, size_t count, size_t piece_elems,
+                                 float *buf)
+{
+    ps_stage_op_t op = {.kind = PS_STAGE_PUSH_PULL, .key = key, .count = count, .piece_elems = piece_elems, .host = buf};
+    double t0 = bench_now();
+    pserv_status_t st = ps_stager_submit(s, &op);
+    if (st != PSERV_OK) {
+        fprintf(stderr, PROG ": staged push-pull: %s (%s)\n", pserv_strerror(st), pserv_last_error());
+        return -1;
+    }
+    if ((st = ps_stager_drain(s, 60000)) != PSERV_OK) {
+        fprintf(stderr, PROG ": staged push-pull: %s (%s)\n", pserv_strerror(st), pserv_worker_last_error(w));
+        return -1;
+    }
+    return bench_now() - t0;
 }
 
 int main(int argc, char **argv)
@@ -112,38 +135,75 @@ int main(int argc, char **argv)
     pserv_worker_h w;
     if (bench_job_start(PROG, &job, &w) != 0) return 1;
 
+    /* four samples per round: raw, pserv direct, staged in pieces of one chunk, of four */
+    enum { RAW, DIRECT, STAGED1, STAGED4, NVAR };
     rc = 1;
+    ps_stager_t *stager = NULL;
     float *grad = calloc(max_bytes / 4, sizeof(float)), *out = malloc(max_bytes);
-    double *t = calloc((size_t)reps, sizeof(double));
+    float *sbuf = calloc(max_bytes / 4, sizeof(float)); /* the staged push-pull works in place */
+    double *t = calloc((size_t)reps * NVAR, sizeof(double));
     FILE *jf = NULL;
-    if (grad == NULL || out == NULL || t == NULL || srv.echo == NULL) goto out;
+    if (grad == NULL || out == NULL || sbuf == NULL || t == NULL || srv.echo == NULL) goto out;
+    pserv_status_t st = ps_stager_create(w, &stager);
+    if (st != PSERV_OK) {
+        stager = NULL;
+        fprintf(stderr, PROG ": cannot start the stager: %s (%s)\n", pserv_strerror(st), pserv_last_error());
+        goto out;
+    }
     if (json && (jf = bench_json_open(PROG, json)) == NULL) goto out;
-    if (jf) fprintf(jf, "{\"benchmark\": \"pushpull\", \"reps\": %d, \"rows\": [", reps);
-    printf(PROG ": 1 server, 1 worker, loopback, %d reps (median), GB/s = 2 x bytes / round trip\n", reps);
-    printf("%10s %12s %10s %12s %10s %8s\n", "bytes", "raw_us", "raw_GB/s", "pserv_us", "pserv_GB/s", "ratio");
+    size_t chunk_bytes = 0;
     uint64_t key = 1;
     for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 4, key++) {
         pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
         tp.key = key;
         tp.count = bytes / 4;
         tp.optim.lr = 1e-6f;
-        if (pserv_worker_register(w, &tp) != PSERV_OK) {
+        size_t count, chunk_elems;
+        if (pserv_worker_register(w, &tp) != PSERV_OK ||
+            pserv_worker_tensor_info(w, key, &count, &chunk_elems) != PSERV_OK) {
             fprintf(stderr, PROG ": register: %s\n", pserv_worker_last_error(w));
             goto out;
         }
-        double raw = raw_round_trip(peer, &cli, (const uint8_t *)grad, bytes, t, reps);
-        double ps = pserv_round_trip(w, key, grad, out, t, reps);
-        if (ps < 0) goto out;
-        double raw_gbs = 2.0 * (double)bytes / raw / 1e9, ps_gbs = 2.0 * (double)bytes / ps / 1e9;
-        printf("%10zu %12.1f %10.3f %12.1f %10.3f %8.3f\n", bytes, raw * 1e6, raw_gbs, ps * 1e6, ps_gbs, ps_gbs / raw_gbs);
+        if (key == 1) { /* every tensor of the job has the job's chunk; small ones are one short chunk */
+            chunk_bytes = chunk_elems * sizeof(float);
+            if (jf)
+                fprintf(jf, "{\"benchmark\": \"pushpull\", \"reps\": %d, \"chunk_bytes\": %zu, \"rows\": [", reps,
+                        chunk_bytes);
+            printf(PROG ": 1 server, 1 worker, loopback, %zu-byte chunks, %d reps (median), rounds interleaved\n"
+                        "GB/s = 2 x bytes / round trip; ratio = pserv GB/s / raw GB/s; stg1, stg4 = staged in pieces of 1, 4 "
+                        "chunks, GB/s / direct GB/s (= direct time / staged time)\n",
+                   chunk_bytes, reps);
+            printf("%10s %10s %9s %10s %9s %7s %10s %6s %10s %6s\n", "bytes", "raw_us", "raw_GB/s", "pserv_us", "ps_GB/s",
+                   "ratio", "stg1_us", "stg1", "stg4_us", "stg4");
+        }
+        for (int r = -1; r < reps; r++) { /* r = -1 warms up */
+            double s[NVAR];
+            s[RAW] = raw_round_trip(peer, &cli, (const uint8_t *)grad, bytes);
+            s[DIRECT] = pserv_round_trip(w, key, grad, out);
+            s[STAGED1] = staged_round_trip(stager, w, key, count, 0, sbuf);
+            s[STAGED4] = staged_round_trip(stager, w, key, count, 4 * chunk_elems, sbuf);
+            for (int v = 0; v < NVAR; v++) {
+                if (s[v] < 0) goto out;
+                if (r >= 0) t[(size_t)v * (size_t)reps + (size_t)r] = s[v];
+            }
+        }
+        double m[NVAR];
+        for (int v = 0; v < NVAR; v++) m[v] = bench_median(t + (size_t)v * (size_t)reps, (size_t)reps);
+        double raw_gbs = 2.0 * (double)bytes / m[RAW] / 1e9, ps_gbs = 2.0 * (double)bytes / m[DIRECT] / 1e9;
+        double ratio = ps_gbs / raw_gbs, stg1 = m[DIRECT] / m[STAGED1], stg4 = m[DIRECT] / m[STAGED4];
+        printf("%10zu %10.1f %9.3f %10.1f %9.3f %7.3f %10.1f %6.3f %10.1f %6.3f\n", bytes, m[RAW] * 1e6, raw_gbs,
+               m[DIRECT] * 1e6, ps_gbs, ratio, m[STAGED1] * 1e6, stg1, m[STAGED4] * 1e6, stg4);
         if (jf)
-            fprintf(jf, "%s{\"bytes\": %zu, \"raw_s\": %.9f, \"pserv_s\": %.9f, \"ratio\": %.4f}", key > 1 ? ", " : "",
-                    bytes, raw, ps, ps_gbs / raw_gbs);
+            fprintf(jf,
+                    "%s{\"bytes\": %zu, \"raw_s\": %.9f, \"pserv_s\": %.9f, \"ratio\": %.4f, \"staged1_s\": %.9f, "
+                    "\"staged1_ratio\": %.4f, \"staged4_s\": %.9f, \"staged4_ratio\": %.4f}",
+                    key > 1 ? ", " : "", bytes, m[RAW], m[DIRECT], ratio, m[STAGED1], stg1, m[STAGED4], stg4);
     }
     if (jf && bench_json_finish(PROG, &jf, json) != 0) goto out;
     rc = 0;
 out:
     if (jf) fclose(jf);
+    if (stager) ps_stager_destroy(stager);
     if (bench_job_stop(PROG, job, w) != 0) rc = 1;
     ps_tp_destroy(cli.tp);
     ps_tp_destroy(srv.tp);
@@ -151,5 +211,6 @@ out:
     free(t);
     free(grad);
     free(out);
+    free(sbuf);
     return rc;
 }
