@@ -107,30 +107,45 @@ static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
     ps_send_msg(m->peer, &h, payload, w.len, NULL, ps_send_free_cb, payload);
 }
 
-static ps_coord_member_t *ps_coord_worker_of_rank(pserv_coordinator_h c, uint32_t rank)
+/* Orders workers by node name, then rank: a run of one name is a group, its first the root. */
+static int ps_coord_by_node(const void *a, const void *b)
 {
-    for (uint32_t i = 0; i < c->capacity; i++)
-        if (c->members[i].used && c->members[i].role == PS_ROLE_WORKER && c->members[i].rank == rank)
-            return &c->members[i];
-    return NULL;
+    const ps_coord_member_t *x = *(ps_coord_member_t *const *)a, *y = *(ps_coord_member_t *const *)b;
+    int c = strcmp(x->node, y->node);
+    return c != 0 ? c : (x->rank > y->rank) - (x->rank < y->rank);
 }
 
-/* Node groups numbered by their lowest worker rank; a worker without a node name is alone. */
+/*
+ * Node groups numbered by their lowest worker rank; a worker without a node name is alone.
+ * Sorting keeps this O(W log W) at start-up however many workers and groups there are.
+ */
 static void ps_coord_group_nodes(pserv_coordinator_h c)
 {
-    c->job.num_nodes = 0;
-    for (uint32_t r = 0; r < c->job.num_workers; r++) {
-        ps_coord_member_t *m = ps_coord_worker_of_rank(c, r);
-        uint32_t node = c->job.num_nodes;
-        for (uint32_t q = 0; q < r && m->node[0] != '\0'; q++)
-            if (strcmp(ps_coord_worker_of_rank(c, q)->node, m->node) == 0) {
-                node = c->job.worker_node[q];
-                break;
-            }
-        if (node == c->job.num_nodes) c->job.num_nodes++;
-        c->job.worker_node[r] = node;
+    uint32_t W = c->job.num_workers;
+    ps_coord_member_t **by_name = malloc(W * sizeof(*by_name));
+    uint32_t *root = malloc(W * sizeof(*root)); /* by rank: the lowest rank of its group */
+    if (by_name == NULL || root == NULL) {
+        /* cannot happen for sane sizes: every worker alone is still a valid job */
+        for (uint32_t r = 0; r < W; r++) c->job.worker_node[r] = r;
+        c->job.num_nodes = W;
+        goto out;
     }
-    for (uint32_t r = 0; r < c->job.num_workers; r++) c->nodes[c->job.worker_node[r]].size++;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->capacity; i++)
+        if (c->members[i].used && c->members[i].role == PS_ROLE_WORKER) by_name[n++] = &c->members[i];
+    qsort(by_name, n, sizeof(*by_name), ps_coord_by_node);
+    for (uint32_t i = 0; i < n; i++) {
+        int same = i > 0 && by_name[i]->node[0] != '\0' && strcmp(by_name[i]->node, by_name[i - 1]->node) == 0;
+        root[by_name[i]->rank] = same ? root[by_name[i - 1]->rank] : by_name[i]->rank;
+    }
+    /* Ranks in order: a group's number is given when its root (lowest rank) comes up. */
+    c->job.num_nodes = 0;
+    for (uint32_t r = 0; r < W; r++)
+        c->job.worker_node[r] = root[r] == r ? c->job.num_nodes++ : c->job.worker_node[root[r]];
+out:
+    for (uint32_t r = 0; r < W; r++) c->nodes[c->job.worker_node[r]].size++;
+    free(by_name);
+    free(root);
 }
 
 static void ps_coord_form(pserv_coordinator_h c)
@@ -374,9 +389,10 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
         m->at_barrier = 0;
         /* Workers still at the barrier (or in their node's broadcast) would wait for one that never comes. */
         ps_coord_barrier_check(c, PSERV_ERR_PEER_FAILED);
-        if (m->at_bcast) c->nodes[c->job.worker_node[m->rank]].arrived--;
+        ps_coord_node_t *n = &c->nodes[c->job.worker_node[m->rank]];
+        if (m->at_bcast) n->arrived--;
         m->at_bcast = 0;
-        ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
+        if (n->arrived > 0) ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
         ps_coord_end_if_done(c);
     } else if (m->role == PS_ROLE_SERVER) {
         c->result = PSERV_ERR_PEER_FAILED;
