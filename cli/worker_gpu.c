@@ -121,5 +121,39 @@ void worker_gpu_close(worker_gpu_t *g)
     free(g);
 }
 #else
-typedef int worker_gpu_unused_t; /* ISO C: a translation unit is not empty */
+/* Built without CUDA: train_config_use_gpu never says "GPU", so only open can be reached. */
+#include <stdio.h>
+
+pserv_status_t worker_gpu_open(pserv_worker_h worker, const pserv_job_info_t *job, pserv_mlp_h cpu,
+                               const size_t *dims, unsigned ndims, size_t batch, float grad_scale,
+                               const pserv_tensor_params_t *proto, worker_gpu_t **out)
+{
+    (void)worker, (void)job, (void)cpu, (void)dims, (void)ndims, (void)batch, (void)grad_scale, (void)proto, (void)out;
+    fprintf(stderr, "pserv worker: this pserv was built without CUDA\n");
+    return PSERV_ERR_UNSUPPORTED;
+}
+
+pserv_status_t worker_gpu_step(worker_gpu_t *g, const float *x, const uint8_t *y, size_t batch, float *loss)
+{
+    (void)g, (void)x, (void)y, (void)batch, (void)loss;
+    return PSERV_ERR_UNSUPPORTED;
+}
+
+pserv_status_t worker_gpu_pull(worker_gpu_t *g)
+{
+    (void)g;
+    return PSERV_ERR_UNSUPPORTED;
+}
+
+pserv_status_t worker_gpu_evaluate(worker_gpu_t *g, const float *x, const uint8_t *y, size_t n, size_t *correct,
+                                   float *loss)
+{
+    (void)g, (void)x, (void)y, (void)n, (void)correct, (void)loss;
+    return PSERV_ERR_UNSUPPORTED;
+}
+
+void worker_gpu_close(worker_gpu_t *g)
+{
+    (void)g;
+}
 #endif

@@ -2,8 +2,8 @@
  * The GPU side of a training worker (pserv worker --device cuda): the reference model on one GPU
  * with its parameters and gradients in one device bucket, registered on the servers as one
  * tensor and exchanged each step with pserv_cuda_node_push_pull on the model's stream (NCCL
- * reduce over the worker's node group, push-pull of this GPU's slice, all-gather). Built only
- * with CUDA; worker_loop.c calls it when the worker computes on a GPU.
+ * reduce over the worker's node group, push-pull of this GPU's slice, all-gather). worker_loop.c
+ * calls it when the worker computes on a GPU; without CUDA, open says so and fails.
  */
 #ifndef PSERV_CLI_WORKER_GPU_H
 #define PSERV_CLI_WORKER_GPU_H

@@ -84,9 +84,7 @@ static pserv_status_t model_evaluate(trainer_t *t, size_t *correct, float *loss)
     const float *x = pserv_dataset_images(t->test);
     const uint8_t *y = pserv_dataset_labels(t->test);
     size_t n = pserv_dataset_count(t->test);
-#ifdef PSERV_HAVE_CUDA
     if (t->gpu) return worker_gpu_evaluate(t->gpu, x, y, n, correct, loss);
-#endif
     return pserv_mlp_evaluate(t->mlp, x, y, n, correct, loss);
 }
 
@@ -112,9 +110,7 @@ static pserv_status_t exchange(trainer_t *t, float scale)
 
 static pserv_status_t pull_all(trainer_t *t)
 {
-#ifdef PSERV_HAVE_CUDA
     if (t->gpu) return worker_gpu_pull(t->gpu);
-#endif
     pserv_request_t reqs[MAX_TENSORS];
     pserv_status_t st = PSERV_OK;
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++)
@@ -127,9 +123,7 @@ static pserv_status_t pull_all(trainer_t *t)
 static pserv_status_t model_step(trainer_t *t, const float *x, const uint8_t *y, size_t batch, float scale,
                                  float *loss)
 {
-#ifdef PSERV_HAVE_CUDA
     if (t->gpu) return worker_gpu_step(t->gpu, x, y, batch, loss);
-#endif
     pserv_status_t st = pserv_mlp_train_step(t->mlp, x, y, batch, loss);
     return st < 0 ? st : exchange(t, scale);
 }
@@ -230,17 +224,12 @@ static int train(trainer_t *t)
 /* With a GPU, the model computes there: a node group's workers use GPUs 0 .. local_size-1. */
 static int open_gpu(trainer_t *t, const size_t *dims, unsigned ndims)
 {
-#ifdef PSERV_HAVE_CUDA
     pserv_tensor_params_t proto;
     pserv_status_t st = tensor_proto(t, &proto);
     if (st == PSERV_OK)
         st = worker_gpu_open(t->worker, &t->job, t->mlp, dims, ndims, t->cfg->batch, 1.0f / (float)t->job.num_workers,
                              &proto, &t->gpu);
     return st < 0 ? 1 : 0;
-#else
-    (void)t, (void)dims, (void)ndims;
-    return 1;
-#endif
 }
 
 int train_worker_run(const train_config_t *cfg, const char *coordinator)
@@ -302,9 +291,7 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
     }
     rc = train(&t);
 out:
-#ifdef PSERV_HAVE_CUDA
     worker_gpu_close(t.gpu);
-#endif
     if (t.worker) pserv_worker_destroy(t.worker);
     if (t.mlp) pserv_mlp_destroy(t.mlp);
     if (t.train) pserv_dataset_destroy(t.train);
