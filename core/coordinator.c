@@ -54,6 +54,7 @@ struct pserv_coordinator {
     uint32_t workers_done; /* left or failed */
     int done;
     pserv_status_t result;
+    char why[512]; /* why the job failed, for pserv_coordinator_last_error */
     uint64_t rejected;
 };
 
@@ -381,6 +382,9 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
         goto out;
     }
     m->failed = 1;
+    if (c->why[0] == '\0')
+        snprintf(c->why, sizeof(c->why), "%s %u at %s failed: %s", m->role == PS_ROLE_SERVER ? "server" : "worker",
+                 m->rank, ps_tp_peer_name(peer), pserv_strerror(why));
     if (m->role == PS_ROLE_WORKER && !m->left) {
         m->left = 1;
         c->workers_done++;
@@ -479,6 +483,11 @@ pserv_status_t pserv_coordinator_wait(pserv_coordinator_h coord, int timeout_ms)
     pserv_status_t st = coord->done ? coord->result : PSERV_ERR_TIMED_OUT;
     pthread_mutex_unlock(&coord->lock);
     return st;
+}
+
+const char *pserv_coordinator_last_error(pserv_coordinator_h coord)
+{
+    return coord ? coord->why : "";
 }
 
 pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord)

@@ -91,6 +91,12 @@ PSERV_API pserv_status_t pserv_optim_parse(const char *name, pserv_optim_type_t 
 
 typedef struct pserv_coordinator *pserv_coordinator_h;
 
+/** What a sync job does when a worker dies. */
+typedef enum {
+    PSERV_ON_FAILURE_FAIL = 0, /**< end the whole job within seconds, naming the dead worker (default) */
+    PSERV_ON_FAILURE_CONTINUE  /**< go on with the live workers: rounds complete without the dead one */
+} pserv_failure_policy_t;
+
 typedef struct {
     size_t size;          /**< sizeof(pserv_coordinator_params_t) */
     const char *listen;   /**< "host:port" to listen on; port 0 picks a free port. Default "127.0.0.1:0" */
@@ -98,9 +104,18 @@ typedef struct {
     unsigned num_workers; /**< workers in the job (required, >= 1) */
     pserv_mode_t mode;    /**< consistency model */
     size_t chunk_bytes;   /**< tensors are split into chunks of this many bytes; default 4 MiB */
+    /**
+     * Failure detection: the coordinator and every member send each other a heartbeat every
+     * heartbeat_ms (default 500); a peer silent for failure_timeout_ms (default 3000) is
+     * declared dead. Members learn both from the job description.
+     */
+    int heartbeat_ms;
+    int failure_timeout_ms;
+    pserv_failure_policy_t on_worker_failure; /**< default PSERV_ON_FAILURE_FAIL */
 } pserv_coordinator_params_t;
 
-#define PSERV_COORDINATOR_PARAMS_INIT { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0 }
+#define PSERV_COORDINATOR_PARAMS_INIT                                                         \
+    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL }
 
 /** Starts a coordinator listening for the job's servers and workers. Returns at once. */
 PSERV_API pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params,
@@ -113,6 +128,11 @@ PSERV_API pserv_status_t pserv_coordinator_port(pserv_coordinator_h coord, uint1
  * PSERV_ERR_PEER_FAILED if the job ended because a member failed.
  */
 PSERV_API pserv_status_t pserv_coordinator_wait(pserv_coordinator_h coord, int timeout_ms);
+/**
+ * Why the job failed, in the user's terms ("server 1 at 127.0.0.1:4242 missed its heartbeats
+ * for 3000 ms"), or "" while it has not. Thread-safe; valid until destroy.
+ */
+PSERV_API const char *pserv_coordinator_last_error(pserv_coordinator_h coord);
 /** Stops the coordinator and frees it. */
 PSERV_API pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord);
 

@@ -29,7 +29,12 @@ extern "C" {
     X(ERR_STALE, -13, "round out of order")                                        \
     X(ERR_UNSUPPORTED, -14, "unsupported")                                         \
     X(ERR_IO, -15, "input/output error")                                           \
-    X(ERR_INTERNAL, -16, "internal error")
+    X(ERR_INTERNAL, -16, "internal error")                                         \
+    X(ERR_VIEW_CHANGED, -17, "routed by an outdated cluster view")                 \
+    X(ERR_ADDR_IN_USE, -18, "address already in use")                              \
+    X(ERR_CORRUPT, -19, "corrupt data")                                            \
+    X(ERR_NOT_FINITE, -20, "non-finite value (NaN or infinity)")                   \
+    X(ERR_JOB_FAILED, -21, "the job failed (a member died or was declared dead)")
 
 typedef enum {
 #define PSERV_STATUS_ENUM_(name, value, text) PSERV_##name = (value),
