@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "bench_common.h"
-#include "cuda/mlp_gpu.h"
+#include "mlp_gpu.h"
 #include "pserv/pserv_cuda.h"
 
 #define PROG "pserv_bench_gpu_step"

@@ -28,9 +28,9 @@
 #include <unistd.h>
 
 #include "bench_common.h"
-#include "core/optim.h"
-#include "core/optim_kernels.h"
-#include "core/threadpool.h"
+#include "optim.h"
+#include "optim_kernels.h"
+#include "threadpool.h"
 #include "pserv/pserv.h"
 
 typedef struct {

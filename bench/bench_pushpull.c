@@ -21,8 +21,8 @@
 #include <string.h>
 
 #include "bench_common.h"
-#include "core/stager.h"
-#include "core/transport.h"
+#include "stager.h"
+#include "transport.h"
 #include "pserv/pserv.h"
 
 #define PROG "pserv_bench_pushpull"

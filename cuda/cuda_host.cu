@@ -1,7 +1,7 @@
 /* CUDA device discovery and host-memory registration; safe without a GPU or driver. */
 #include <stdio.h>
 
-#include "cuda/cuda_check.h"
+#include "cuda_check.h"
 #include "pserv/pserv_cuda.h"
 
 static __thread char ps_cuda_error[256];

@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cuda/cuda_check.h"
-#include "cuda/cuda_worker.h"
+#include "cuda_check.h"
+#include "cuda_worker.h"
 
 extern "C" {
-#include "core/log.h"
+#include "log.h"
 }
 
 /* What local rank 0 broadcasts at create: the id, or why there is none (so that the others

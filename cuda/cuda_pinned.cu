@@ -6,11 +6,11 @@
  */
 #include <pthread.h>
 
-#include "cuda/cuda_check.h"
+#include "cuda_check.h"
 #include "pserv/pserv_cuda.h"
 
 extern "C" {
-#include "core/pinned.h"
+#include "pinned.h"
 }
 
 static pthread_once_t ps_pinned_once = PTHREAD_ONCE_INIT;

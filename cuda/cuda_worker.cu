@@ -25,9 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda/cuda_check.h"
-#include "cuda/cuda_worker.h"
-#include "cuda/stream_wait.h"
+#include "cuda_check.h"
+#include "cuda_worker.h"
+#include "stream_wait.h"
 
 pserv_status_t ps_cw_fail(pserv_status_t st, const char *file, int line, const char *fmt, ...)
 {

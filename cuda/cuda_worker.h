@@ -18,12 +18,12 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "cuda/nccl_loader.h"
+#include "nccl_loader.h"
 #include "pserv/pserv_cuda.h"
 
 extern "C" {
-#include "core/keymap.h"
-#include "core/stager.h"
+#include "keymap.h"
+#include "stager.h"
 }
 
 #define PS_CW_RING 4

@@ -1,6 +1,6 @@
 /* Test hooks declared in cuda/cuda_worker_test.h. */
-#include "cuda/cuda_check.h"
-#include "cuda/cuda_worker_test.h"
+#include "cuda_check.h"
+#include "cuda_worker_test.h"
 
 extern "C" pserv_status_t ps_cw_test_set_device(int device)
 {

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda/cuda_check.h"
-#include "cuda/nccl_loader.h"
+#include "cuda_check.h"
+#include "nccl_loader.h"
 
 #if defined(__has_include)
 #if __has_include(<nccl.h>)

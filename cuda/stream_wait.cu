@@ -1,6 +1,6 @@
 /* The wait kernel of stream_wait.h. */
-#include "cuda/cuda_check.h"
-#include "cuda/stream_wait.h"
+#include "cuda_check.h"
+#include "stream_wait.h"
 
 /* A system-scope acquire load goes to the point of coherence with the host every time (no stale
  * L1/L2 copy), which is what makes a host store visible to a running kernel; volatile is the

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
-#include "transport/tp_internal.h"
+#include "log.h"
+#include "tp_internal.h"
 
 /* ---- send descriptors: taken by any thread, returned by the progress thread ---- */
 

@@ -10,9 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/check.h"
-#include "core/log.h"
-#include "transport/tp_internal.h"
+#include "check.h"
+#include "log.h"
+#include "tp_internal.h"
 
 /* Which ps_tp_t's progress thread this is (NULL on every other thread). */
 static _Thread_local const ps_tp_t *tp_self;

@@ -18,7 +18,7 @@
 
 #include <ucp/api/ucp.h>
 
-#include "core/transport.h"
+#include "transport.h"
 
 /* Active message id of every pserv message: the transport moves opaque header + payload. */
 #define TP_AM_ID 7

@@ -1,9 +1,9 @@
 /* Memory registration: ucp_mem_map once, so sends from that memory skip per-send pinning. */
 #include <stdlib.h>
 
-#include "core/check.h"
-#include "core/log.h"
-#include "transport/tp_internal.h"
+#include "check.h"
+#include "log.h"
+#include "tp_internal.h"
 
 pserv_status_t ps_tp_mem_register(ps_tp_t *tp, void *addr, size_t len, ps_tp_mem_t **out)
 {

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/check.h"
-#include "core/log.h"
-#include "transport/tp_internal.h"
+#include "check.h"
+#include "log.h"
+#include "tp_internal.h"
 
 ps_tp_peer_t *tp_peer_alloc(ps_tp_t *tp)
 {

@@ -1,5 +1,5 @@
 /* The one place where UCX status codes become pserv ones. */
-#include "transport/tp_internal.h"
+#include "tp_internal.h"
 
 pserv_status_t tp_status(ucs_status_t st)
 {

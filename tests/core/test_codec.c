@@ -2,10 +2,10 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "core/hostport.h"
-#include "core/job.h"
-#include "core/keymap.h"
-#include "core/tensor_desc.h"
+#include "hostport.h"
+#include "job.h"
+#include "keymap.h"
+#include "tensor_desc.h"
 
 Test(codec, reader_never_reads_past_the_end)
 {

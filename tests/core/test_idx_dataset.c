@@ -6,7 +6,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "core/idx_dataset.h"
+#include "idx_dataset.h"
 #include "data_dir.h"
 #include "pserv/pserv_model.h"
 

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/idx_dataset.h"
-#include "core/mlp_cpu.h"
+#include "idx_dataset.h"
+#include "mlp_cpu.h"
 #include "data_dir.h"
 #include "pserv/pserv_model.h"
 

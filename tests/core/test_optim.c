@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/optim.h"
-#include "core/optim_kernels.h"
+#include "optim.h"
+#include "optim_kernels.h"
 #include "optim_reference.h"
 
 /* Relative tolerance against the double reference, plus an absolute floor relative to the

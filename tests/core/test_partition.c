@@ -1,7 +1,7 @@
 /* Partitioning: chunk layout covers a tensor exactly, shards are balanced and deterministic. */
 #include <criterion/criterion.h>
 
-#include "core/partition.h"
+#include "partition.h"
 
 Test(partition, chunks_cover_the_tensor_exactly)
 {

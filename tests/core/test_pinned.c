@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#include "core/pinned.h"
+#include "pinned.h"
 
 static int regs, unregs;
 static size_t reg_len;

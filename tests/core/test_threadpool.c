@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/threadpool.h"
+#include "threadpool.h"
 
 #define POOL_MAX_BLOCKS 64
 

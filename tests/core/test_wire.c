@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "core/wire.h"
+#include "wire.h"
 
 static ps_wire_hdr_t sample(void)
 {

@@ -13,8 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cuda/cuda_worker_test.h"
-#include "cuda/mlp_gpu.h" /* ps_cuda_test_alloc / _free / _download / _fill_nan */
+#include "cuda_worker_test.h"
+#include "mlp_gpu.h" /* ps_cuda_test_alloc / _free / _download / _fill_nan */
 #include "pserv/pserv_cuda.h"
 
 #define CHUNK_BYTES 4096

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/mlp_cpu.h"
-#include "cuda/mlp_gpu.h"
+#include "mlp_cpu.h"
+#include "mlp_gpu.h"
 #include "pserv/pserv_cuda.h"
 
 static void require_gpu(void)

@@ -12,9 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/hostport.h"
-#include "core/server_internal.h"
-#include "core/wire.h"
+#include "hostport.h"
+#include "server_internal.h"
+#include "wire.h"
 #include "harness.h"
 
 static double now_s(void)

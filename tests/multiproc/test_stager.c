@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/stager.h"
+#include "stager.h"
 #include "harness.h"
 
 #define CHUNK_BYTES 4096

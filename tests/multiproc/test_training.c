@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/optim.h"
+#include "optim.h"
 #include "harness.h"
 
 #define NWORKERS 3

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/transport.h"
+#include "transport.h"
 
 #define H_MAGIC 0x50535450u /* "PSTP" */
 #define H_MAX_SEQ 4096

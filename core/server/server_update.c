@@ -1,0 +1,183 @@
+/*
+ * Rounds on a server shard. Sync mode (bulk synchronous): a chunk sums the pushes of every
+ * node group for its current round (one worker of each group pushes a chunk: the group's sum;
+ * a worker without a group is a group of one), then runs one optimizer step, and only then answers pulls of
+ * that round. Async mode: each push is one optimizer step on arrival; pulls answer at once.
+ *
+ * Pushes carry the worker's round: a repeat of a round already counted is acknowledged and
+ * ignored (so a retried request is safe), a round ahead of the chunk is refused as stale.
+ */
+#include <string.h>
+
+#include "server_internal.h"
+
+#define PS_BIT_TEST(words, i) (((words)[(i) / 64] >> ((i) % 64)) & 1u)
+#define PS_BIT_SET(words, i) ((words)[(i) / 64] |= 1ull << ((i) % 64))
+
+void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
+                      const char *why)
+{
+    PS_STAT_ADD(s, rejected, 1);
+    ps_warn("%s from %s (key %llu chunk %u round %llu) rejected: %s", ps_wire_type_name(h->type),
+            ps_tp_peer_name(peer), (unsigned long long)h->key, h->chunk, (unsigned long long)h->round, why);
+    ps_msg_type_t reply = h->type == PS_MSG_PUSH ? PS_MSG_PUSH_REPLY
+                          : h->type == PS_MSG_REGISTER ? PS_MSG_REGISTER_REPLY
+                          : h->type == PS_MSG_HELLO ? PS_MSG_HELLO_REPLY
+                                                    : PS_MSG_PULL_REPLY;
+    ps_reply_status(peer, h, reply, s->store.rank, st);
+}
+
+static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t req_id, uint64_t key,
+                                  const ps_tensor_t *t, const ps_chunk_t *c, uint32_t map_version)
+{
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_PULL_REPLY);
+    h.sender = s->store.rank;
+    h.req_id = req_id;
+    h.key = key;
+    h.chunk = c->index;
+    h.dtype = t->desc.dtype;
+    h.offset = c->offset;
+    h.length = c->param_bytes;
+    h.round = c->version;
+    h.map_version = map_version;
+    /* Straight from the pinned, registered parameters: no copy. In sync mode they cannot change
+     * before this worker's next push, which comes after it received this reply. */
+    /* Counted before the send: the reply may reach the worker (and a caller read the stats)
+     * before ps_send_msg returns. */
+    PS_STAT_ADD(s, pulls, 1);
+    PS_STAT_ADD(s, bytes_out, c->param_bytes);
+    if (ps_send_msg(peer, &h, c->param, c->param_bytes, c->mem, NULL, NULL) != PSERV_OK) {
+        PS_STAT_ADD(s, pulls, -1);
+        PS_STAT_ADD(s, bytes_out, -(uint64_t)c->param_bytes);
+    }
+}
+
+static void ps_server_answer_pulls(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < c->npulls; i++) {
+        ps_pending_pull_t *p = &c->pulls[i];
+        if (p->round <= c->version)
+            ps_server_send_values(s, p->peer, p->req_id, t->key, t, c, p->map_version);
+        else
+            c->pulls[kept++] = *p;
+    }
+    c->npulls = kept;
+}
+
+static void ps_server_pull_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, uint64_t round,
+                                 const ps_tensor_t *t, ps_chunk_t *c)
+{
+    if (!s->store.sync || round <= c->version) {
+        ps_server_send_values(s, peer, h->req_id, t->key, t, c, h->map_version);
+        return;
+    }
+    if (s->worker_failed) {
+        ps_server_reject(s, peer, h, PSERV_ERR_PEER_FAILED, "a worker of this sync job failed");
+        return;
+    }
+    if (c->npulls == c->max_pulls) {
+        ps_server_reject(s, peer, h, PSERV_ERR_NO_RESOURCE, "too many pulls waiting on this chunk");
+        return;
+    }
+    c->pulls[c->npulls++] = (ps_pending_pull_t){peer, h->req_id, round, h->map_version};
+}
+
+static void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, float *grad)
+{
+    ps_optim_step(s->pool, &t->desc.optim, c->param, grad, &c->state, c->len);
+    c->version++;
+    PS_STAT_ADD(s, steps, 1);
+}
+
+void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, float *grad)
+{
+    ps_tensor_t *t;
+    ps_chunk_t *c;
+    const char *why;
+    pserv_status_t st = ps_store_check(&s->store, h, &t, &c, &why);
+    if (st < 0) {
+        ps_server_reject(s, peer, h, st, why);
+        return;
+    }
+    uint32_t worker = h->sender;
+    PS_STAT_ADD(s, bytes_in, h->length);
+
+    int fresh = 0; /* sync: the first push of this round from this worker */
+    uint32_t node_bit = s->store.num_workers + s->store.worker_node[worker];
+    if (s->store.sync) {
+        if (s->worker_failed) {
+            ps_server_reject(s, peer, h, PSERV_ERR_PEER_FAILED, "a worker of this sync job failed");
+            return;
+        }
+        if (h->round > c->version) {
+            ps_server_reject(s, peer, h, PSERV_ERR_STALE, "round ahead of the chunk (pull round r before pushing r+1)");
+            return;
+        }
+        fresh = h->round == c->version && !PS_BIT_TEST(c->pushed, worker);
+        if (fresh && PS_BIT_TEST(c->pushed, node_bit)) {
+            ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG,
+                             "another worker of its node group pushed this chunk's round already");
+            return;
+        }
+    }
+    /* Counted before any reply this push may release (a caller may read the stats then). */
+    PS_STAT_ADD(s, pushes, 1);
+
+    if (!s->store.sync) {
+        ps_server_apply(s, t, c, grad);
+    } else if (fresh) {
+        if (c->npushed == 0)
+            memcpy(c->accum, grad, c->param_bytes);
+        else
+            ps_optim_accumulate(s->pool, c->accum, grad, c->len);
+        PS_BIT_SET(c->pushed, worker);
+        PS_BIT_SET(c->pushed, node_bit);
+        if (++c->npushed == s->store.num_nodes) {
+            ps_server_apply(s, t, c, c->accum);
+            c->npushed = 0;
+            memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
+            ps_server_answer_pulls(s, t, c);
+        }
+    } /* else: a repeat of a round already counted: acknowledge, change nothing */
+
+    if (h->type == PS_MSG_PUSH_PULL)
+        ps_server_pull_chunk(s, peer, h, h->round + 1, t, c);
+    else
+        ps_reply_status(peer, h, PS_MSG_PUSH_REPLY, s->store.rank, PSERV_OK);
+}
+
+void ps_server_on_pull(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+{
+    ps_tensor_t *t;
+    ps_chunk_t *c;
+    const char *why;
+    pserv_status_t st = ps_store_check(&s->store, h, &t, &c, &why);
+    if (st < 0) {
+        ps_server_reject(s, peer, h, st, why);
+        return;
+    }
+    ps_server_pull_chunk(s, peer, h, h->round, t, c);
+}
+
+static void ps_server_fail_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
+{
+    pserv_server_h s = arg;
+    for (uint32_t i = 0; i < c->npulls; i++) {
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_PULL);
+        h.req_id = c->pulls[i].req_id;
+        h.key = t->key;
+        h.chunk = c->index;
+        h.offset = c->offset;
+        h.round = c->pulls[i].round;
+        ps_reply_status(c->pulls[i].peer, &h, PS_MSG_PULL_REPLY, s->store.rank, PSERV_ERR_PEER_FAILED);
+    }
+    c->npulls = 0;
+}
+
+void ps_server_fail_rounds(pserv_server_h s)
+{
+    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_fail_chunk, s);
+}

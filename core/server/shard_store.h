@@ -1,0 +1,86 @@
+/*
+ * A server shard's store: the tensors it knows and, of each, the chunks it owns. Chunk
+ * parameters live in pinned memory registered with the transport, so pull replies are sent
+ * from them without a copy. Every lookup by a message's key/chunk/offset/length goes through
+ * ps_store_check, which names what is wrong.
+ */
+#ifndef PS_SHARD_STORE_H
+#define PS_SHARD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "keymap.h"
+#include "optim.h"
+#include "partition.h"
+#include "tensor_desc.h"
+#include "transport.h"
+#include "wire.h"
+
+/* A pull waiting for a round to be applied (sync mode). */
+typedef struct {
+    ps_tp_peer_t *peer;
+    uint64_t req_id;
+    uint64_t round;
+    uint32_t map_version;
+} ps_pending_pull_t;
+
+typedef struct {
+    float *param;            /* pinned, registered: len elements */
+    size_t param_bytes;
+    ps_tp_mem_t *mem;
+    float *accum;            /* sync mode: sum of this round's pushes */
+    ps_optim_state_t state;
+    size_t offset, len;      /* elements */
+    uint32_t index;
+    uint64_t version;        /* rounds (sync) or updates (async) applied */
+    uint32_t npushed;        /* node groups that pushed the current round */
+    uint64_t *pushed;        /* bitmap: bits 0..W-1 workers, then W..W+N-1 node groups, that pushed the round */
+    ps_pending_pull_t *pulls;
+    uint32_t npulls, max_pulls;
+} ps_chunk_t;
+
+typedef struct {
+    uint64_t key;
+    ps_tensor_desc_t desc;
+    ps_layout_t layout;
+    ps_chunk_t **chunks; /* num_chunks, NULL where another shard owns the chunk */
+} ps_tensor_t;
+
+typedef struct {
+    ps_keymap_t tensors;
+    ps_tp_t *tp;
+    ps_shard_map_t map;
+    uint32_t rank;
+    uint32_t num_workers;
+    uint32_t num_nodes;          /* a sync round of a chunk is complete with one push per node group */
+    const uint32_t *worker_node; /* the job's: node group of each worker rank */
+    size_t chunk_bytes;
+    int sync;
+} ps_store_t;
+
+/* Words of a chunk's `pushed` bitmap. */
+#define PS_PUSHED_WORDS(store) (((store)->num_workers + (store)->num_nodes + 63) / 64)
+
+/* The job must outlive the store (its worker_node array is used). */
+void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_job_t *job, uint32_t rank);
+void ps_store_fini(ps_store_t *s);
+/*
+ * Defines chunk c of a tensor with its initial values (len elements). The first definition of
+ * a tensor wins; a later one with a different descriptor is PSERV_ERR_MISMATCH, and one of a
+ * chunk already defined is accepted (idempotent) without changing its values.
+ */
+pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint32_t c,
+                               const void *values, size_t values_len, const char **why);
+/*
+ * Finds the chunk a data message (PUSH, PUSH_PULL, PULL) addresses and checks the message
+ * against it: known key, chunk in range and owned here, dtype, offset, and for pushes the
+ * length of a whole chunk. On error *why names the problem.
+ */
+pserv_status_t ps_store_check(ps_store_t *s, const ps_wire_hdr_t *h, ps_tensor_t **tensor, ps_chunk_t **chunk,
+                              const char **why);
+/* Calls fn on every chunk this shard owns. */
+void ps_store_each_chunk(ps_store_t *s, void (*fn)(void *arg, ps_tensor_t *t, ps_chunk_t *c), void *arg);
+
+#endif

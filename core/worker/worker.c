@@ -1,0 +1,264 @@
+/*
+ * A worker: joins the job, says hello to every server shard, registers tensors, and takes
+ * part in barriers. The data path (push, pull) is in worker_request.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "hostport.h"
+#include "optim_params.h"
+#include "worker_internal.h"
+
+#define PS_WORKER_MAX_REQUESTS 65536
+#define PS_LEAVE_TIMEOUT_MS 5000
+
+/* Waits for a request issued by the worker itself (hello, register). */
+static pserv_status_t ps_worker_await(pserv_worker_h w, uint64_t id, int timeout_ms, const char *what)
+{
+    pserv_status_t st = pserv_worker_wait(w, id, timeout_ms);
+    if (st < 0) ps_member_error(&w->m, st, "%s failed: %s", what, pserv_strerror(st));
+    return st;
+}
+
+static pserv_status_t ps_worker_connect_servers(pserv_worker_h w, int timeout_ms)
+{
+    uint32_t n = w->m.job.num_servers;
+    uint64_t id;
+    pserv_status_t st;
+
+    w->servers = calloc(n, sizeof(*w->servers));
+    w->server_failed = calloc(n, sizeof(*w->server_failed));
+    if (w->servers == NULL || w->server_failed == NULL) return PSERV_ERR_NO_MEMORY;
+    for (uint32_t s = 0; s < n; s++) {
+        char host[PS_HOST_MAX];
+        uint16_t port;
+        if (ps_hostport_parse(w->m.job.servers[s], 0, host, &port) < 0)
+            return ps_member_error(&w->m, PSERV_ERR_BAD_MESSAGE, "server %u has a bad address '%s'", s,
+                                   w->m.job.servers[s]);
+        if ((st = ps_tp_connect(w->m.tp, host, port, &w->servers[s])) < 0)
+            return ps_member_error(&w->m, PSERV_ERR_UNREACHABLE, "cannot reach server %u at %s", s,
+                                   w->m.job.servers[s]);
+    }
+    pthread_mutex_lock(&w->m.lock);
+    st = ps_worker_req_alloc(w, PS_MSG_HELLO, NULL, NULL, &id);
+    for (uint32_t s = 0; st == PSERV_OK && s < n; s++) {
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_HELLO);
+        h.sender = w->m.rank;
+        h.req_id = id;
+        h.map_version = w->m.job.map.version;
+        ps_worker_req_send(w, id, s, &h, NULL, 0, NULL, NULL);
+    }
+    pthread_mutex_unlock(&w->m.lock);
+    if (st < 0) return st;
+    return ps_worker_await(w, id, timeout_ms, "saying hello to the servers");
+}
+
+pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_worker_h *worker)
+{
+    pserv_status_t st;
+    PS_CHECK_ARG(params && worker && params->size >= sizeof(pserv_worker_params_t) && params->coordinator);
+    PS_CHECK_ARG(params->max_requests <= PS_WORKER_MAX_REQUESTS);
+    int timeout = params->timeout_ms ? params->timeout_ms : PS_DEFAULT_TIMEOUT_MS;
+
+    pserv_worker_h w = calloc(1, sizeof(*w));
+    if (w == NULL) return PSERV_ERR_NO_MEMORY;
+    w->stats.size = sizeof(w->stats);
+    ps_keymap_init(&w->tensors);
+    ps_tp_handler_t handler = {.arg = w, .rx_buffer = ps_worker_rx_buffer, .rx = ps_worker_rx,
+                               .peer_failed = ps_worker_peer_failed};
+    if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler)) < 0) goto err_free;
+    if (params->node && strlen(params->node) >= PS_NODE_MAX) {
+        st = ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "node group name longer than %d bytes", PS_NODE_MAX - 1);
+        goto err_member;
+    }
+    if ((st = ps_member_join(&w->m, NULL, params->node, -1, timeout)) < 0) goto err_member;
+    st = ps_worker_reqs_init(w, params->max_requests ? params->max_requests : 1024);
+    if (st < 0) goto err_member;
+    if ((st = ps_worker_connect_servers(w, timeout)) < 0) goto err_member;
+    ps_info("worker %u joined: %u servers, %u workers", w->m.rank, w->m.job.num_servers, w->m.job.num_workers);
+    *worker = w;
+    return PSERV_OK;
+
+err_member:
+    ps_member_fini(&w->m);
+    ps_worker_reqs_fini(w);
+    free(w->servers);
+    free(w->server_failed);
+err_free:
+    free(w);
+    return st;
+}
+
+pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info)
+{
+    PS_CHECK_ARG(worker && info && info->size >= sizeof(*info));
+    info->rank = worker->m.rank;
+    info->num_workers = worker->m.job.num_workers;
+    info->num_servers = worker->m.job.num_servers;
+    info->mode = worker->m.job.mode;
+    info->chunk_bytes = worker->m.job.chunk_bytes;
+    info->map_version = worker->m.job.map.version;
+    info->node = worker->m.job.worker_node[worker->m.rank];
+    info->num_nodes = worker->m.job.num_nodes;
+    ps_job_node_of(&worker->m.job, worker->m.rank, &info->local_rank, &info->local_size);
+    return PSERV_OK;
+}
+
+pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, size_t len, int timeout_ms)
+{
+    PS_CHECK_ARG(worker && (buf || len == 0));
+    if (len > PSERV_NODE_BROADCAST_MAX)
+        return ps_member_error(&worker->m, PSERV_ERR_INVALID_ARG, "node broadcast of %zu bytes (at most %d)", len,
+                               PSERV_NODE_BROADCAST_MAX);
+    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_NODE_BCAST, worker->bcast_seq, buf, len, buf,
+                                            timeout_ms);
+    /* INVALID_ARG ends the round for the whole group (lengths differed): the next one is the next sequence. */
+    if (st == PSERV_OK || st == PSERV_ERR_INVALID_ARG) worker->bcast_seq++;
+    if (st < 0) ps_member_error(&worker->m, st, "node broadcast %llu failed", (unsigned long long)worker->bcast_seq);
+    return st;
+}
+
+/* One REGISTER message: the descriptor, then the chunk's initial values. Freed when sent. */
+static void *ps_worker_register_payload(const pserv_tensor_params_t *p, const ps_tensor_desc_t *desc,
+                                        const ps_layout_t *l, uint32_t c, size_t *len)
+{
+    size_t n = ps_layout_chunk_len(l, c), off = ps_layout_chunk_offset(l, c);
+    uint8_t *buf = malloc(PS_TENSOR_DESC_LEN + n * l->elem_size);
+    if (buf == NULL) return NULL;
+    ps_writer_t wr;
+    ps_writer_init(&wr, buf, PS_TENSOR_DESC_LEN);
+    ps_tensor_desc_encode(desc, &wr);
+    float *values = (float *)(void *)(buf + PS_TENSOR_DESC_LEN);
+    if (p->init)
+        memcpy(values, (const uint8_t *)p->init + off * l->elem_size, n * l->elem_size);
+    else
+        for (size_t i = 0; i < n; i++) values[i] = p->init_value;
+    *len = PS_TENSOR_DESC_LEN + n * l->elem_size;
+    return buf;
+}
+
+pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_params_t *p)
+{
+    ps_tensor_desc_t desc;
+    ps_layout_t layout;
+    uint64_t id;
+    pserv_status_t st;
+
+    PS_CHECK_ARG(worker && p && p->size >= sizeof(pserv_tensor_params_t));
+    pserv_worker_h w = worker;
+    desc.count = p->count;
+    desc.dtype = p->dtype ? (uint32_t)p->dtype : PSERV_DTYPE_FLOAT32;
+    desc.optim = p->optim;
+    if (p->count == 0 || desc.dtype != PSERV_DTYPE_FLOAT32)
+        return ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "tensor %llu: count must be > 0 and dtype float32",
+                               (unsigned long long)p->key);
+    if (ps_optim_validate(&p->optim) < 0)
+        return ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "tensor %llu: invalid optimizer parameters",
+                               (unsigned long long)p->key);
+    if ((st = ps_layout_init(&layout, p->count, ps_dtype_size(desc.dtype),
+                             ps_tensor_chunk_bytes(&desc, w->m.job.chunk_bytes))) < 0)
+        return ps_member_error(&w->m, st, "tensor %llu: too many chunks", (unsigned long long)p->key);
+
+    pthread_mutex_lock(&w->m.lock);
+    ps_wtensor_t *t = ps_keymap_get(&w->tensors, p->key);
+    if (t != NULL && !ps_tensor_desc_same(&t->desc, &desc)) {
+        pthread_mutex_unlock(&w->m.lock);
+        return ps_member_error(&w->m, PSERV_ERR_MISMATCH, "tensor %llu registered before with another shape",
+                               (unsigned long long)p->key);
+    }
+    st = PSERV_ERR_NO_MEMORY;
+    if (t == NULL) {
+        if ((t = calloc(1, sizeof(*t) + layout.num_chunks * sizeof(t->rounds[0]))) == NULL) goto err_unlock;
+        t->key = p->key;
+        t->desc = desc;
+        t->layout = layout;
+        if ((st = ps_keymap_put(&w->tensors, p->key, t)) < 0) {
+            free(t);
+            goto err_unlock;
+        }
+    }
+    if ((st = ps_worker_req_alloc(w, PS_MSG_REGISTER, t, NULL, &id)) < 0) goto err_unlock;
+    for (uint32_t c = 0; c < layout.num_chunks; c++) {
+        size_t len = 0;
+        void *payload = ps_worker_register_payload(p, &desc, &layout, c, &len);
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_REGISTER);
+        h.sender = w->m.rank;
+        h.req_id = id;
+        h.key = p->key;
+        h.chunk = c;
+        h.dtype = desc.dtype;
+        h.offset = ps_layout_chunk_offset(&layout, c);
+        h.length = len;
+        h.map_version = w->m.job.map.version;
+        if (payload == NULL) {
+            w->reqs[(uint32_t)id].status = PSERV_ERR_NO_MEMORY;
+            break;
+        }
+        ps_worker_req_send(w, id, ps_shard_of(&w->m.job.map, p->key, c), &h, payload, len, ps_send_free_cb, payload);
+    }
+    pthread_mutex_unlock(&w->m.lock);
+    return ps_worker_await(w, id, PS_DEFAULT_TIMEOUT_MS, "registering a tensor");
+
+err_unlock:
+    pthread_mutex_unlock(&w->m.lock);
+    return ps_member_error(&w->m, st, "tensor %llu: %s", (unsigned long long)p->key, pserv_strerror(st));
+}
+
+pserv_status_t pserv_worker_barrier(pserv_worker_h worker, int timeout_ms)
+{
+    PS_CHECK_ARG(worker);
+    pserv_status_t st = ps_member_call(&worker->m, PS_MSG_BARRIER, worker->barrier_seq, timeout_ms);
+    if (st == PSERV_OK) worker->barrier_seq++;
+    else ps_member_error(&worker->m, st, "barrier %llu failed", (unsigned long long)worker->barrier_seq);
+    return st;
+}
+
+pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_stats_t *stats)
+{
+    PS_CHECK_ARG(worker && stats && stats->size >= sizeof(*stats));
+    stats->bytes_pushed = __atomic_load_n(&worker->stats.bytes_pushed, __ATOMIC_RELAXED);
+    stats->bytes_pulled = __atomic_load_n(&worker->stats.bytes_pulled, __ATOMIC_RELAXED);
+    stats->requests = __atomic_load_n(&worker->stats.requests, __ATOMIC_RELAXED);
+    stats->errors = __atomic_load_n(&worker->stats.errors, __ATOMIC_RELAXED);
+    return PSERV_OK;
+}
+
+const char *pserv_worker_last_error(pserv_worker_h worker)
+{
+    return worker ? worker->m.last_error : "";
+}
+
+static void ps_worker_free_tensor(void *arg, void *value)
+{
+    (void)arg;
+    free(value);
+}
+
+pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
+{
+    if (worker == NULL) return PSERV_OK;
+    pthread_mutex_lock(&worker->m.lock);
+    worker->leaving = 1;
+    pthread_mutex_unlock(&worker->m.lock);
+    /* Tell the servers first, so they take the disconnect for the normal end it is. */
+    for (uint32_t s = 0; worker->servers && s < worker->m.job.num_servers; s++) {
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_LEAVE);
+        h.sender = worker->m.rank;
+        if (worker->servers[s] && !worker->server_failed[s]) ps_send_msg(worker->servers[s], &h, NULL, 0, NULL, NULL, NULL);
+    }
+    pserv_status_t st = ps_member_call(&worker->m, PS_MSG_LEAVE, 0, PS_LEAVE_TIMEOUT_MS);
+    if (st < 0) ps_info("leaving the job: %s (the coordinator sees the disconnect)", pserv_strerror(st));
+    ps_member_fini(&worker->m); /* no handler runs after this */
+    ps_worker_reqs_fini(worker);
+    ps_keymap_each(&worker->tensors, ps_worker_free_tensor, NULL);
+    ps_keymap_fini(&worker->tensors);
+    free(worker->servers);
+    free(worker->server_failed);
+    free(worker);
+    return PSERV_OK;
+}

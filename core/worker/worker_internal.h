@@ -1,0 +1,70 @@
+/* Worker internals shared by worker.c (membership, registration) and worker_request.c (data path). */
+#ifndef PS_WORKER_INTERNAL_H
+#define PS_WORKER_INTERNAL_H
+
+#include "keymap.h"
+#include "log.h"
+#include "member.h"
+#include "partition.h"
+#include "tensor_desc.h"
+
+typedef struct {
+    uint64_t key;
+    ps_tensor_desc_t desc;
+    ps_layout_t layout;
+    uint64_t rounds[]; /* per chunk, pushes issued: the round of the chunk's next push */
+} ps_wtensor_t;
+
+typedef enum { PS_REQ_FREE = 0, PS_REQ_ACTIVE } ps_req_state_t;
+
+/*
+ * A request slot. Its id is (generation << 32 | slot): ids are bounded, and a late reply or
+ * completion for a slot that was reused does not match the new generation.
+ */
+typedef struct {
+    uint32_t gen;
+    ps_req_state_t state;
+    uint32_t pending;       /* chunk messages not answered yet */
+    uint32_t *per_server;   /* of those, per server rank (to fail them when a server dies) */
+    pserv_status_t status;  /* first error, or OK */
+    ps_msg_type_t type;     /* what was sent */
+    const ps_wtensor_t *tensor;
+    uint8_t *dst;           /* pull destination: holds elements from `base` on */
+    uint64_t base;          /* element offset of dst[0] in the tensor */
+    uint32_t first, end;    /* chunks [first, end) the request covers */
+} ps_req_t;
+
+struct pserv_worker {
+    ps_member_t m; /* m.lock guards everything below */
+    ps_tp_peer_t **servers;
+    int *server_failed;
+    ps_keymap_t tensors;
+    ps_req_t *reqs;
+    uint32_t *req_counts; /* backing store of every slot's per_server */
+    uint32_t nreqs;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint64_t barrier_seq;
+    uint64_t bcast_seq; /* node broadcasts done */
+    int leaving; /* destroy has begun: servers closing now is the normal end */
+    pserv_worker_stats_t stats;
+};
+
+/* Request table: allocated once the job (and so the number of servers) is known. */
+pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests);
+void ps_worker_reqs_fini(pserv_worker_h w);
+/* Takes a free slot (lock held); PSERV_ERR_NO_RESOURCE when every slot is in flight. */
+pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const ps_wtensor_t *t, void *dst,
+                                   uint64_t *id);
+/* Sends one message of a request to a server (lock held); accounts a failure at once. */
+void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps_wire_hdr_t *h, const void *data,
+                        size_t len, ps_tp_send_cb_t cb, void *cb_arg);
+/* Progress-thread handlers. */
+pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, size_t len,
+                                   void **buf);
+void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len);
+void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why);
+
+#define PS_WSTAT_ADD(w, field, n) __atomic_fetch_add(&(w)->stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+
+#endif

@@ -1,0 +1,365 @@
+/*
+ * The worker's data path: requests (push, pull, push-pull) split into one message per chunk,
+ * each sent to the shard that owns the chunk; replies count down the request. Pull replies that
+ * arrive by rendezvous land straight in the caller's buffer.
+ *
+ * Data-path sends have no completion callback: a send can only fail when its server fails, and
+ * then peer_failed fails every chunk still outstanding on that server.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "worker_internal.h"
+
+#define PS_REQ_ID(gen, slot) (((uint64_t)(gen) << 32) | (uint32_t)(slot))
+
+pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests)
+{
+    uint32_t nservers = w->m.job.num_servers;
+    w->nreqs = max_requests;
+    w->reqs = calloc(max_requests, sizeof(*w->reqs));
+    w->req_counts = calloc((size_t)max_requests * nservers, sizeof(*w->req_counts));
+    w->free_slots = malloc(max_requests * sizeof(*w->free_slots));
+    if (w->reqs == NULL || w->req_counts == NULL || w->free_slots == NULL) {
+        ps_worker_reqs_fini(w);
+        return PSERV_ERR_NO_MEMORY;
+    }
+    for (uint32_t i = 0; i < max_requests; i++) {
+        w->reqs[i].per_server = w->req_counts + (size_t)i * nservers;
+        w->reqs[i].gen = 1;
+        w->free_slots[i] = max_requests - 1 - i;
+    }
+    w->nfree = max_requests;
+    return PSERV_OK;
+}
+
+void ps_worker_reqs_fini(pserv_worker_h w)
+{
+    free(w->reqs);
+    free(w->req_counts);
+    free(w->free_slots);
+    w->reqs = NULL;
+    w->req_counts = w->free_slots = NULL;
+    w->nreqs = w->nfree = 0;
+}
+
+pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const ps_wtensor_t *t, void *dst,
+                                   uint64_t *id)
+{
+    if (w->nfree == 0) return PSERV_ERR_NO_RESOURCE;
+    uint32_t slot = w->free_slots[--w->nfree];
+    ps_req_t *r = &w->reqs[slot];
+    r->state = PS_REQ_ACTIVE;
+    r->pending = 0;
+    r->status = PSERV_OK;
+    r->type = type;
+    r->tensor = t;
+    r->dst = dst;
+    r->base = 0;
+    r->first = 0;
+    r->end = t ? t->layout.num_chunks : 0;
+    memset(r->per_server, 0, w->m.job.num_servers * sizeof(*r->per_server));
+    *id = PS_REQ_ID(r->gen, slot);
+    return PSERV_OK;
+}
+
+static ps_req_t *ps_worker_req_find(pserv_worker_h w, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id;
+    if (slot >= w->nreqs) return NULL;
+    ps_req_t *r = &w->reqs[slot];
+    return r->state == PS_REQ_ACTIVE && r->gen == (uint32_t)(id >> 32) ? r : NULL;
+}
+
+static void ps_worker_req_free(pserv_worker_h w, ps_req_t *r)
+{
+    r->state = PS_REQ_FREE;
+    r->gen++;
+    w->free_slots[w->nfree++] = (uint32_t)(r - w->reqs);
+}
+
+static void ps_worker_req_fail(ps_req_t *r, pserv_status_t st)
+{
+    if (r->status == PSERV_OK) r->status = st;
+}
+
+void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps_wire_hdr_t *h, const void *data,
+                        size_t len, ps_tp_send_cb_t cb, void *cb_arg)
+{
+    ps_req_t *r = ps_worker_req_find(w, id);
+    pserv_status_t st = PSERV_ERR_PEER_FAILED;
+    if (!w->server_failed[server]) st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
+    else if (cb) cb(cb_arg, st);
+    if (st < 0) {
+        ps_worker_req_fail(r, st);
+        return;
+    }
+    r->pending++;
+    r->per_server[server]++;
+}
+
+/* The chunks [*first, *end) that elements [offset, offset + count) cover, if they are whole. */
+static pserv_status_t ps_worker_range_chunks(pserv_worker_h w, const ps_wtensor_t *t, size_t offset, size_t count,
+                                             uint32_t *first, uint32_t *end)
+{
+    const ps_layout_t *l = &t->layout;
+    size_t chunk = l->chunk_elems, stop = offset + count;
+    if (count == 0 || offset >= l->count || count > l->count - offset || offset % chunk != 0 ||
+        (stop % chunk != 0 && stop != l->count)) {
+        snprintf(w->m.last_error, sizeof(w->m.last_error),
+                 "range [%zu, %zu) of tensor %llu (%zu elements) is not whole chunks of %zu elements", offset, stop,
+                 (unsigned long long)t->key, (size_t)l->count, chunk);
+        return PSERV_ERR_INVALID_ARG;
+    }
+    *first = (uint32_t)(offset / chunk);
+    *end = (uint32_t)((stop + chunk - 1) / chunk);
+    return PSERV_OK;
+}
+
+/* Issues one message per chunk of a range of a tensor; the caller holds the lock. grad and dst
+ * hold the range's elements. count == SIZE_MAX means the whole tensor. */
+static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint64_t key, size_t offset,
+                                      size_t count, const void *grad, void *dst, pserv_request_t *req)
+{
+    ps_wtensor_t *t = ps_keymap_get(&w->tensors, key);
+    uint64_t id;
+    uint32_t first, end;
+    if (t == NULL) {
+        snprintf(w->m.last_error, sizeof(w->m.last_error), "key %llu is not registered", (unsigned long long)key);
+        return PSERV_ERR_UNKNOWN_KEY;
+    }
+    if (count == SIZE_MAX) count = t->layout.count;
+    pserv_status_t st = ps_worker_range_chunks(w, t, offset, count, &first, &end);
+    if (st < 0) return st;
+    st = ps_worker_req_alloc(w, type, t, dst, &id);
+    if (st < 0) {
+        snprintf(w->m.last_error, sizeof(w->m.last_error), "all %u request slots are in flight", w->nreqs);
+        return st;
+    }
+    ps_req_t *r = &w->reqs[(uint32_t)id];
+    r->base = offset;
+    r->first = first;
+    r->end = end;
+    size_t esize = t->layout.elem_size;
+    for (uint32_t c = first; c < end; c++) {
+        size_t off = ps_layout_chunk_offset(&t->layout, c), len = ps_layout_chunk_len(&t->layout, c);
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, type);
+        h.sender = w->m.rank;
+        h.req_id = id;
+        h.key = key;
+        h.chunk = c;
+        h.dtype = t->desc.dtype;
+        h.offset = off;
+        h.round = t->rounds[c];
+        h.map_version = w->m.job.map.version;
+        const void *payload = NULL;
+        if (type != PS_MSG_PULL) {
+            h.length = len * esize;
+            payload = (const uint8_t *)grad + (off - offset) * esize;
+            t->rounds[c]++;
+        }
+        ps_worker_req_send(w, id, ps_shard_of(&w->m.job.map, key, c), &h, payload, h.length, NULL, NULL);
+    }
+    if (type != PS_MSG_PULL) PS_WSTAT_ADD(w, bytes_pushed, count * esize);
+    *req = id;
+    return PSERV_OK;
+}
+
+static pserv_status_t ps_worker_issue_locked(pserv_worker_h w, ps_msg_type_t type, uint64_t key, size_t offset,
+                                             size_t count, const void *grad, void *dst, pserv_request_t *req)
+{
+    PS_CHECK_ARG(w && req && (type == PS_MSG_PULL || grad) && (type == PS_MSG_PUSH || dst));
+    pthread_mutex_lock(&w->m.lock);
+    pserv_status_t st = ps_worker_issue(w, type, key, offset, count, grad, dst, req);
+    pthread_mutex_unlock(&w->m.lock);
+    return st;
+}
+
+pserv_status_t pserv_worker_push(pserv_worker_h worker, uint64_t key, const void *grad, pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH, key, 0, SIZE_MAX, grad, NULL, req);
+}
+
+pserv_status_t pserv_worker_pull(pserv_worker_h worker, uint64_t key, void *dst, pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PULL, key, 0, SIZE_MAX, NULL, dst, req);
+}
+
+pserv_status_t pserv_worker_push_pull(pserv_worker_h worker, uint64_t key, const void *grad, void *dst,
+                                      pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH_PULL, key, 0, SIZE_MAX, grad, dst, req);
+}
+
+pserv_status_t pserv_worker_push_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count,
+                                       const void *grad, pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH, key, offset, count, grad, NULL, req);
+}
+
+pserv_status_t pserv_worker_pull_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count, void *dst,
+                                       pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PULL, key, offset, count, NULL, dst, req);
+}
+
+pserv_status_t pserv_worker_push_pull_range(pserv_worker_h worker, uint64_t key, size_t offset, size_t count,
+                                            const void *grad, void *dst, pserv_request_t *req)
+{
+    return ps_worker_issue_locked(worker, PS_MSG_PUSH_PULL, key, offset, count, grad, dst, req);
+}
+
+pserv_status_t pserv_worker_tensor_info(pserv_worker_h worker, uint64_t key, size_t *count, size_t *chunk_elems)
+{
+    PS_CHECK_ARG(worker && count && chunk_elems);
+    pthread_mutex_lock(&worker->m.lock);
+    const ps_wtensor_t *t = ps_keymap_get(&worker->tensors, key);
+    if (t) {
+        *count = t->layout.count;
+        *chunk_elems = t->layout.chunk_elems;
+    } else {
+        snprintf(worker->m.last_error, sizeof(worker->m.last_error), "key %llu is not registered",
+                 (unsigned long long)key);
+    }
+    pthread_mutex_unlock(&worker->m.lock);
+    return t ? PSERV_OK : PSERV_ERR_UNKNOWN_KEY;
+}
+
+pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int timeout_ms)
+{
+    ps_deadline_t deadline;
+    PS_CHECK_ARG(worker);
+    ps_deadline_set(&deadline, timeout_ms);
+    pthread_mutex_lock(&worker->m.lock);
+    ps_req_t *r = ps_worker_req_find(worker, req);
+    pserv_status_t st = PSERV_ERR_INVALID_ARG;
+    if (r == NULL) goto out;
+    st = PSERV_OK;
+    while (r->pending > 0 && st == PSERV_OK) st = ps_cond_wait(&worker->m.cond, &worker->m.lock, &deadline);
+    if (r->pending > 0) {
+        st = PSERV_ERR_TIMED_OUT;
+        goto out;
+    }
+    st = r->status;
+    if (r->type == PS_MSG_PUSH || r->type == PS_MSG_PULL || r->type == PS_MSG_PUSH_PULL) {
+        PS_WSTAT_ADD(worker, requests, 1);
+        if (st < 0) PS_WSTAT_ADD(worker, errors, 1);
+    }
+    ps_worker_req_free(worker, r);
+out:
+    pthread_mutex_unlock(&worker->m.lock);
+    return st;
+}
+
+pserv_status_t pserv_worker_test(pserv_worker_h worker, pserv_request_t req, int *done)
+{
+    PS_CHECK_ARG(worker && done);
+    pthread_mutex_lock(&worker->m.lock);
+    ps_req_t *r = ps_worker_req_find(worker, req);
+    if (r) *done = r->pending == 0;
+    pthread_mutex_unlock(&worker->m.lock);
+    return r ? PSERV_OK : PSERV_ERR_INVALID_ARG;
+}
+
+/* The reply type each request type expects. */
+static ps_msg_type_t ps_worker_reply_type(ps_msg_type_t sent)
+{
+    return sent == PS_MSG_PUSH_PULL ? PS_MSG_PULL_REPLY : (ps_msg_type_t)(sent + 1);
+}
+
+/*
+ * Finds the request a server's reply answers and checks it: sender, type, and for values the
+ * key, chunk, offset and length against the tensor. Returns NULL (and *why) if it does not fit.
+ */
+static ps_req_t *ps_worker_match(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const char **why)
+{
+    ps_req_t *r = NULL;
+    *why = NULL;
+    if (h->sender >= w->m.job.num_servers || w->servers[h->sender] != peer) *why = "reply from an unknown server";
+    else if ((r = ps_worker_req_find(w, h->req_id)) == NULL) *why = "reply to no request in flight";
+    else if (ps_worker_reply_type(r->type) != h->type) *why = "reply of the wrong type";
+    else if (r->per_server[h->sender] == 0) *why = "more replies than messages sent";
+    else if (h->type == PS_MSG_PULL_REPLY && h->status >= 0) {
+        const ps_layout_t *l = &r->tensor->layout;
+        if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end)
+            *why = "values of another tensor or chunk";
+        else if (h->offset != ps_layout_chunk_offset(l, h->chunk)) *why = "offset does not match the chunk";
+        else if (h->length != ps_layout_chunk_len(l, h->chunk) * l->elem_size) *why = "length does not match the chunk";
+        else if (h->dtype != r->tensor->desc.dtype) *why = "wrong dtype";
+    }
+    return *why ? NULL : r;
+}
+
+pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, size_t len,
+                                   void **buf)
+{
+    pserv_worker_h w = arg;
+    ps_wire_hdr_t h;
+    const char *why;
+    if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0 || h.type != PS_MSG_PULL_REPLY || h.status < 0)
+        return PSERV_OK; /* rx decides; the transport holds the payload */
+    pthread_mutex_lock(&w->m.lock);
+    ps_req_t *r = ps_worker_match(w, peer, &h, &why);
+    if (r) *buf = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
+    pthread_mutex_unlock(&w->m.lock);
+    return PSERV_OK;
+}
+
+void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
+{
+    pserv_worker_h w = arg;
+    ps_wire_hdr_t h;
+    const char *why;
+    if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0) {
+        ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
+        return;
+    }
+    if (ps_member_rx(&w->m, peer, &h, data, len)) return;
+
+    pthread_mutex_lock(&w->m.lock);
+    ps_req_t *r = ps_worker_match(w, peer, &h, &why);
+    if (r == NULL) {
+        ps_debug("%s from %s dropped: %s", ps_wire_type_name(h.type), ps_tp_peer_name(peer), why);
+        goto out;
+    }
+    if (h.status < 0) {
+        ps_worker_req_fail(r, h.status);
+    } else if (h.type == PS_MSG_PULL_REPLY) {
+        uint8_t *dst = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
+        if (data != dst) memcpy(dst, data, len);
+        PS_WSTAT_ADD(w, bytes_pulled, len);
+    }
+    r->per_server[h.sender]--;
+    if (--r->pending == 0) pthread_cond_broadcast(&w->m.cond);
+out:
+    pthread_mutex_unlock(&w->m.lock);
+}
+
+void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
+{
+    pserv_worker_h w = arg;
+    if (ps_member_peer_failed(&w->m, peer)) {
+        if (!w->leaving && w->m.job.servers != NULL) ps_warn("lost the coordinator at %s: %s", w->m.coord_addr, pserv_strerror(why));
+        return;
+    }
+    pthread_mutex_lock(&w->m.lock);
+    for (uint32_t s = 0; w->servers && s < w->m.job.num_servers; s++) {
+        if (w->servers[s] != peer || w->server_failed[s]) continue;
+        w->server_failed[s] = 1;
+        if (w->leaving) ps_debug("server %u at %s closed after we left", s, w->m.job.servers[s]);
+        else ps_warn("server %u at %s failed: %s", s, w->m.job.servers[s], pserv_strerror(why));
+        snprintf(w->m.last_error, sizeof(w->m.last_error), "server %u at %s failed", s, w->m.job.servers[s]);
+        for (uint32_t i = 0; i < w->nreqs; i++) {
+            ps_req_t *r = &w->reqs[i];
+            if (r->state != PS_REQ_ACTIVE || r->per_server[s] == 0) continue;
+            r->pending -= r->per_server[s];
+            r->per_server[s] = 0;
+            ps_worker_req_fail(r, PSERV_ERR_PEER_FAILED);
+        }
+        pthread_cond_broadcast(&w->m.cond);
+    }
+    pthread_mutex_unlock(&w->m.lock);
+}
