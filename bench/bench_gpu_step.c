@@ -24,6 +24,7 @@
 #include "bench_common.h"
 #include "mlp_gpu.h"
 #include "pserv/pserv_cuda.h"
+#include "pserv/pserv_model.h"
 
 #define PROG "pserv_bench_gpu_step"
 #define MAX_LAYERS 16
@@ -44,7 +45,7 @@ static int cuda_ok(cudaError_t err, const char *what)
 static int pserv_ok(pserv_status_t st, const char *what)
 {
     if (st == PSERV_OK) return 1;
-    fprintf(stderr, PROG ": %s: %s (%s)\n", what, pserv_strerror(st), pserv_cuda_last_error());
+    fprintf(stderr, PROG ": %s: %s (%s)\n", what, pserv_strerror(st), pserv_model_last_error());
     return 0;
 }
 

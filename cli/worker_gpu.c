@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "pserv/pserv_cuda.h"
+#include "pserv/pserv_model_cuda.h"
 
 #define WORKER_GPU_TIMEOUT_MS 120000
 
@@ -17,7 +18,9 @@ struct worker_gpu {
 
 static pserv_status_t gpu_fail(const char *what, pserv_status_t st)
 {
-    fprintf(stderr, "pserv worker: %s: %s: %s\n", what, pserv_strerror(st), pserv_cuda_last_error());
+    /* The device API records its detail in libpserv, the GPU model in pserv_models. */
+    const char *model = pserv_model_last_error();
+    fprintf(stderr, "pserv worker: %s: %s: %s\n", what, pserv_strerror(st), *model ? model : pserv_cuda_last_error());
     return st;
 }
 

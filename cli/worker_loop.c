@@ -53,7 +53,8 @@ static void shuffle(size_t *idx, size_t n, uint64_t seed)
 
 static int fail(const trainer_t *t, const char *what, pserv_status_t st)
 {
-    const char *detail = t->worker ? pserv_worker_last_error(t->worker) : pserv_last_error();
+    const char *model = pserv_model_last_error();
+    const char *detail = t->worker ? pserv_worker_last_error(t->worker) : *model ? model : pserv_last_error();
     fprintf(stderr, "pserv worker: %s: %s%s%s\n", what, pserv_strerror(st), *detail ? ": " : "", detail);
     return 1;
 }

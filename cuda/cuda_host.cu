@@ -4,54 +4,6 @@
 #include "cuda_check.h"
 #include "pserv/pserv_cuda.h"
 
-static __thread char ps_cuda_error[256];
-
-pserv_status_t ps_cuda_status(cudaError_t err, const char *call, const char *file, int line)
-{
-    if (err == cudaSuccess) return PSERV_OK;
-    (void)cudaGetLastError(); /* clear the sticky error */
-    snprintf(ps_cuda_error, sizeof(ps_cuda_error), "%s: %s (%s:%d)", call, cudaGetErrorString(err), file, line);
-    switch (err) {
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver:
-    case cudaErrorNotSupported:
-    case cudaErrorInitializationError:
-    case cudaErrorCallRequiresNewerDriver:
-        return PSERV_ERR_UNSUPPORTED;
-    case cudaErrorMemoryAllocation:
-        return PSERV_ERR_NO_MEMORY;
-    case cudaErrorInvalidValue:
-        return PSERV_ERR_INVALID_ARG;
-    default:
-        return PSERV_ERR_INTERNAL;
-    }
-}
-
-pserv_status_t ps_cublas_status(cublasStatus_t err, const char *call, const char *file, int line)
-{
-    if (err == CUBLAS_STATUS_SUCCESS) return PSERV_OK;
-    (void)cudaGetLastError(); /* a failed cuBLAS call may leave a runtime error behind */
-    snprintf(ps_cuda_error, sizeof(ps_cuda_error), "%s: %s (%s:%d)", call, cublasGetStatusString(err), file, line);
-    switch (err) {
-    case CUBLAS_STATUS_NOT_INITIALIZED: /* cublasCreate without a driver or device */
-    case CUBLAS_STATUS_ARCH_MISMATCH:
-    case CUBLAS_STATUS_NOT_SUPPORTED:
-        return PSERV_ERR_UNSUPPORTED;
-    case CUBLAS_STATUS_ALLOC_FAILED:
-        return PSERV_ERR_NO_MEMORY;
-    case CUBLAS_STATUS_INVALID_VALUE:
-        return PSERV_ERR_INVALID_ARG;
-    default:
-        return PSERV_ERR_INTERNAL;
-    }
-}
-
-pserv_status_t ps_cuda_fail(pserv_status_t st, const char *what, const char *file, int line)
-{
-    snprintf(ps_cuda_error, sizeof(ps_cuda_error), "%s: %s (%s:%d)", what, pserv_strerror(st), file, line);
-    return st;
-}
-
 extern "C" pserv_status_t pserv_cuda_device_count(int *count)
 {
     int n = 0;
@@ -60,7 +12,7 @@ extern "C" pserv_status_t pserv_cuda_device_count(int *count)
     pserv_status_t st = PS_CUDA_CALL(cudaGetDeviceCount(&n));
     if (st < 0) return st;
     if (n == 0) {
-        snprintf(ps_cuda_error, sizeof(ps_cuda_error), "no CUDA device");
+        ps_cuda_fail(PSERV_ERR_UNSUPPORTED, "no CUDA device", __FILE__, __LINE__);
         return PSERV_ERR_UNSUPPORTED;
     }
     *count = n;
@@ -84,5 +36,5 @@ extern "C" pserv_status_t pserv_cuda_host_unregister(void *ptr)
 
 extern "C" const char *pserv_cuda_last_error(void)
 {
-    return ps_cuda_error;
+    return ps_cuda_error_text();
 }

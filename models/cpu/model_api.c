@@ -3,9 +3,9 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "check.h"
 #include "idx_dataset.h"
 #include "mlp_cpu.h"
+#include "model_error.h"
 #include "pserv/pserv_model.h"
 
 struct pserv_dataset {
@@ -15,12 +15,12 @@ struct pserv_dataset {
 pserv_status_t pserv_dataset_load_fashion_mnist(const char *dir, int train, pserv_dataset_h *set)
 {
     char err[512] = "";
-    PS_CHECK_ARG(dir && set);
+    PS_MODEL_CHECK_ARG(dir && set);
     pserv_dataset_h d = calloc(1, sizeof(*d));
     if (d == NULL) return PSERV_ERR_NO_MEMORY;
     pserv_status_t st = ps_dataset_load_fashion_mnist(dir, train, &d->set, err, sizeof(err));
     if (st < 0) {
-        ps_set_last_error("%s", err);
+        ps_model_error(st, "%s", err);
         free(d);
         return st;
     }
@@ -47,12 +47,12 @@ struct pserv_mlp {
 
 pserv_status_t pserv_mlp_create(const size_t *dims, unsigned ndims, size_t max_batch, pserv_mlp_h *mlp)
 {
-    PS_CHECK_ARG(mlp);
+    PS_MODEL_CHECK_ARG(mlp);
     pserv_mlp_h h = calloc(1, sizeof(*h));
     if (h == NULL) return PSERV_ERR_NO_MEMORY;
     pserv_status_t st = ps_mlp_create(dims, ndims, max_batch, &h->m);
     if (st < 0) {
-        ps_set_last_error("cannot create an MLP of %u layers for batches of %zu: %s", ndims, max_batch,
+        ps_model_error(st, "cannot create an MLP of %u layers for batches of %zu: %s", ndims, max_batch,
                           pserv_strerror(st));
         free(h);
         return st;
@@ -63,7 +63,7 @@ pserv_status_t pserv_mlp_create(const size_t *dims, unsigned ndims, size_t max_b
 
 pserv_status_t pserv_mlp_init(pserv_mlp_h mlp, uint64_t seed)
 {
-    PS_CHECK_ARG(mlp);
+    PS_MODEL_CHECK_ARG(mlp);
     ps_mlp_init_params(mlp->m, seed);
     return PSERV_OK;
 }
@@ -75,11 +75,10 @@ float *pserv_mlp_grad(pserv_mlp_h mlp, unsigned t) { return mlp ? ps_mlp_grad(ml
 
 pserv_status_t pserv_mlp_train_step(pserv_mlp_h mlp, const float *x, const uint8_t *y, size_t batch, float *loss)
 {
-    PS_CHECK_ARG(mlp && x && y && batch > 0 && batch <= ps_mlp_max_batch(mlp->m));
+    PS_MODEL_CHECK_ARG(mlp && x && y && batch > 0 && batch <= ps_mlp_max_batch(mlp->m));
     float l = ps_mlp_train_step(mlp->m, x, y, batch);
     if (isnan(l)) {
-        ps_set_last_error("a label of the batch is not a class of this network");
-        return PSERV_ERR_INVALID_ARG;
+        return ps_model_error(PSERV_ERR_INVALID_ARG, "a label of the batch is not a class of this network");
     }
     if (loss) *loss = l;
     return PSERV_OK;
@@ -88,7 +87,7 @@ pserv_status_t pserv_mlp_train_step(pserv_mlp_h mlp, const float *x, const uint8
 pserv_status_t pserv_mlp_evaluate(pserv_mlp_h mlp, const float *x, const uint8_t *y, size_t n, size_t *correct,
                                   float *loss)
 {
-    PS_CHECK_ARG(mlp && x && y && correct);
+    PS_MODEL_CHECK_ARG(mlp && x && y && correct);
     *correct = ps_mlp_evaluate(mlp->m, x, y, n, loss);
     return PSERV_OK;
 }
@@ -103,7 +102,7 @@ pserv_status_t pserv_mlp_destroy(pserv_mlp_h mlp)
 
 pserv_status_t pserv_blas_set_threads(int threads)
 {
-    PS_CHECK_ARG(threads >= 1);
+    PS_MODEL_CHECK_ARG(threads >= 1);
     openblas_set_num_threads(threads);
     return PSERV_OK;
 }

@@ -1,5 +1,5 @@
 /*
- * pserv_cuda_mlp_*: the public, host-facing face of cuda/mlp_gpu (pserv_cuda.h). Batches are
+ * pserv_cuda_mlp_*: the public, host-facing face of mlp_gpu (pserv_model_cuda.h). Batches are
  * staged through device buffers owned here; every call waits for its work, so a CPU worker loop
  * can use a GPU model without knowing CUDA. The stream-ordered device API comes on top of
  * mlp_gpu itself, not of this.
@@ -10,6 +10,7 @@
 #include "cuda_check.h"
 #include "mlp_gpu.h"
 #include "pserv/pserv_cuda.h"
+#include "pserv/pserv_model_cuda.h"
 
 struct pserv_cuda_mlp {
     ps_mlp_gpu_t *m;

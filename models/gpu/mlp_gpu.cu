@@ -14,10 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_check.h"
+#include "cublas_check.h"
 #include "mlp_gpu.h"
 #include "mlp_kernels.cuh"
 #include "pserv/pserv_cuda.h"
+#include "pserv/pserv_model_cuda.h"
 
 extern "C" {
 #include "mlp_cpu.h"

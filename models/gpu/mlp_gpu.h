@@ -12,7 +12,7 @@
  * from the host, and ps_mlp_gpu_loss/evaluate, run on the stream of the model's last
  * train_step/evaluate (which must still exist) and wait for it; ps_mlp_gpu_train_step only
  * enqueues. Device inputs written on another stream must be complete (or ordered by the caller
- * with an event) before the step's stream reads them. A model is used by one thread at a time. Errors: pserv statuses, with the detail in pserv_cuda_last_error();
+ * with an event) before the step's stream reads them. A model is used by one thread at a time. Errors: pserv statuses, with the detail in pserv_model_last_error();
  * PSERV_ERR_UNSUPPORTED without a driver or device.
  */
 #ifndef PS_MLP_GPU_H

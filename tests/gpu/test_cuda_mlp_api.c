@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "pserv/pserv_cuda.h"
+#include "pserv/pserv_model_cuda.h"
 #include "pserv/pserv_model.h"
 
 Test(gpu_api, refuses_clearly_without_a_device)
@@ -24,7 +25,7 @@ Test(gpu_api, step_and_evaluate_equal_the_cpu_model, .timeout = 120)
     pserv_mlp_h cpu;
     pserv_cuda_mlp_h gpu;
     cr_assert_eq(pserv_mlp_create(dims, 4, batch, &cpu), PSERV_OK);
-    cr_assert_eq(pserv_cuda_mlp_create(0, dims, 4, batch, 0, &gpu), PSERV_OK, "%s", pserv_cuda_last_error());
+    cr_assert_eq(pserv_cuda_mlp_create(0, dims, 4, batch, 0, &gpu), PSERV_OK, "%s", pserv_model_last_error());
     pserv_mlp_init(cpu, 7);
     cr_assert_eq(pserv_cuda_mlp_init(gpu, 7), PSERV_OK);
     float *x = malloc(batch * 784 * sizeof(float));
@@ -34,7 +35,7 @@ Test(gpu_api, step_and_evaluate_equal_the_cpu_model, .timeout = 120)
     for (size_t i = 0; i < batch; i++) y[i] = (uint8_t)(i % 10);
     float lc, lg;
     cr_assert_eq(pserv_mlp_train_step(cpu, x, y, batch, &lc), PSERV_OK);
-    cr_assert_eq(pserv_cuda_mlp_train_step(gpu, x, y, batch, &lg), PSERV_OK, "%s", pserv_cuda_last_error());
+    cr_assert_eq(pserv_cuda_mlp_train_step(gpu, x, y, batch, &lg), PSERV_OK, "%s", pserv_model_last_error());
     cr_assert(fabsf(lc - lg) <= 1e-4f * fabsf(lc), "loss cpu %g gpu %g", (double)lc, (double)lg);
     unsigned nt = pserv_mlp_num_tensors(cpu);
     float *grads[8];

@@ -3,6 +3,9 @@
  * (ReLU hidden layers, softmax cross-entropy) whose gradients are computed on the CPU with
  * OpenBLAS. `pserv train` is built on it; so can a user's own benchmark or test. Its weights
  * and biases are separate tensors, so each can live on the server shards under its own key.
+ *
+ * It is a library of its own (pserv_models, in models/), not part of libpserv: a program links
+ * both. Errors: pserv statuses, with the detail in pserv_model_last_error().
  */
 #ifndef PSERV_MODEL_H
 #define PSERV_MODEL_H
@@ -56,6 +59,9 @@ PSERV_API pserv_status_t pserv_mlp_train_step(pserv_mlp_h mlp, const float *x, c
 PSERV_API pserv_status_t pserv_mlp_evaluate(pserv_mlp_h mlp, const float *x, const uint8_t *y, size_t n,
                                             size_t *correct, float *loss);
 PSERV_API pserv_status_t pserv_mlp_destroy(pserv_mlp_h mlp);
+
+/** Detail of the last model or data set call that failed in the calling thread, or "". */
+PSERV_API const char *pserv_model_last_error(void);
 
 /** Threads OpenBLAS may use in this process (1 keeps a job's processes off each other's cores). */
 PSERV_API pserv_status_t pserv_blas_set_threads(int threads);
