@@ -13,6 +13,7 @@
 #include "deadline.h"
 #include "job.h"
 #include "transport.h"
+#include "send.h"
 #include "wire.h"
 
 #define PS_DEFAULT_TIMEOUT_MS 30000
@@ -70,14 +71,5 @@ int ps_member_peer_failed(ps_member_t *m, ps_tp_peer_t *peer);
 /* Records the detail of an error (returned by *_last_error) and logs it; returns status. */
 pserv_status_t ps_member_error(ps_member_t *m, pserv_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-/* Sends a header-only reply to a request (status, same req_id, key and chunk). */
-pserv_status_t ps_reply_status(ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
-                               uint32_t sender, pserv_status_t status);
-/* Encodes and sends a header (its length set to len) with an optional payload; cb may be NULL. */
-pserv_status_t ps_send_msg(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len,
-                           ps_tp_mem_t *mem, ps_tp_send_cb_t cb, void *arg);
-/* A send completion that frees its argument: for payloads that must outlive the send. */
-void ps_send_free_cb(void *arg, pserv_status_t status);
 
 #endif
