@@ -113,9 +113,11 @@ static void tp_dispatch(ps_tp_t *tp)
     tp_fail_dispatch(tp);
 }
 
+/* Failures count: an endpoint error queued during progress is reported now, not at the next
+ * unrelated event (a silent partition produces nothing else to wake us). */
 static int tp_has_work(ps_tp_t *tp)
 {
-    return tp->done_head != NULL || tp->rxq_head != NULL || tp->acc_head != NULL ||
+    return tp->done_head != NULL || tp->rxq_head != NULL || tp->acc_head != NULL || tp->fail_head != NULL ||
            tp_cmds_pending(tp);
 }
 

@@ -394,7 +394,8 @@ pserv_status_t tp_listener_create(ps_tp_t *tp, const char *host, uint16_t port)
     freeaddrinfo(res);
     if (st != UCS_OK) {
         ps_error("transport: cannot listen on %s:%u: %s", host, (unsigned)port, ucs_status_string(st));
-        return tp_status(st);
+        /* UCX says "busy" for a port another socket holds: name it as the user knows it. */
+        return st == UCS_ERR_BUSY ? PSERV_ERR_ADDR_IN_USE : tp_status(st);
     }
 
     ucp_listener_attr_t attr = {.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR};
