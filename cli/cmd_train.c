@@ -4,35 +4,31 @@
  * role subcommands) talking over UCX on 127.0.0.1. Under mpirun or srun it is one member of
  * the job, chosen by rank (launch_by_rank.c).
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "children.h"
 #include "commands.h"
 #include "launcher_env.h"
 #include "progress.h"
 #include "train_config.h"
 #include "pserv/pserv.h"
 
-#define MAX_CHILDREN 256
 #define SUMMARY "Trains an MLP on Fashion-MNIST through pserv server shards: by default a coordinator,\n" \
                 "2 server shards and workers on this machine (one per GPU, which reduce over NCCL and\n" \
                 "push once; without GPUs, 2 on the CPU), in synchronous mode, until the target\n" \
                 "accuracy or the epoch limit."
 
-typedef struct {
-    pid_t pid;
-    int fd; /* report pipe of a worker, -1 for a server */
-    char buf[4096];
-    size_t len;
-    int role_worker;
-} child_t;
+/* How often the launcher looks at its children and the coordinator: the delay before it notices
+ * a death, at the cost of ten wake-ups a second. */
+#define TICK_MS 100
+/* From SIGTERM to SIGKILL when the job is stopped. */
+#define GRACE_MS 2000
+/* After the last worker exited: time for the coordinator to end the job and the servers to exit. */
+#define END_MS 10000
 
 static const char *self_exe(void)
 {
@@ -43,63 +39,70 @@ static const char *self_exe(void)
     return path;
 }
 
-static pid_t spawn(char **argv, int report_fd)
+static void on_report(void *arg, const char *line)
 {
-    pid_t pid = fork();
-    if (pid != 0) return pid;
-    /* Each worker's BLAS gets one thread: the job's processes share the machine's cores. */
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    if (report_fd >= 0 && report_fd != 3) {
-        dup2(report_fd, 3);
-        close(report_fd);
-    }
-    execv(argv[0], argv);
-    fprintf(stderr, "pserv train: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
+    progress_line(arg, line);
 }
 
-static void kill_all(child_t *kids, int n)
+/* Before the launcher says why it stops the job: that line goes below a progress bar, not into it. */
+static void end_bar(const progress_t *prog)
 {
-    for (int i = 0; i < n; i++)
-        if (kids[i].pid > 0) kill(kids[i].pid, SIGTERM);
+    if (prog->tty) printf("\r%*s\r", 100, "");
+    fflush(stdout);
 }
 
-/* Reads what workers report until every pipe is closed. */
-static void pump_reports(child_t *kids, int n, progress_t *prog)
+/*
+ * Pumps the workers' reports until the job is over and every child has exited (0), or stops at
+ * the first sign of failure: a child that died or exited with an error, a server that exited
+ * while the job ran, the coordinator failing the job, a job that does not end once its workers
+ * are gone, or a signal to the launcher (1, or 128 + the signal).
+ */
+static int watch_job(pserv_coordinator_h coord, children_t *kids, unsigned servers, progress_t *prog)
 {
+    char why[512];
+    double end_by = 0;
+    int open = children_read(kids, 0, on_report, prog);
     for (;;) {
-        struct pollfd pfds[MAX_CHILDREN];
-        int idx[MAX_CHILDREN], np = 0;
-        for (int i = 0; i < n; i++)
-            if (kids[i].fd >= 0) {
-                pfds[np] = (struct pollfd){kids[i].fd, POLLIN, 0};
-                idx[np++] = i;
-            }
-        if (np == 0) return;
-        if (poll(pfds, (nfds_t)np, -1) < 0) {
-            if (errno == EINTR) continue;
-            return;
+        int sig = children_caught_signal();
+        if (sig) {
+            end_bar(prog);
+            fprintf(stderr, "pserv train: caught signal %d (%s): stopping the servers and workers\n", sig,
+                    strsignal(sig));
+            return 128 + sig;
         }
-        for (int j = 0; j < np; j++) {
-            if (!pfds[j].revents) continue;
-            child_t *c = &kids[idx[j]];
-            ssize_t k = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
-            if (k <= 0) {
-                close(c->fd);
-                c->fd = -1;
-                continue;
-            }
-            c->len += (size_t)k;
-            c->buf[c->len] = '\0';
-            char *start = c->buf, *nl;
-            while ((nl = strchr(start, '\n')) != NULL) {
-                *nl = '\0';
-                progress_line(prog, start);
-                start = nl + 1;
-            }
-            c->len = strlen(start);
-            memmove(c->buf, start, c->len);
+        /* Reap first: a server that exited after the job ended is then seen with the end. */
+        child_t *dead = children_reap(kids);
+        pserv_status_t st = pserv_coordinator_wait(coord, 0);
+        if (dead) {
+            children_describe(dead, why, sizeof(why));
+            end_bar(prog);
+            fprintf(stderr, "pserv train: %s\n", why);
+            return 1;
         }
+        if (st < 0 && st != PSERV_ERR_TIMED_OUT) {
+            const char *reason = pserv_coordinator_last_error(coord);
+            end_bar(prog);
+            fprintf(stderr, "pserv train: the job failed: %s\n", reason[0] ? reason : pserv_strerror(st));
+            return 1;
+        }
+        int over = st == PSERV_OK;
+        if (!over && (unsigned)children_running(kids, "server") < servers) {
+            for (int i = 0; i < kids->n; i++)
+                if (!kids->c[i].running && strcmp(kids->c[i].role, "server") == 0)
+                    children_describe(&kids->c[i], why, sizeof(why));
+            end_bar(prog);
+            fprintf(stderr, "pserv train: %s before the job ended\n", why);
+            return 1;
+        }
+        if (over && open == 0 && children_running(kids, NULL) == 0) return 0;
+        if (end_by == 0 && children_running(kids, "worker") == 0) end_by = progress_now() + END_MS / 1000.0;
+        if (end_by > 0 && progress_now() > end_by) {
+            end_bar(prog);
+            fprintf(stderr, "pserv train: %s within %d s of the last worker's exit\n",
+                    over ? "the servers did not exit" : "the coordinator did not end the job", END_MS / 1000);
+            return 1;
+        }
+        open = children_read(kids, TICK_MS, on_report, prog);
     }
 }
 
@@ -107,13 +110,16 @@ static int run_local(const train_config_t *cfg)
 {
     pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
     pserv_coordinator_h coord;
-    child_t kids[MAX_CHILDREN];
-    int nkids = 0, failed = 0;
+    children_t *kids = malloc(sizeof(*kids)); /* a megabyte of line buffers: not on the stack */
     char coord_addr[64];
     uint16_t port = 0;
+    int rc = 1;
 
-    if (cfg->servers + cfg->workers > MAX_CHILDREN) {
-        fprintf(stderr, "pserv train: at most %d servers and workers on one machine\n", MAX_CHILDREN);
+    if (kids == NULL) return 1;
+    children_init(kids);
+    if (cfg->servers + cfg->workers > CHILDREN_MAX) {
+        fprintf(stderr, "pserv train: at most %d servers and workers on one machine\n", CHILDREN_MAX);
+        free(kids);
         return 2;
     }
     cp.listen = "127.0.0.1:0";
@@ -124,6 +130,7 @@ static int run_local(const train_config_t *cfg)
     pserv_status_t st = pserv_coordinator_create(&cp, &coord);
     if (st < 0) {
         fprintf(stderr, "pserv train: cannot start the coordinator: %s\n", pserv_last_error());
+        free(kids);
         return 1;
     }
     pserv_coordinator_port(coord, &port);
@@ -136,12 +143,17 @@ static int run_local(const train_config_t *cfg)
     fflush(stdout);
 
     signal(SIGPIPE, SIG_IGN);
+    children_catch_signals();
+    /* Each worker's BLAS gets one thread: the job's processes share the machine's cores. (Set
+     * here, not in the forked child, where only async-signal-safe calls belong.) */
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
     const char *exe = self_exe();
-    for (unsigned s = 0; s < cfg->servers; s++) {
+    int started = 1;
+    for (unsigned s = 0; s < cfg->servers && started; s++) {
         char *argv[] = {(char *)exe, "server", "--coordinator", coord_addr, NULL};
-        kids[nkids++] = (child_t){.pid = spawn(argv, -1), .fd = -1};
+        started = children_spawn(kids, "server", s, argv, 0) == 0;
     }
-    for (unsigned w = 0; w < cfg->workers; w++) {
+    for (unsigned w = 0; w < cfg->workers && started; w++) {
         char bufs[TRAIN_FLAGS_MAX][TRAIN_ARG_MAX];
         char *argv[TRAIN_FLAGS_MAX + 8];
         int n = 0;
@@ -152,44 +164,22 @@ static int run_local(const train_config_t *cfg)
         argv[n++] = "--report-fd=3";
         n += train_config_worker_args(cfg, bufs, argv + n, TRAIN_FLAGS_MAX);
         argv[n] = NULL;
-        int fds[2];
-        if (pipe2(fds, O_CLOEXEC) != 0) {
-            failed = 1;
-            break;
-        }
-        int child_end = dup(fds[1]); /* without O_CLOEXEC: survives the exec */
-        close(fds[1]);
-        kids[nkids++] = (child_t){.pid = spawn(argv, child_end), .fd = fds[0], .role_worker = 1};
-        close(child_end);
+        started = children_spawn(kids, "worker", w, argv, 1) == 0;
     }
 
     progress_t prog;
     progress_init(&prog, cfg->workers, cfg->epochs, cfg->batch, cfg->target);
-    if (!failed) pump_reports(kids, nkids, &prog);
-    /* Workers are done (their pipes closed): collect them, then the coordinator ends the job. */
-    for (int i = 0; i < nkids; i++) {
-        if (!kids[i].role_worker) continue;
-        int status = 0;
-        waitpid(kids[i].pid, &status, 0);
-        kids[i].pid = 0;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed = 1;
-    }
-    if (failed) kill_all(kids, nkids);
-    st = pserv_coordinator_wait(coord, 30000);
-    if (st == PSERV_ERR_TIMED_OUT) kill_all(kids, nkids);
-    for (int i = 0; i < nkids; i++) {
-        if (kids[i].pid <= 0) continue;
-        int status = 0;
-        waitpid(kids[i].pid, &status, 0);
-        if (!failed && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) failed = 1;
-    }
+    if (started) rc = watch_job(coord, kids, cfg->servers, &prog);
+    /* On success every child has exited already; otherwise this ends them, SIGKILL last. */
+    int left = children_stop(kids, GRACE_MS);
     pserv_coordinator_destroy(coord);
-    if (failed || prog.done != cfg->workers) {
+    free(kids);
+    if (rc == 0 && (left > 0 || prog.done != cfg->workers)) {
         fprintf(stderr, "pserv train: the job failed (see the messages above)\n");
-        return 1;
+        rc = 1;
     }
-    progress_summary(&prog, stdout);
-    return 0;
+    if (rc == 0) progress_summary(&prog, stdout);
+    return rc;
 }
 
 int cmd_train(int argc, char **argv)

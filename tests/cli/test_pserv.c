@@ -1,13 +1,19 @@
 /*
  * The pserv program end to end: a short real training run, the launchers (local and mpirun),
  * and the errors a user meets (bad flags, missing data, unreachable coordinator), each with the
- * expected message and exit code, never a hang.
+ * expected message and exit code, never a hang; a server or worker killed mid-job ends the local
+ * launcher within seconds, and none of its processes is left.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -169,4 +175,158 @@ Test(cli, device_cuda_trains_or_says_why, .timeout = 300)
     cr_assert_eq(r->code, 0, "%s", r->err);
     cr_assert(strstr(r->out, "on the CPU") != NULL, "%s", r->out);
     free(r);
+}
+
+/* ---- a member of a local job dies: `pserv train` ends at once and leaves nothing behind ---- */
+
+typedef struct {
+    pid_t pid;
+    unsigned long long start; /* field 22 of /proc/PID/stat: tells a pid's reuse apart */
+    char role[16];            /* argv[1]: "server" or "worker" */
+} proc_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* The parent and start time of a process; 0 if there is none with that pid. */
+static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (p == NULL) return 0;
+    p += 2; /* field 3, the state */
+    int parent = 0;
+    if (sscanf(p, "%*c %d", &parent) != 1) return 0;
+    for (int field = 3; field < 22; field++)
+        if ((p = strchr(p, ' ')) == NULL) return 0;
+        else p++;
+    *ppid = parent;
+    *start = strtoull(p, NULL, 10);
+    return 1;
+}
+
+/* The child processes of parent with their role; returns how many (at most cap). */
+static int children_of(pid_t parent, proc_t *out, int cap)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && n < cap && (e = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(e->d_name), ppid;
+        unsigned long long start;
+        if (pid <= 0 || !proc_stat(pid, &ppid, &start) || ppid != parent) continue;
+        char path[64], cmd[256] = "";
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        int fd = open(path, O_RDONLY);
+        ssize_t len = fd >= 0 ? read(fd, cmd, sizeof(cmd) - 1) : 0;
+        if (fd >= 0) close(fd);
+        cmd[len > 0 ? len : 0] = '\0';
+        out[n] = (proc_t){.pid = pid, .start = start};
+        if (len > 0 && (size_t)len > strlen(cmd) + 1) /* argv[1] follows argv[0]'s NUL */
+            snprintf(out[n].role, sizeof(out[n].role), "%s", cmd + strlen(cmd) + 1);
+        n++;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+static int still_there(const proc_t *p)
+{
+    pid_t ppid;
+    unsigned long long start;
+    return proc_stat(p->pid, &ppid, &start) && start == p->start;
+}
+
+/* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with this test. */
+static pid_t start_train(const char *out, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(PSERV_CLI, argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/*
+ * Starts a job of 2 servers and 2 workers that would train for minutes, SIGKILLs one child of
+ * role at a random moment 1.5-4 s in, and checks that `pserv train` exits non-zero within 10 s
+ * naming a member of that role, and that none of its children is left.
+ */
+static void kill_member_once(const char *role)
+{
+    char *argv[] = {"pserv", "train", "--servers", "2", "--workers", "2", "--epochs", "50",
+                    "--target-accuracy", "0.99", NULL};
+    char out[64], text[16384];
+    proc_t kids[16];
+    int nkids = 0, status = 0;
+    snprintf(out, sizeof(out), "/tmp/pserv_test_kill_%d.out", (int)getpid());
+    pid_t train = start_train(out, argv);
+    cr_assert_gt(train, 0);
+    double delay = 1.5 + 2.5 * (double)rand() / RAND_MAX;
+    sleep_s(delay);
+    for (double until = now_s() + 5; (nkids = children_of(train, kids, 16)) < 4 && now_s() < until;) sleep_s(0.05);
+    int pick = -1, seen = 0;
+    for (int i = 0; i < nkids; i++)
+        if (strcmp(kids[i].role, role) == 0 && rand() % ++seen == 0) pick = i;
+    if (nkids != 4 || pick < 0) {
+        kill(train, SIGKILL);
+        waitpid(train, NULL, 0);
+        cr_assert_fail("after %.2f s pserv train has %d children, none a %s", delay, nkids, role);
+    }
+
+    double killed = now_s(), took = 0;
+    kill(kids[pick].pid, SIGKILL);
+    pid_t r = 0;
+    while ((r = waitpid(train, &status, WNOHANG)) == 0 && (took = now_s() - killed) < 10) sleep_s(0.01);
+    if (r == 0) { /* it hangs: take it all down before failing */
+        kill(train, SIGKILL);
+        for (int i = 0; i < nkids; i++) kill(kids[i].pid, SIGKILL);
+        waitpid(train, &status, 0);
+    }
+    slurp(out, text, sizeof(text));
+    unlink(out);
+    fprintf(stderr, "killed %s pid %d %.2f s after the start: pserv train exited %.3f s later\n", role,
+            (int)kids[pick].pid, delay, took);
+    cr_assert_neq(r, 0, "pserv train still runs 10 s after its %s was killed\n%s", role, text);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "status 0x%x\n%s", status, text);
+    char named[64], failed[64];
+    snprintf(named, sizeof(named), "\npserv train: %s ", role);
+    snprintf(failed, sizeof(failed), "\npserv train: the job failed: %s ", role);
+    cr_assert(strstr(text, named) || strstr(text, failed), "no line names the %s:\n%s", role, text);
+    cr_assert_null(strstr(text, "summary:"), "%s", text);
+    for (int i = 0; i < nkids; i++)
+        cr_assert(!still_there(&kids[i]), "%s pid %d is left\n%s", kids[i].role, (int)kids[i].pid, text);
+}
+
+Test(cli, killed_server_ends_the_job_and_leaves_no_process, .timeout = 120)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int round = 0; round < 3; round++) kill_member_once("server");
+}
+
+Test(cli, killed_worker_ends_the_job_and_leaves_no_process, .timeout = 120)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int round = 0; round < 3; round++) kill_member_once("worker");
 }
