@@ -1,0 +1,344 @@
+#include "view.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire.h"
+
+pserv_status_t ps_view_init(ps_view_t *v, uint32_t num_servers, uint32_t num_workers, uint32_t replicas)
+{
+    memset(v, 0, sizeof(*v));
+    if (num_servers == 0 || num_servers > PS_VIEW_MAX_SERVERS || num_workers > PS_VIEW_MAX_WORKERS ||
+        replicas > PS_VIEW_MAX_REPLICAS)
+        return PSERV_ERR_INVALID_ARG;
+    v->version = 1;
+    v->num_servers = num_servers;
+    v->num_workers = num_workers;
+    v->replicas = replicas;
+    ps_keymap_init(&v->index);
+    v->server_state = calloc(num_servers, 1);
+    v->worker_state = calloc(num_workers ? num_workers : 1, 1);
+    v->load_bytes = calloc(num_servers, sizeof(*v->load_bytes));
+    v->load_chunks = calloc(num_servers, sizeof(*v->load_chunks));
+    if (v->server_state == NULL || v->worker_state == NULL || v->load_bytes == NULL || v->load_chunks == NULL) {
+        ps_view_free(v);
+        return PSERV_ERR_NO_MEMORY;
+    }
+    return PSERV_OK;
+}
+
+void ps_view_free(ps_view_t *v)
+{
+    for (uint32_t i = 0; i < v->num_tensors; i++) free(v->tensors[i].owners);
+    free(v->tensors);
+    ps_keymap_fini(&v->index);
+    free(v->server_state);
+    free(v->worker_state);
+    free(v->load_bytes);
+    free(v->load_chunks);
+    memset(v, 0, sizeof(*v));
+}
+
+const ps_view_tensor_t *ps_view_tensor(const ps_view_t *v, uint64_t key)
+{
+    uintptr_t i = (uintptr_t)ps_keymap_get(&v->index, key);
+    return i ? &v->tensors[i - 1] : NULL;
+}
+
+uint32_t ps_view_owner(const ps_view_t *v, uint64_t key, uint32_t c)
+{
+    const ps_view_tensor_t *t = ps_view_tensor(v, key);
+    return t && c < t->num_chunks ? t->owners[(size_t)c * (v->replicas + 1)] : UINT32_MAX;
+}
+
+int ps_view_holds(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t server)
+{
+    const ps_view_tensor_t *t = ps_view_tensor(v, key);
+    if (t == NULL || c >= t->num_chunks) return 0;
+    for (uint32_t r = 0; r <= v->replicas; r++)
+        if (t->owners[(size_t)c * (v->replicas + 1) + r] == server) return 1;
+    return 0;
+}
+
+int ps_view_member_alive(uint8_t state)
+{
+    return state == PS_MEMBER_LIVE || state == PS_MEMBER_SUSPECT;
+}
+
+uint32_t ps_view_live_servers(const ps_view_t *v)
+{
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < v->num_servers; s++) n += ps_view_member_alive(v->server_state[s]);
+    return n;
+}
+
+static uint64_t ps_view_chunk_bytes(const ps_view_tensor_t *t, uint32_t c)
+{
+    uint64_t first = (uint64_t)c * t->chunk_elems;
+    uint64_t n = t->desc.count - first < t->chunk_elems ? t->desc.count - first : t->chunk_elems;
+    return n * ps_dtype_size(t->desc.dtype);
+}
+
+static uint64_t ps_view_load(const ps_view_t *v, uint32_t s)
+{
+    return v->load_bytes[s] + v->load_chunks[s] * PS_VIEW_CHUNK_COST_BYTES;
+}
+
+/* The live server with the least load that is not excluded (lowest rank on ties), or UINT32_MAX. */
+static uint32_t ps_view_least_loaded(const ps_view_t *v, const uint32_t *exclude, uint32_t nexclude)
+{
+    uint32_t best = UINT32_MAX;
+    for (uint32_t s = 0; s < v->num_servers; s++) {
+        if (!ps_view_member_alive(v->server_state[s])) continue;
+        int skip = 0;
+        for (uint32_t i = 0; i < nexclude && !skip; i++) skip = exclude[i] == s;
+        if (!skip && (best == UINT32_MAX || ps_view_load(v, s) < ps_view_load(v, best))) best = s;
+    }
+    return best;
+}
+
+static void ps_view_account(ps_view_t *v, uint32_t s, uint64_t bytes, int sign)
+{
+    v->load_bytes[s] += sign > 0 ? bytes : -bytes;
+    v->load_chunks[s] += sign > 0 ? 1 : (uint64_t)-1;
+}
+
+/* Picks the owners of chunk c: primary and backups on distinct live servers. */
+static void ps_view_assign(ps_view_t *v, ps_view_tensor_t *t, uint32_t c)
+{
+    uint32_t *o = &t->owners[(size_t)c * (v->replicas + 1)];
+    for (uint32_t r = 0; r <= v->replicas; r++) {
+        o[r] = ps_view_least_loaded(v, o, r);
+        if (o[r] == UINT32_MAX) o[r] = o[0]; /* fewer live servers than copies: the copies coincide */
+        if (r == 0) ps_view_account(v, o[0], ps_view_chunk_bytes(t, c), +1);
+    }
+}
+
+/* Chunk geometry: capped by the job's chunk size, and a multiple of the live servers when large. */
+static uint64_t ps_view_chunk_elems(const ps_tensor_desc_t *d, uint64_t job_chunk_bytes, uint32_t live)
+{
+    uint64_t esize = ps_dtype_size(d->dtype), bytes = d->count * esize;
+    uint64_t cap = ps_tensor_chunk_bytes(d, job_chunk_bytes) / esize;
+    if (cap == 0) cap = 1;
+    uint64_t n = (d->count + cap - 1) / cap;
+    if (d->optim.clip_norm <= 0 && live > 1 && bytes >= (uint64_t)live * PS_VIEW_MIN_SPLIT_BYTES)
+        n = (n + live - 1) / live * live;
+    return (d->count + n - 1) / n;
+}
+
+pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t *desc, uint64_t job_chunk_bytes,
+                             const char **why)
+{
+    if (ps_view_tensor(v, key) != NULL) return PSERV_ERR_EXISTS;
+    uint32_t live = ps_view_live_servers(v);
+    if (live == 0 || desc->count == 0 || ps_dtype_size(desc->dtype) == 0) {
+        *why = live == 0 ? "no live server" : "empty tensor or unknown dtype";
+        return PSERV_ERR_INVALID_ARG;
+    }
+    uint64_t elems = ps_view_chunk_elems(desc, job_chunk_bytes, live);
+    uint64_t n = (desc->count + elems - 1) / elems;
+    if (n > PS_VIEW_MAX_CHUNKS) {
+        *why = "the chunk size makes more than 65536 chunks of this tensor";
+        return PSERV_ERR_INVALID_ARG;
+    }
+    if (v->num_tensors == v->cap_tensors) {
+        uint32_t cap = v->cap_tensors ? 2 * v->cap_tensors : 16;
+        ps_view_tensor_t *grown = realloc(v->tensors, cap * sizeof(*grown));
+        if (grown == NULL) return PSERV_ERR_NO_MEMORY;
+        v->tensors = grown;
+        v->cap_tensors = cap;
+    }
+    ps_view_tensor_t *t = &v->tensors[v->num_tensors];
+    t->key = key;
+    t->desc = *desc;
+    t->chunk_elems = elems;
+    t->num_chunks = (uint32_t)n;
+    t->owners = malloc(n * (v->replicas + 1) * sizeof(*t->owners));
+    if (t->owners == NULL) return PSERV_ERR_NO_MEMORY;
+    pserv_status_t st = ps_keymap_put(&v->index, key, (void *)(uintptr_t)(v->num_tensors + 1));
+    if (st < 0) {
+        free(t->owners);
+        return st;
+    }
+    v->num_tensors++;
+    for (uint32_t c = 0; c < t->num_chunks; c++) ps_view_assign(v, t, c);
+    return PSERV_OK;
+}
+
+uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s)
+{
+    uint32_t moved = 0, R = v->replicas + 1;
+    if (s >= v->num_servers) return 0;
+    v->server_state[s] = PS_MEMBER_DEAD;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            uint32_t *o = &t->owners[(size_t)c * R];
+            for (uint32_t r = 0; r < R; r++) {
+                if (o[r] != s) continue;
+                uint32_t to = ps_view_least_loaded(v, o, R);
+                if (to == UINT32_MAX) continue; /* nowhere to go: stays on the dead server */
+                if (r == 0) {
+                    ps_view_account(v, s, ps_view_chunk_bytes(t, c), -1);
+                    ps_view_account(v, to, ps_view_chunk_bytes(t, c), +1);
+                    moved++;
+                }
+                o[r] = to;
+            }
+        }
+    }
+    return moved;
+}
+
+/* The primary chunk of server s whose move to `to` lowers max(load(s), load(to)) the most. */
+static int ps_view_best_move(const ps_view_t *v, uint32_t s, uint32_t to, uint32_t *ti, uint32_t *tc)
+{
+    uint64_t ls = ps_view_load(v, s), lt = ps_view_load(v, to), best_max = ls;
+    int found = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        const ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            if (t->owners[(size_t)c * (v->replicas + 1)] != s) continue;
+            uint64_t w = ps_view_chunk_bytes(t, c) + PS_VIEW_CHUNK_COST_BYTES;
+            uint64_t after = ls - w > lt + w ? ls - w : lt + w;
+            if (after < best_max) {
+                best_max = after;
+                *ti = i;
+                *tc = c;
+                found = 1;
+            }
+        }
+    }
+    return found;
+}
+
+long ps_view_add_server(ps_view_t *v)
+{
+    uint32_t S = v->num_servers + 1;
+    uint8_t *state = realloc(v->server_state, S);
+    if (state == NULL) return -1;
+    v->server_state = state;
+    uint64_t *lb = realloc(v->load_bytes, S * sizeof(*lb));
+    if (lb == NULL) return -1;
+    v->load_bytes = lb;
+    uint64_t *lc = realloc(v->load_chunks, S * sizeof(*lc));
+    if (lc == NULL) return -1;
+    v->load_chunks = lc;
+    uint32_t to = v->num_servers;
+    v->server_state[to] = PS_MEMBER_LIVE;
+    v->load_bytes[to] = v->load_chunks[to] = 0;
+    v->num_servers = S;
+    long moved = 0;
+    for (;;) {
+        uint32_t src = UINT32_MAX, ti, tc;
+        for (uint32_t s = 0; s < to; s++)
+            if (ps_view_member_alive(v->server_state[s]) && (src == UINT32_MAX || ps_view_load(v, s) > ps_view_load(v, src)))
+                src = s;
+        if (src == UINT32_MAX || !ps_view_best_move(v, src, to, &ti, &tc)) break;
+        ps_view_tensor_t *t = &v->tensors[ti];
+        uint32_t *o = &t->owners[(size_t)tc * (v->replicas + 1)];
+        /* A backup already on the new server trades places with the primary. */
+        for (uint32_t r = 1; r <= v->replicas; r++)
+            if (o[r] == to) o[r] = src;
+        o[0] = to;
+        ps_view_account(v, src, ps_view_chunk_bytes(t, tc), -1);
+        ps_view_account(v, to, ps_view_chunk_bytes(t, tc), +1);
+        moved++;
+    }
+    return moved;
+}
+
+size_t ps_view_encoded_size(const ps_view_t *v)
+{
+    size_t n = 5 * 4 + (size_t)v->num_servers * 4 + (size_t)v->num_workers * 4;
+    for (uint32_t i = 0; i < v->num_tensors; i++)
+        n += 8 + PS_TENSOR_DESC_LEN + 8 + 4 + (size_t)v->tensors[i].num_chunks * (v->replicas + 1) * 4;
+    return n;
+}
+
+void ps_view_encode(const ps_view_t *v, ps_writer_t *w)
+{
+    ps_put_u32(w, v->version);
+    ps_put_u32(w, v->num_servers);
+    ps_put_u32(w, v->num_workers);
+    ps_put_u32(w, v->replicas);
+    for (uint32_t s = 0; s < v->num_servers; s++) ps_put_u32(w, v->server_state[s]);
+    for (uint32_t r = 0; r < v->num_workers; r++) ps_put_u32(w, v->worker_state[r]);
+    ps_put_u32(w, v->num_tensors);
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        const ps_view_tensor_t *t = &v->tensors[i];
+        ps_put_u64(w, t->key);
+        ps_tensor_desc_encode(&t->desc, w);
+        ps_put_u64(w, t->chunk_elems);
+        ps_put_u32(w, t->num_chunks);
+        for (size_t k = 0; k < (size_t)t->num_chunks * (v->replicas + 1); k++) ps_put_u32(w, t->owners[k]);
+    }
+}
+
+static pserv_status_t ps_view_decode_tensor(ps_reader_t *r, ps_view_t *v)
+{
+    ps_tensor_desc_t desc;
+    uint64_t key = ps_get_u64(r);
+    if (ps_tensor_desc_decode(r, &desc) < 0) return PSERV_ERR_BAD_MESSAGE;
+    uint64_t elems = ps_get_u64(r);
+    uint32_t n = ps_get_u32(r);
+    uint32_t R = v->replicas + 1;
+    /* The geometry must be what it claims, and the owners must fit in what is left. */
+    if (r->bad || elems == 0 || n == 0 || n > PS_VIEW_MAX_CHUNKS || (desc.count + elems - 1) / elems != n ||
+        (uint64_t)n * R * 4 > r->len - r->pos || ps_view_tensor(v, key) != NULL)
+        return PSERV_ERR_BAD_MESSAGE;
+    if (v->num_tensors == v->cap_tensors) {
+        uint32_t cap = v->cap_tensors ? 2 * v->cap_tensors : 16;
+        ps_view_tensor_t *grown = realloc(v->tensors, cap * sizeof(*grown));
+        if (grown == NULL) return PSERV_ERR_NO_MEMORY;
+        v->tensors = grown;
+        v->cap_tensors = cap;
+    }
+    ps_view_tensor_t *t = &v->tensors[v->num_tensors];
+    *t = (ps_view_tensor_t){.key = key, .desc = desc, .chunk_elems = elems, .num_chunks = n};
+    if ((t->owners = malloc((size_t)n * R * sizeof(*t->owners))) == NULL) return PSERV_ERR_NO_MEMORY;
+    for (size_t k = 0; k < (size_t)n * R; k++) {
+        t->owners[k] = ps_get_u32(r);
+        if (t->owners[k] >= v->num_servers) {
+            free(t->owners);
+            return PSERV_ERR_BAD_MESSAGE;
+        }
+    }
+    if (ps_keymap_put(&v->index, key, (void *)(uintptr_t)(v->num_tensors + 1)) < 0) {
+        free(t->owners);
+        return PSERV_ERR_NO_MEMORY;
+    }
+    v->num_tensors++;
+    for (uint32_t c = 0; c < n; c++) ps_view_account(v, t->owners[(size_t)c * R], ps_view_chunk_bytes(t, c), +1);
+    return PSERV_OK;
+}
+
+pserv_status_t ps_view_decode(ps_reader_t *r, ps_view_t *v)
+{
+    uint32_t version = ps_get_u32(r), S = ps_get_u32(r), W = ps_get_u32(r), R = ps_get_u32(r);
+    if (r->bad || version == 0 || (uint64_t)S * 4 + (uint64_t)W * 4 > r->len - r->pos) return PSERV_ERR_BAD_MESSAGE;
+    pserv_status_t st = ps_view_init(v, S, W, R);
+    if (st < 0) return st == PSERV_ERR_INVALID_ARG ? PSERV_ERR_BAD_MESSAGE : st;
+    v->version = version;
+    st = PSERV_ERR_BAD_MESSAGE;
+    for (uint32_t k = 0; k < S + W; k++) {
+        uint32_t state = ps_get_u32(r);
+        if (state >= PS_MEMBER_STATE_MAX) goto err_free;
+        if (k < S) v->server_state[k] = (uint8_t)state;
+        else v->worker_state[k - S] = (uint8_t)state;
+    }
+    uint32_t nt = ps_get_u32(r);
+    if (r->bad) goto err_free;
+    for (uint32_t i = 0; i < nt; i++)
+        if ((st = ps_view_decode_tensor(r, v)) < 0) goto err_free;
+    if (r->bad || r->pos != r->len) {
+        st = PSERV_ERR_BAD_MESSAGE;
+        goto err_free;
+    }
+    return PSERV_OK;
+
+err_free:
+    ps_view_free(v);
+    return st;
+}

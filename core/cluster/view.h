@@ -1,0 +1,114 @@
+/*
+ * The cluster view: one versioned description of who is in the job and who owns what.
+ *
+ * - Members: every server and worker rank with its state (joining, live, suspect, dead, leaving,
+ *   left). Node groups of workers come from the job description and do not change.
+ * - Placement: for every registered tensor, its chunk geometry and, for every chunk, its owners
+ *   (a primary and `replicas` backups, all distinct servers).
+ *
+ * The coordinator owns the view and is the only one that changes it; each change bumps the
+ * version and the whole view is sent to every member, which decodes it into a fresh ps_view_t
+ * and swaps it in (installs it atomically). Every data message carries the version it was
+ * routed by; see docs/design.md for the rules a shard applies.
+ *
+ * Placement is a table the coordinator computes, not a formula: a tensor is cut into chunks of
+ * at most the job's chunk size, and a tensor large enough to matter into a multiple of the live
+ * server count, so it spreads evenly; each chunk goes to the server with the least load, where
+ * load counts bytes and a fixed cost per chunk (every chunk is a message per worker and round).
+ * Adding or removing a server moves only the chunks needed to rebalance.
+ */
+#ifndef PS_VIEW_H
+#define PS_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "keymap.h"
+#include "tensor_desc.h"
+
+typedef enum {
+    PS_MEMBER_JOINING = 0,
+    PS_MEMBER_LIVE,
+    PS_MEMBER_SUSPECT, /* missed heartbeats, not yet declared dead */
+    PS_MEMBER_DEAD,
+    PS_MEMBER_LEAVING, /* said it is done; its sync rounds are no longer awaited */
+    PS_MEMBER_LEFT,
+    PS_MEMBER_STATE_MAX
+} ps_member_state_t;
+
+/* What one chunk costs in load beside its bytes: a message per worker and round. */
+#define PS_VIEW_CHUNK_COST_BYTES ((uint64_t)16 << 10)
+/* Tensors below (live servers x this) stay whole: splitting them only adds messages. */
+#define PS_VIEW_MIN_SPLIT_BYTES 1024u
+/* Chunks one tensor may have: beyond this the chunk size is absurd for the tensor. */
+#define PS_VIEW_MAX_CHUNKS 65536u
+/* Servers and workers a view may describe (bounds what a VIEW message can make us allocate). */
+#define PS_VIEW_MAX_SERVERS 4096u
+#define PS_VIEW_MAX_WORKERS 65536u
+#define PS_VIEW_MAX_REPLICAS 7u
+
+typedef struct {
+    uint64_t key;
+    ps_tensor_desc_t desc;
+    uint64_t chunk_elems;
+    uint32_t num_chunks;
+    uint32_t *owners; /* num_chunks x (replicas + 1): owners[c * (replicas + 1)] is the primary */
+} ps_view_tensor_t;
+
+typedef struct {
+    uint32_t version;
+    uint32_t num_servers, num_workers, replicas;
+    uint8_t *server_state; /* ps_member_state_t by server rank */
+    uint8_t *worker_state; /* by worker rank */
+    ps_view_tensor_t *tensors;
+    uint32_t num_tensors, cap_tensors;
+    ps_keymap_t index;     /* key -> its index in tensors, plus one, as a pointer (never NULL) */
+    uint64_t *load_bytes;  /* per server: bytes of the chunks it is primary of */
+    uint64_t *load_chunks; /* per server: chunks it is primary of */
+} ps_view_t;
+
+/* A view of version 1 with every member joining and no tensors. */
+pserv_status_t ps_view_init(ps_view_t *v, uint32_t num_servers, uint32_t num_workers, uint32_t replicas);
+void ps_view_free(ps_view_t *v);
+
+/* The tensor of a key, or NULL. */
+const ps_view_tensor_t *ps_view_tensor(const ps_view_t *v, uint64_t key);
+/* The primary of chunk c of key, or UINT32_MAX when the key or chunk is not in the view. */
+uint32_t ps_view_owner(const ps_view_t *v, uint64_t key, uint32_t c);
+/* 1 when server is the primary or a backup of chunk c of key. */
+int ps_view_holds(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t server);
+/* Live servers / workers (state LIVE or SUSPECT: not yet declared dead). */
+uint32_t ps_view_live_servers(const ps_view_t *v);
+int ps_view_member_alive(uint8_t state);
+
+/*
+ * Places a new tensor (the version is not changed; the caller bumps it once per change).
+ * job_chunk_bytes caps a chunk; a tensor clipped by norm stays one chunk. PSERV_ERR_EXISTS if
+ * the key is placed already, PSERV_ERR_INVALID_ARG (and *why) if its chunks would exceed
+ * PS_VIEW_MAX_CHUNKS or no server is live.
+ */
+pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t *desc, uint64_t job_chunk_bytes,
+                             const char **why);
+/*
+ * Server s is gone: its chunks go to the least-loaded live servers (their state is lost until
+ * replication exists). Returns the number of chunks moved.
+ */
+uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s);
+/*
+ * A new live server joins as rank num_servers: chunks move to it from the most loaded servers
+ * while that lowers the maximum load. Returns the number moved, or -1 on allocation failure.
+ */
+long ps_view_add_server(ps_view_t *v);
+
+/* The whole view as bytes (the VIEW message's payload). */
+void ps_view_encode(const ps_view_t *v, ps_writer_t *w);
+/* Exact size of ps_view_encode's output. */
+size_t ps_view_encoded_size(const ps_view_t *v);
+/*
+ * Reads a view into a fresh *v (freed with ps_view_free). Validates every count against the
+ * payload, every state and owner, and every tensor's geometry; PSERV_ERR_BAD_MESSAGE otherwise.
+ */
+pserv_status_t ps_view_decode(ps_reader_t *r, ps_view_t *v);
+
+#endif

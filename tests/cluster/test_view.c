@@ -1,0 +1,227 @@
+/*
+ * The cluster view: placement balance (bytes and chunks) for the pserv train model, chunks moved
+ * when servers come and go, lookups, and the encoding a VIEW message carries (round trip and
+ * rejection of every damaged field). Balance and movement are measured here from the owners
+ * table itself, not from the view's own load counters.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "view.h"
+#include "wire.h"
+
+static ps_tensor_desc_t desc_of(uint64_t count)
+{
+    ps_tensor_desc_t d;
+    pserv_optim_params_t o = PSERV_OPTIM_PARAMS_INIT;
+    memset(&d, 0, sizeof(d));
+    d.count = count;
+    d.dtype = PSERV_DTYPE_FLOAT32;
+    d.optim = o;
+    return d;
+}
+
+/* pserv train's default model: 784-256-128-10, weights and biases, registered in this order. */
+static const uint64_t mlp_tensors[] = {784 * 256, 256, 256 * 128, 128, 128 * 10, 10};
+#define MLP_CHUNK_BYTES (256u << 10) /* pserv train's default --chunk-bytes */
+
+static void place_mlp(ps_view_t *v)
+{
+    for (unsigned i = 0; i < sizeof(mlp_tensors) / sizeof(mlp_tensors[0]); i++) {
+        ps_tensor_desc_t d = desc_of(mlp_tensors[i]);
+        const char *why = NULL;
+        cr_assert_eq(ps_view_place(v, i + 1, &d, MLP_CHUNK_BYTES, &why), PSERV_OK, "%s", why ? why : "");
+    }
+}
+
+/* Bytes and chunks each live server is primary of, counted from the owners table. */
+static void measure(const ps_view_t *v, uint64_t *bytes, uint64_t *chunks)
+{
+    memset(bytes, 0, v->num_servers * sizeof(*bytes));
+    memset(chunks, 0, v->num_servers * sizeof(*chunks));
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        const ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            uint64_t first = (uint64_t)c * t->chunk_elems;
+            uint64_t n = t->desc.count - first < t->chunk_elems ? t->desc.count - first : t->chunk_elems;
+            uint32_t s = ps_view_owner(v, t->key, c);
+            cr_assert_lt(s, v->num_servers);
+            bytes[s] += n * 4;
+            chunks[s]++;
+        }
+    }
+}
+
+/* max / mean - 1 over the live servers */
+static double imbalance(const ps_view_t *v, const uint64_t *x)
+{
+    double sum = 0, max = 0;
+    uint32_t live = 0;
+    for (uint32_t s = 0; s < v->num_servers; s++) {
+        if (!ps_view_member_alive(v->server_state[s])) continue;
+        sum += (double)x[s];
+        max = (double)x[s] > max ? (double)x[s] : max;
+        live++;
+    }
+    return max / (sum / live) - 1.0;
+}
+
+static void set_live(ps_view_t *v)
+{
+    for (uint32_t s = 0; s < v->num_servers; s++) v->server_state[s] = PS_MEMBER_LIVE;
+}
+
+ParameterizedTestParameters(view, mlp_balanced)
+{
+    static unsigned servers[] = {2, 3, 4};
+    return cr_make_param_array(unsigned, servers, 3);
+}
+
+ParameterizedTest(unsigned *servers, view, mlp_balanced, .timeout = 10)
+{
+    ps_view_t v;
+    uint64_t bytes[8], chunks[8];
+    cr_assert_eq(ps_view_init(&v, *servers, 2, 0), PSERV_OK);
+    set_live(&v);
+    place_mlp(&v);
+    measure(&v, bytes, chunks);
+    double b = imbalance(&v, bytes), c = imbalance(&v, chunks);
+    cr_log_info("%u servers: bytes %.3f, chunks %.3f over the mean", *servers, b, c);
+    cr_expect_leq(b, 0.10, "%u servers: bytes %.1f%% over the mean", *servers, 100 * b);
+    cr_expect_leq(c, 0.10, "%u servers: chunks %.1f%% over the mean", *servers, 100 * c);
+    ps_view_free(&v);
+}
+
+/* Many tensors of many sizes: adding a server moves about 1/(S+1) of the load, no more. */
+Test(view, add_and_remove_server_move_few_chunks, .timeout = 10)
+{
+    ps_view_t v;
+    uint64_t bytes[8], chunks[8];
+    cr_assert_eq(ps_view_init(&v, 3, 4, 0), PSERV_OK);
+    set_live(&v);
+    uint64_t total_chunks = 0;
+    for (uint64_t k = 1; k <= 200; k++) {
+        ps_tensor_desc_t d = desc_of(1000 + (k * 7919) % 60000);
+        const char *why;
+        cr_assert_eq(ps_view_place(&v, k, &d, 16384, &why), PSERV_OK);
+        total_chunks += ps_view_tensor(&v, k)->num_chunks;
+    }
+    /* remember every chunk's owner */
+    uint32_t *before = malloc(total_chunks * sizeof(*before));
+    size_t n = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) before[n++] = ps_view_owner(&v, v.tensors[i].key, c);
+
+    long moved = ps_view_add_server(&v);
+    cr_assert_eq(v.num_servers, 4);
+    size_t changed = 0;
+    n = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) {
+            uint32_t now = ps_view_owner(&v, v.tensors[i].key, c);
+            if (now != before[n]) {
+                cr_assert_eq(now, 3, "a chunk moved between old servers");
+                changed++;
+            }
+            n++;
+        }
+    cr_assert_eq((size_t)moved, changed);
+    /* the ideal is total/4; allow a tenth of the total beyond it */
+    cr_expect_leq(changed, total_chunks / 4 + total_chunks / 10, "moved %zu of %llu chunks", changed,
+                  (unsigned long long)total_chunks);
+    measure(&v, bytes, chunks);
+    cr_expect_leq(imbalance(&v, bytes), 0.10);
+
+    /* removing server 1: exactly its chunks move, all to live servers */
+    uint64_t had = chunks[1];
+    cr_assert_eq(ps_view_remove_server(&v, 1), had);
+    measure(&v, bytes, chunks);
+    cr_assert_eq(chunks[1], 0);
+    cr_expect_leq(imbalance(&v, bytes), 0.15);
+    free(before);
+    ps_view_free(&v);
+}
+
+Test(view, lookup_and_refusals, .timeout = 10)
+{
+    ps_view_t v;
+    const char *why = NULL;
+    cr_assert_eq(ps_view_init(&v, 2, 1, 0), PSERV_OK);
+    ps_tensor_desc_t d = desc_of(100);
+    cr_assert_eq(ps_view_place(&v, 7, &d, 4096, &why), PSERV_ERR_INVALID_ARG, "no live server yet");
+    set_live(&v);
+    cr_assert_eq(ps_view_place(&v, 7, &d, 4096, &why), PSERV_OK);
+    cr_assert_eq(ps_view_place(&v, 7, &d, 4096, &why), PSERV_ERR_EXISTS);
+    cr_assert_lt(ps_view_owner(&v, 7, 0), 2);
+    cr_assert_eq(ps_view_owner(&v, 7, 1), UINT32_MAX, "100 floats are one chunk");
+    cr_assert_eq(ps_view_owner(&v, 8, 0), UINT32_MAX);
+    /* 235,000 chunks of 4 bytes: absurd, refused with a reason */
+    ps_tensor_desc_t big = desc_of(235000);
+    cr_assert_eq(ps_view_place(&v, 9, &big, 4, &why), PSERV_ERR_INVALID_ARG);
+    cr_assert(strstr(why, "65536") != NULL, "%s", why);
+    /* a tensor clipped by norm stays whole */
+    ps_tensor_desc_t clip = desc_of(100000);
+    clip.optim.clip_norm = 1.0f;
+    cr_assert_eq(ps_view_place(&v, 10, &clip, 4096, &why), PSERV_OK);
+    cr_assert_eq(ps_view_tensor(&v, 10)->num_chunks, 1);
+    ps_view_free(&v);
+}
+
+static size_t encode(const ps_view_t *v, uint8_t **out)
+{
+    size_t n = ps_view_encoded_size(v);
+    *out = malloc(n);
+    ps_writer_t w;
+    ps_writer_init(&w, *out, n);
+    ps_view_encode(v, &w);
+    cr_assert_eq(w.len, n);
+    cr_assert(!w.overflow);
+    return n;
+}
+
+Test(view, encode_decode_round_trip, .timeout = 10)
+{
+    ps_view_t v, back;
+    uint8_t *buf;
+    cr_assert_eq(ps_view_init(&v, 3, 2, 1), PSERV_OK);
+    set_live(&v);
+    v.worker_state[1] = PS_MEMBER_DEAD;
+    place_mlp(&v);
+    v.version = 42;
+    size_t n = encode(&v, &buf);
+    ps_reader_t r;
+    ps_reader_init(&r, buf, n);
+    cr_assert_eq(ps_view_decode(&r, &back), PSERV_OK);
+    cr_assert_eq(back.version, 42);
+    cr_assert_eq(back.num_tensors, v.num_tensors);
+    cr_assert_eq(back.worker_state[1], PS_MEMBER_DEAD);
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++)
+            for (uint32_t s = 0; s < 3; s++)
+                cr_assert_eq(ps_view_holds(&back, v.tensors[i].key, c, s), ps_view_holds(&v, v.tensors[i].key, c, s));
+    /* primary and backup of every chunk differ when there are servers enough */
+    for (uint32_t c = 0; c < v.tensors[0].num_chunks; c++)
+        cr_assert_neq(v.tensors[0].owners[2 * c], v.tensors[0].owners[2 * c + 1]);
+    ps_view_free(&back);
+
+    /* every truncation is refused */
+    for (size_t len = 0; len < n; len++) {
+        ps_reader_init(&r, buf, len);
+        cr_assert_eq(ps_view_decode(&r, &back), PSERV_ERR_BAD_MESSAGE, "truncated to %zu of %zu bytes", len, n);
+    }
+    /* a bad state, a server count that does not fit, an owner out of range */
+    uint8_t *bad = malloc(n);
+    size_t fields[] = {4, 16, n - 4};
+    uint32_t values[] = {100000, 99, 3};
+    for (unsigned i = 0; i < 3; i++) {
+        memcpy(bad, buf, n);
+        memcpy(bad + fields[i], &values[i], 4);
+        ps_reader_init(&r, bad, n);
+        cr_assert_eq(ps_view_decode(&r, &back), PSERV_ERR_BAD_MESSAGE, "field at %zu", fields[i]);
+    }
+    free(bad);
+    free(buf);
+    ps_view_free(&v);
+}
