@@ -13,6 +13,8 @@ int cmd_coordinator(int argc, char **argv)
     const char *listen = "0.0.0.0:7777", *mode = "sync";
     unsigned servers = 2, workers = 2, wait_s = 0;
     size_t chunk = 4u << 20;
+    const char *policy = "fail";
+    unsigned heartbeat_ms = 0, timeout_ms = 0;
     const cli_opt_t opts[] = {
         {"listen", CLI_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:7777)", NULL, 0},
         {"servers", CLI_UINT, &servers, "N", "server shards in the job (default 2)", NULL, 1},
@@ -20,6 +22,11 @@ int cmd_coordinator(int argc, char **argv)
         {"mode", CLI_CHOICE, &mode, "sync|async", "consistency model (default sync)", "sync|async", 0},
         {"chunk-bytes", CLI_SIZE, &chunk, "BYTES", "tensor chunk size, e.g. 4M (default 4M)", NULL, 0},
         {"timeout", CLI_UINT, &wait_s, "SECONDS", "give up if the job is not over by then (default: never)", NULL, 0},
+        {"on-worker-failure", CLI_CHOICE, &policy, "fail|continue",
+         "when a worker dies: end the job, naming it, or go on with the others (default fail)", "fail|continue", 0},
+        {"heartbeat-ms", CLI_UINT, &heartbeat_ms, "MS", "heartbeat interval to every member (default 500)", NULL, 0},
+        {"failure-timeout-ms", CLI_UINT, &timeout_ms, "MS", "a member silent this long is dead (default 3000)", NULL,
+         0},
     };
     cli_result_t r = cli_parse("coordinator", "Runs the coordinator of a job: ranks, shard map, barriers.", opts,
                                ARRAY_LEN(opts), argc, argv);
@@ -32,6 +39,9 @@ int cmd_coordinator(int argc, char **argv)
     p.num_workers = workers;
     p.mode = strcmp(mode, "async") == 0 ? PSERV_MODE_ASYNC : PSERV_MODE_SYNC;
     p.chunk_bytes = chunk;
+    p.heartbeat_ms = (int)heartbeat_ms;
+    p.failure_timeout_ms = (int)timeout_ms;
+    p.on_worker_failure = strcmp(policy, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;
     pserv_status_t st = pserv_coordinator_create(&p, &c);
     if (st < 0) {
         fprintf(stderr, "pserv coordinator: cannot listen on %s: %s (%s)\n", listen, pserv_strerror(st),
@@ -44,8 +54,10 @@ int cmd_coordinator(int argc, char **argv)
            workers, mode);
     fflush(stdout);
     st = pserv_coordinator_wait(c, wait_s ? (int)(wait_s * 1000) : -1);
+    if (st < 0)
+        fprintf(stderr, "pserv coordinator: job ended: %s%s%s\n", pserv_strerror(st),
+                pserv_coordinator_last_error(c)[0] ? ": " : "", pserv_coordinator_last_error(c));
     pserv_coordinator_destroy(c);
-    if (st < 0) fprintf(stderr, "pserv coordinator: job ended: %s\n", pserv_strerror(st));
     return st < 0 ? 1 : 0;
 }
 
@@ -80,6 +92,7 @@ int cmd_server(int argc, char **argv)
         return 1;
     }
     st = pserv_server_wait(s, -1);
+    if (st < 0) fprintf(stderr, "pserv server: %s: %s\n", pserv_strerror(st), pserv_server_last_error(s));
     pserv_server_stats_t stats = PSERV_SERVER_STATS_INIT;
     pserv_server_stats(s, &stats);
     unsigned rank = 0;

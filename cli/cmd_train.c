@@ -57,7 +57,8 @@ static void end_bar(const progress_t *prog)
  * while the job ran, the coordinator failing the job, a job that does not end once its workers
  * are gone, or a signal to the launcher (1, or 128 + the signal).
  */
-static int watch_job(pserv_coordinator_h coord, children_t *kids, unsigned servers, progress_t *prog)
+static int watch_job(pserv_coordinator_h coord, children_t *kids, unsigned servers, int workers_may_die,
+                     progress_t *prog)
 {
     char why[512];
     double end_by = 0;
@@ -76,6 +77,11 @@ static int watch_job(pserv_coordinator_h coord, children_t *kids, unsigned serve
         if (dead) {
             children_describe(dead, why, sizeof(why));
             end_bar(prog);
+            /* --on-worker-failure continue: the coordinator goes on without it, and so do we. */
+            if (workers_may_die && strcmp(dead->role, "worker") == 0) {
+                fprintf(stderr, "pserv train: %s; the others go on\n", why);
+                continue;
+            }
             fprintf(stderr, "pserv train: %s\n", why);
             return 1;
         }
@@ -122,11 +128,10 @@ static int run_local(const train_config_t *cfg)
         free(kids);
         return 2;
     }
+    train_config_coordinator_params(cfg, &cp);
     cp.listen = "127.0.0.1:0";
     cp.num_servers = cfg->servers;
     cp.num_workers = cfg->workers;
-    cp.mode = strcmp(cfg->mode, "async") == 0 ? PSERV_MODE_ASYNC : PSERV_MODE_SYNC;
-    cp.chunk_bytes = cfg->chunk_bytes;
     pserv_status_t st = pserv_coordinator_create(&cp, &coord);
     if (st < 0) {
         fprintf(stderr, "pserv train: cannot start the coordinator: %s\n", pserv_last_error());
@@ -169,12 +174,13 @@ static int run_local(const train_config_t *cfg)
 
     progress_t prog;
     progress_init(&prog, cfg->workers, cfg->epochs, cfg->batch, cfg->target);
-    if (started) rc = watch_job(coord, kids, cfg->servers, &prog);
+    int may_die = strcmp(cfg->on_worker_failure, "continue") == 0;
+    if (started) rc = watch_job(coord, kids, cfg->servers, may_die, &prog);
     /* On success every child has exited already; otherwise this ends them, SIGKILL last. */
     int left = children_stop(kids, GRACE_MS);
     pserv_coordinator_destroy(coord);
     free(kids);
-    if (rc == 0 && (left > 0 || prog.done != cfg->workers)) {
+    if (rc == 0 && (left > 0 || prog.done == 0 || (!may_die && prog.done != cfg->workers))) {
         fprintf(stderr, "pserv train: the job failed (see the messages above)\n");
         rc = 1;
     }

@@ -51,11 +51,10 @@ int train_by_rank(const train_config_t *cfg, const launcher_env_t *env)
     snprintf(coord_listen, sizeof(coord_listen), "%s%s", local ? "127.0.0.1" : "0.0.0.0", port);
     pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
     pserv_coordinator_h coord;
+    train_config_coordinator_params(cfg, &cp);
     cp.listen = coord_listen;
     cp.num_servers = servers;
     cp.num_workers = (unsigned)env->size - servers;
-    cp.mode = strcmp(cfg->mode, "async") == 0 ? PSERV_MODE_ASYNC : PSERV_MODE_SYNC;
-    cp.chunk_bytes = cfg->chunk_bytes;
     if (pserv_coordinator_create(&cp, &coord) < 0) {
         fprintf(stderr, "pserv train: coordinator: %s\n", pserv_last_error());
         return 1;

@@ -16,6 +16,7 @@ void train_config_defaults(train_config_t *cfg)
     cfg->workers = 0; /* one per GPU, or 2 on the CPU: train_config_resolve_workers */
     cfg->mode = "sync";
     cfg->chunk_bytes = 256u << 10;
+    cfg->on_worker_failure = "fail";
     cfg->optimizer = "adam";
     cfg->batch = 128;
     cfg->epochs = 15;
@@ -40,6 +41,13 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                                 "sync|async", 0};
         opts[n++] = (cli_opt_t){"chunk-bytes", CLI_SIZE, &cfg->chunk_bytes, "BYTES",
                                 "tensor chunk size on the servers, e.g. 1M (default 256K)", NULL, 0};
+        opts[n++] = (cli_opt_t){"on-worker-failure", CLI_CHOICE, &cfg->on_worker_failure, "fail|continue",
+                                "when a worker dies: end the job, naming it, or go on with the others (default fail)",
+                                "fail|continue", 0};
+        opts[n++] = (cli_opt_t){"heartbeat-ms", CLI_UINT, &cfg->heartbeat_ms, "MS",
+                                "heartbeat interval between the coordinator and every member (default 500)", NULL, 0};
+        opts[n++] = (cli_opt_t){"failure-timeout-ms", CLI_UINT, &cfg->failure_timeout_ms, "MS",
+                                "a member silent this long is declared dead (default 3000)", NULL, 0};
     }
     if (with_coordinator)
         opts[n++] = (cli_opt_t){"coordinator", CLI_STRING, &cfg->coordinator, "HOST:PORT",
@@ -87,6 +95,25 @@ float train_config_lr(const train_config_t *cfg)
     if (strcmp(cfg->optimizer, "momentum") == 0) return 0.05f;
     if (strcmp(cfg->optimizer, "adagrad") == 0) return 0.01f;
     return 0.001f;
+}
+
+void train_config_coordinator_params(const train_config_t *cfg, pserv_coordinator_params_t *p)
+{
+    p->mode = strcmp(cfg->mode, "async") == 0 ? PSERV_MODE_ASYNC : PSERV_MODE_SYNC;
+    p->chunk_bytes = cfg->chunk_bytes;
+    p->heartbeat_ms = (int)cfg->heartbeat_ms;
+    p->failure_timeout_ms = (int)cfg->failure_timeout_ms;
+    p->on_worker_failure =
+        strcmp(cfg->on_worker_failure, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;
+}
+
+void train_config_settings(const train_config_t *cfg, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "optimizer=%s lr=%.9g batch=%u epochs=%u seed=%u target-accuracy=%.9g limit=%u hidden=",
+                     cfg->optimizer, (double)train_config_lr(cfg), cfg->batch, cfg->epochs, cfg->seed,
+                     (double)cfg->target, cfg->limit);
+    for (unsigned i = 0; i < cfg->hidden.n && n > 0 && (size_t)n < cap; i++)
+        n += snprintf(out + n, cap - (size_t)n, "%s%zu", i ? "," : "", cfg->hidden.v[i]);
 }
 
 int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MAX], char **argv, int max)

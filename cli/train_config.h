@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "options.h"
+#include "pserv/pserv.h"
 
 typedef struct train_config {
     /* job */
@@ -15,6 +16,8 @@ typedef struct train_config {
     const char *mode;      /* sync | async */
     size_t chunk_bytes;
     const char *coordinator;
+    const char *on_worker_failure; /* fail | continue */
+    unsigned heartbeat_ms, failure_timeout_ms;
     /* model and optimizer */
     const char *optimizer; /* sgd | momentum | adam | adamw | adagrad */
     float lr;              /* 0: the optimizer's default */
@@ -30,7 +33,7 @@ typedef struct train_config {
     int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
 } train_config_t;
 
-#define TRAIN_FLAGS_MAX 24
+#define TRAIN_FLAGS_MAX 28
 #define TRAIN_ARG_MAX 96 /* one "--flag=value" argument for a worker process */
 
 void train_config_defaults(train_config_t *cfg);
@@ -38,6 +41,10 @@ void train_config_defaults(train_config_t *cfg);
 size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinator, cli_opt_t *opts);
 /* The optimizer's learning rate when --lr was not given. */
 float train_config_lr(const train_config_t *cfg);
+/* The coordinator's parameters from the job-wide flags (listen, servers and workers are the caller's). */
+void train_config_coordinator_params(const train_config_t *cfg, pserv_coordinator_params_t *p);
+/* The settings every worker of a job must share, as "key=value ..." for pserv_worker_params_t. */
+void train_config_settings(const train_config_t *cfg, char *out, size_t cap);
 /* Writes argv entries for a worker process with the same settings; returns how many. */
 int train_config_worker_args(const train_config_t *cfg, char bufs[][TRAIN_ARG_MAX], char **argv, int max);
 /*

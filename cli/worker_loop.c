@@ -31,6 +31,7 @@ typedef struct {
     float *params[MAX_TENSORS], *grads[MAX_TENSORS];
     pserv_dataset_h train, test;
     FILE *report; /* NULL: print epochs to stdout (rank 0) */
+    char why[600]; /* why this worker failed, for pserv_worker_abort */
 } trainer_t;
 
 static uint64_t rng_next(uint64_t *s)
@@ -51,11 +52,13 @@ static void shuffle(size_t *idx, size_t n, uint64_t seed)
     }
 }
 
-static int fail(const trainer_t *t, const char *what, pserv_status_t st)
+static int fail(trainer_t *t, const char *what, pserv_status_t st)
 {
     const char *model = pserv_model_last_error();
     const char *detail = t->worker ? pserv_worker_last_error(t->worker) : *model ? model : pserv_last_error();
     fprintf(stderr, "pserv worker: %s: %s%s%s\n", what, pserv_strerror(st), *detail ? ": " : "", detail);
+    /* The job hears it now, with the reason, instead of waiting for this worker's pushes. */
+    snprintf(t->why, sizeof(t->why), "%s: %s%s%s", what, pserv_strerror(st), *detail ? ": " : "", detail);
     return 1;
 }
 
@@ -272,9 +275,11 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
         rc = 2;
         goto out;
     }
-    char node[256] = "";
+    char node[256] = "", settings[512];
     pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    train_config_settings(cfg, settings, sizeof(settings));
     wp.coordinator = coordinator;
+    wp.settings = settings;
     wp.timeout_ms = (int)cfg->timeout_s * 1000;
     /* GPU workers of one machine reduce over NCCL first: by default a node group is a host. */
     if (use_gpu) wp.node = cfg->node ? cfg->node : gethostname(node, sizeof(node) - 1) == 0 ? node : NULL;
@@ -293,7 +298,8 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
     rc = train(&t);
 out:
     worker_gpu_close(t.gpu);
-    if (t.worker) pserv_worker_destroy(t.worker);
+    if (t.worker && rc != 0) pserv_worker_abort(t.worker, t.why[0] ? t.why : "the worker failed");
+    else if (t.worker) pserv_worker_destroy(t.worker);
     if (t.mlp) pserv_mlp_destroy(t.mlp);
     if (t.train) pserv_dataset_destroy(t.train);
     if (t.test) pserv_dataset_destroy(t.test);

@@ -24,6 +24,13 @@ int ps_deadline_left_ms(const ps_deadline_t *d)
     return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
+int64_t ps_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 pserv_status_t ps_cond_init(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;

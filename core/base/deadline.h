@@ -3,6 +3,7 @@
 #define PS_DEADLINE_H
 
 #include <pthread.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "pserv/pserv_status.h"
@@ -16,6 +17,8 @@ typedef struct {
 void ps_deadline_set(ps_deadline_t *d, int timeout_ms);
 /* Milliseconds left before the deadline (0 once passed; -1 for never). */
 int ps_deadline_left_ms(const ps_deadline_t *d);
+/* Milliseconds on the monotonic clock (for last-heard times and intervals). */
+int64_t ps_now_ms(void);
 /* A condition variable that waits on CLOCK_MONOTONIC. */
 pserv_status_t ps_cond_init(pthread_cond_t *cond);
 /* One wait (the caller loops on its predicate): PSERV_ERR_TIMED_OUT once the deadline passed. */

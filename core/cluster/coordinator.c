@@ -1,62 +1,16 @@
 /*
  * The coordinator: rendezvous of a job's servers and workers, rank assignment, the job
- * description and shard map, barriers, and the end of the job. All of its state is changed on
- * the transport's progress thread under one lock (control traffic only, never the data path).
+ * description and the first cluster view, the workers' settings, and dispatch of what members
+ * send. Collectives, failures and tensor placement are in the coord_*.c files beside it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "coordinator_internal.h"
 #include "deadline.h"
 #include "hostport.h"
-#include "job.h"
-#include "member.h"
-#include "transport.h"
-#include "wire.h"
-
-typedef struct {
-    ps_tp_peer_t *peer;
-    ps_role_t role;
-    int32_t wanted_rank;
-    uint32_t rank;
-    uint64_t join_req;
-    char addr[PS_ADDR_MAX];
-    char node[PS_NODE_MAX]; /* a worker's node group name, "" for a group of its own */
-    int used, left, failed;
-    uint64_t barrier_req; /* req id of its barrier call, while it waits at the barrier */
-    int at_barrier;
-    uint64_t bcast_req;   /* req id of its node broadcast call, while it waits in one */
-    int at_bcast;
-} ps_coord_member_t;
-
-/* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */
-typedef struct {
-    uint64_t seq;
-    uint32_t arrived, size;
-    uint32_t len;
-    pserv_status_t fail; /* the round's outcome so far: members disagreed on the length */
-    uint8_t data[PSERV_NODE_BROADCAST_MAX];
-} ps_coord_node_t;
-
-struct pserv_coordinator {
-    ps_tp_t *tp;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    ps_job_t job;
-    ps_coord_member_t *members; /* num_servers + num_workers slots */
-    uint32_t capacity;
-    uint32_t joined[3];         /* by role */
-    int formed;
-    uint64_t barrier_seq;
-    uint32_t barrier_arrived;
-    ps_coord_node_t *nodes; /* job.num_nodes, once formed */
-    uint32_t workers_done; /* left or failed */
-    int done;
-    pserv_status_t result;
-    char why[512]; /* why the job failed, for pserv_coordinator_last_error */
-    uint64_t rejected;
-};
 
 static uint32_t ps_coord_role_size(const pserv_coordinator_h c, ps_role_t role)
 {
@@ -89,14 +43,28 @@ static void ps_coord_assign_ranks(pserv_coordinator_h c, ps_role_t role)
     free(taken);
 }
 
+void ps_coord_member_name(const ps_coord_member_t *m, char *out, size_t cap)
+{
+    /* A server by the address workers know it by; a worker by where it connected from. */
+    snprintf(out, cap, "%s %u at %s", m->role == PS_ROLE_SERVER ? "server" : "worker", m->rank,
+             m->role == PS_ROLE_SERVER ? m->addr : m->peer ? ps_tp_peer_name(m->peer) : "?");
+}
+
+uint8_t *ps_coord_member_state(pserv_coordinator_h c, const ps_coord_member_t *m)
+{
+    return m->role == PS_ROLE_SERVER ? &c->view.server_state[m->rank] : &c->view.worker_state[m->rank];
+}
+
+/* JOIN_REPLY: the member's rank, the job, then the first view. */
 static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
 {
-    size_t cap = 64 + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4) + (size_t)c->job.num_workers * 4;
+    size_t cap = 64 + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4) + (size_t)c->job.num_workers * 4 +
+                 ps_view_encoded_size(&c->view);
     uint8_t *payload = malloc(cap);
     ps_wire_hdr_t h;
     ps_wire_hdr_init(&h, PS_MSG_JOIN_REPLY);
     h.req_id = m->join_req;
-    h.map_version = c->job.map.version;
+    h.map_version = c->view.version;
     if (payload == NULL) {
         ps_reply_status(m->peer, &h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_NO_MEMORY);
         return;
@@ -104,6 +72,7 @@ static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
     ps_writer_t w;
     ps_writer_init(&w, payload, cap);
     ps_job_encode(&c->job, m->rank, &w);
+    ps_view_encode(&c->view, &w);
     h.length = w.len;
     ps_send_msg(m->peer, &h, payload, w.len, NULL, ps_send_free_cb, payload);
 }
@@ -154,9 +123,14 @@ static void ps_coord_form(pserv_coordinator_h c)
     ps_coord_assign_ranks(c, PS_ROLE_SERVER);
     ps_coord_assign_ranks(c, PS_ROLE_WORKER);
     ps_coord_group_nodes(c);
-    for (uint32_t i = 0; i < c->capacity; i++)
-        if (c->members[i].used && c->members[i].role == PS_ROLE_SERVER)
-            snprintf(c->job.servers[c->members[i].rank], PS_ADDR_MAX, "%s", c->members[i].addr);
+    int64_t now = ps_now_ms();
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (!m->used) continue;
+        if (m->role == PS_ROLE_SERVER) snprintf(c->job.servers[m->rank], PS_ADDR_MAX, "%s", m->addr);
+        *ps_coord_member_state(c, m) = PS_MEMBER_LIVE;
+        m->last_heard_ms = now; /* silence counts from here */
+    }
     c->formed = 1;
     ps_info("job formed: %u servers, %u workers in %u node groups, %s mode, %llu-byte chunks", c->job.num_servers,
             c->job.num_workers, c->job.num_nodes, c->job.mode == PSERV_MODE_SYNC ? "sync" : "async",
@@ -165,31 +139,98 @@ static void ps_coord_form(pserv_coordinator_h c)
         if (c->members[i].used) ps_coord_send_job(c, &c->members[i]);
 }
 
+/*
+ * Workers' settings ("key=value key=value ...") must equal the first worker's. Returns NULL when
+ * they do, else a reason naming the first setting that differs.
+ */
+static const char *ps_coord_settings_differ(const char *job, const char *mine, char *why, size_t cap)
+{
+    if (strcmp(job, mine) == 0) return NULL;
+    const char *sets[2] = {mine, job};
+    for (int pass = 0; pass < 2; pass++) {
+        const char *p = sets[pass], *other = sets[1 - pass];
+        while (*p) {
+            while (*p == ' ') p++;
+            size_t n = strcspn(p, " ");
+            if (n == 0) break;
+            size_t k = strcspn(p, "=");
+            if (k > n) k = n;
+            /* find the same key in the other set and compare the whole token */
+            const char *q = other, *match = NULL;
+            while (*q && match == NULL) {
+                while (*q == ' ') q++;
+                size_t m = strcspn(q, " ");
+                if (m == 0) break;
+                if (strncmp(q, p, k) == 0 && (q[k] == '=' || q[k] == ' ' || q[k] == '\0')) match = q;
+                else q += m;
+            }
+            size_t mlen = match ? strcspn(match, " ") : 0;
+            if (match == NULL || mlen != n || strncmp(match, p, n) != 0) {
+                const char *jv = pass == 0 ? match : p, *mv = pass == 0 ? p : match;
+                size_t jl = pass == 0 ? mlen : n, ml = pass == 0 ? n : mlen;
+                snprintf(why, cap, "setting '%.*s' differs from the job's: this worker has '%.*s', the first worker '%.*s'",
+                         (int)k, p, (int)(mv ? ml : 5), mv ? mv : "unset", (int)(jv ? jl : 5), jv ? jv : "unset");
+                return why;
+            }
+            p += n;
+        }
+    }
+    snprintf(why, cap, "settings differ from the job's");
+    return why;
+}
+
+static void ps_coord_refuse(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_msg_type_t type, pserv_status_t st,
+                            const char *why)
+{
+    size_t len = strlen(why) < PS_WIRE_REASON_MAX ? strlen(why) : PS_WIRE_REASON_MAX;
+    char *copy = malloc(len + 1);
+    ps_wire_hdr_t r;
+    ps_wire_hdr_init(&r, type);
+    r.req_id = h->req_id;
+    r.key = h->key;
+    r.status = st;
+    if (copy == NULL) {
+        ps_send_msg(peer, &r, NULL, 0, NULL, NULL, NULL);
+        return;
+    }
+    memcpy(copy, why, len);
+    ps_send_msg(peer, &r, copy, len, NULL, ps_send_free_cb, copy);
+}
+
 static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
                              size_t len)
 {
     ps_reader_t r;
-    ps_role_t role;
-    int32_t wanted;
-    char addr[PS_ADDR_MAX], node[PS_NODE_MAX];
+    ps_join_t *j = malloc(sizeof(*j));
+    char host[PS_HOST_MAX], why[PS_WIRE_REASON_MAX];
+    uint16_t port;
 
+    if (j == NULL) {
+        ps_reply_status(peer, h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_NO_MEMORY);
+        return;
+    }
     ps_reader_init(&r, data, len);
-    if (ps_join_decode(&r, &role, &wanted, addr, node) < 0) {
+    if (ps_join_decode(&r, j) < 0) {
         c->rejected++;
         ps_warn("malformed JOIN from %s rejected", ps_tp_peer_name(peer));
         ps_reply_status(peer, h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_BAD_MESSAGE);
-        return;
+        goto out;
     }
-    char host[PS_HOST_MAX];
-    uint16_t port;
-    if (ps_tp_peer_get_ctx(peer) != NULL || c->formed ||
-        c->joined[role] >= ps_coord_role_size(c, role) ||
-        (role == PS_ROLE_SERVER && (ps_hostport_parse(addr, 0, host, &port) < 0 || port == 0))) {
-        ps_warn("JOIN from %s refused: %s", ps_tp_peer_name(peer),
-                role == PS_ROLE_SERVER && c->joined[role] < ps_coord_role_size(c, role) && !c->formed
-                    ? "bad server address" : "the job is full or already formed");
-        ps_reply_status(peer, h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_NO_RESOURCE);
-        return;
+    ps_role_t role = j->role;
+    if (ps_tp_peer_get_ctx(peer) != NULL || c->formed || c->joined[role] >= ps_coord_role_size(c, role)) {
+        ps_warn("JOIN from %s refused: the job is full or already formed", ps_tp_peer_name(peer));
+        ps_coord_refuse(peer, h, PS_MSG_JOIN_REPLY, PSERV_ERR_NO_RESOURCE, "the job is full or already formed");
+        goto out;
+    }
+    if (role == PS_ROLE_SERVER && (ps_hostport_parse(j->addr, 0, host, &port) < 0 || port == 0)) {
+        ps_warn("JOIN from %s refused: bad server address '%s'", ps_tp_peer_name(peer), j->addr);
+        ps_coord_refuse(peer, h, PS_MSG_JOIN_REPLY, PSERV_ERR_INVALID_ARG, "bad server address");
+        goto out;
+    }
+    if (role == PS_ROLE_WORKER && c->have_settings && ps_coord_settings_differ(c->settings, j->settings, why, sizeof(why))) {
+        ps_warn("worker at %s refused: %s", ps_tp_peer_name(peer), why);
+        ps_coord_refuse(peer, h, PS_MSG_JOIN_REPLY, PSERV_ERR_MISMATCH, why);
+        goto out;
     }
     ps_coord_member_t *m = NULL;
     for (uint32_t i = 0; i < c->capacity && m == NULL; i++)
@@ -198,10 +239,15 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
     m->used = 1;
     m->peer = peer;
     m->role = role;
-    m->wanted_rank = wanted;
+    m->wanted_rank = j->wanted_rank;
     m->join_req = h->req_id;
-    snprintf(m->addr, sizeof(m->addr), "%s", addr);
-    snprintf(m->node, sizeof(m->node), "%s", role == PS_ROLE_WORKER ? node : "");
+    snprintf(m->addr, sizeof(m->addr), "%s", j->addr);
+    snprintf(m->node, sizeof(m->node), "%s", role == PS_ROLE_WORKER ? j->node : "");
+    if (role == PS_ROLE_WORKER && !c->have_settings) {
+        snprintf(c->settings, sizeof(c->settings), "%s", j->settings);
+        c->settings_from = (uint32_t)(m - c->members);
+        c->have_settings = 1;
+    }
     ps_tp_peer_set_ctx(peer, m);
     c->joined[role]++;
     ps_info("%s joined from %s (%u/%u servers, %u/%u workers)", role == PS_ROLE_SERVER ? "server" : "worker",
@@ -209,126 +255,8 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
             c->job.num_workers);
     if (c->joined[PS_ROLE_SERVER] == c->job.num_servers && c->joined[PS_ROLE_WORKER] == c->job.num_workers)
         ps_coord_form(c);
-}
-
-/* Releases the barrier when every worker still in the job has arrived (or fails it). */
-static void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
-{
-    uint32_t alive = c->job.num_workers - c->workers_done;
-    if (fail == PSERV_OK && (c->barrier_arrived < alive || c->barrier_arrived == 0)) return;
-    for (uint32_t i = 0; i < c->capacity; i++) {
-        ps_coord_member_t *m = &c->members[i];
-        if (!m->used || !m->at_barrier) continue;
-        ps_wire_hdr_t req;
-        ps_wire_hdr_init(&req, PS_MSG_BARRIER);
-        req.req_id = m->barrier_req;
-        req.round = c->barrier_seq;
-        ps_reply_status(m->peer, &req, PS_MSG_BARRIER_REPLY, 0, fail);
-        m->at_barrier = 0;
-    }
-    c->barrier_arrived = 0;
-    c->barrier_seq++;
-}
-
-/* Answers every member of a node group waiting in its broadcast: with the root's bytes, or fail. */
-static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_status_t fail)
-{
-    ps_coord_node_t *n = &c->nodes[node];
-    for (uint32_t i = 0; i < c->capacity; i++) {
-        ps_coord_member_t *m = &c->members[i];
-        if (!m->used || !m->at_bcast || c->job.worker_node[m->rank] != node) continue;
-        ps_wire_hdr_t h;
-        ps_wire_hdr_init(&h, PS_MSG_NODE_BCAST_REPLY);
-        h.req_id = m->bcast_req;
-        h.round = n->seq;
-        m->at_bcast = 0;
-        if (fail < 0) {
-            ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, fail);
-            continue;
-        }
-        uint8_t *copy = malloc(n->len ? n->len : 1);
-        if (copy == NULL) {
-            ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_NO_MEMORY);
-            continue;
-        }
-        memcpy(copy, n->data, n->len);
-        h.length = n->len;
-        ps_send_msg(m->peer, &h, copy, n->len, NULL, ps_send_free_cb, copy);
-    }
-    n->arrived = 0;
-    n->fail = PSERV_OK;
-    n->seq++;
-}
-
-static void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
-                              size_t len)
-{
-    uint32_t node = c->job.worker_node[m->rank], local_rank, local_size;
-    ps_coord_node_t *n = &c->nodes[node];
-    ps_job_node_of(&c->job, m->rank, &local_rank, &local_size);
-    if (h->round != n->seq || m->at_bcast || m->left || len > PSERV_NODE_BROADCAST_MAX) {
-        c->rejected++;
-        ps_warn("node broadcast %llu from worker %u rejected: %s", (unsigned long long)h->round, m->rank,
-                len > PSERV_NODE_BROADCAST_MAX ? "too long" : "out of sequence");
-        ps_reply_status(m->peer, h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_INVALID_ARG);
-        return;
-    }
-    /* Members that disagree on the length fail the round together, so their sequences stay in step. */
-    if (n->arrived > 0 && len != n->len && n->fail == PSERV_OK) {
-        ps_warn("node broadcast %llu of node group %u failed: worker %u sent %zu bytes, others %u",
-                (unsigned long long)h->round, node, m->rank, len, n->len);
-        n->fail = PSERV_ERR_INVALID_ARG;
-    }
-    if (n->arrived == 0) n->len = (uint32_t)len;
-    if (local_rank == 0 && len == n->len) memcpy(n->data, data, len);
-    m->at_bcast = 1;
-    m->bcast_req = h->req_id;
-    if (++n->arrived == n->size) ps_coord_bcast_release(c, node, n->fail);
-}
-
-static void ps_coord_end_if_done(pserv_coordinator_h c)
-{
-    if (c->done || c->workers_done < c->job.num_workers) return;
-    for (uint32_t i = 0; i < c->capacity; i++) {
-        ps_coord_member_t *m = &c->members[i];
-        if (!m->used || m->role != PS_ROLE_SERVER || m->failed) continue;
-        ps_wire_hdr_t h;
-        ps_wire_hdr_init(&h, PS_MSG_SHUTDOWN);
-        ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL);
-    }
-    c->done = 1;
-    ps_info("job over: %s", pserv_strerror(c->result));
-    pthread_cond_broadcast(&c->cond);
-}
-
-static void ps_coord_on_worker_msg(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h)
-{
-    if (h->type == PS_MSG_LEAVE) {
-        if (!m->left) {
-            m->left = 1;
-            c->workers_done++;
-        }
-        ps_reply_status(m->peer, h, PS_MSG_LEAVE_REPLY, 0, PSERV_OK);
-        if (m->at_barrier) {
-            m->at_barrier = 0;
-            c->barrier_arrived--;
-        }
-        /* Its node group's broadcast can no longer complete. */
-        if (c->nodes[c->job.worker_node[m->rank]].arrived > 0)
-            ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
-        ps_coord_barrier_check(c, PSERV_OK);
-        ps_coord_end_if_done(c);
-        return;
-    }
-    /* BARRIER */
-    if (h->round != c->barrier_seq || m->at_barrier || m->left) {
-        ps_reply_status(m->peer, h, PS_MSG_BARRIER_REPLY, 0, PSERV_ERR_STALE);
-        return;
-    }
-    m->at_barrier = 1;
-    m->barrier_req = h->req_id;
-    c->barrier_arrived++;
-    ps_coord_barrier_check(c, PSERV_OK);
+out:
+    free(j);
 }
 
 static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
@@ -344,17 +272,25 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
         goto out;
     }
     ps_coord_member_t *m = ps_tp_peer_get_ctx(peer);
+    if (m && m->failed) goto out; /* declared dead: whatever it still says is ignored */
+    if (m) m->last_heard_ms = ps_now_ms();
+    int worker = m && c->formed && m->role == PS_ROLE_WORKER;
     if (h.type == PS_MSG_JOIN) {
         ps_coord_on_join(c, peer, &h, data, len);
-    } else if ((h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE) && m && c->formed &&
-               m->role == PS_ROLE_WORKER) {
-        ps_coord_on_worker_msg(c, m, &h);
-    } else if (h.type == PS_MSG_NODE_BCAST && m && c->formed && m->role == PS_ROLE_WORKER) {
+    } else if (h.type == PS_MSG_HEARTBEAT && m) {
+        /* last_heard is all it is for */
+    } else if (h.type == PS_MSG_LEAVE && worker) {
+        ps_coord_on_leave(c, m, &h, data, len);
+    } else if (h.type == PS_MSG_BARRIER && worker) {
+        ps_coord_on_barrier(c, m, &h);
+    } else if (h.type == PS_MSG_NODE_BCAST && worker) {
         ps_coord_on_bcast(c, m, &h, data, len);
+    } else if (h.type == PS_MSG_TENSOR && worker) {
+        ps_coord_on_tensor(c, m, &h, data, len);
     } else {
         c->rejected++;
         ps_warn("unexpected %s from %s rejected", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
-        if (h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE || h.type == PS_MSG_NODE_BCAST)
+        if (h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE || h.type == PS_MSG_NODE_BCAST || h.type == PS_MSG_TENSOR)
             ps_reply_status(peer, &h, (ps_msg_type_t)(h.type + 1), 0, PSERV_ERR_INVALID_ARG);
     }
 out:
@@ -364,43 +300,21 @@ out:
 static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
 {
     pserv_coordinator_h c = arg;
+    char text[128];
     pthread_mutex_lock(&c->lock);
     ps_coord_member_t *m = ps_tp_peer_get_ctx(peer);
     if (m == NULL || m->failed) goto out;
-    if (c->done || m->left) {
-        /* The job is over (or this worker left it): a disconnect now is the normal end. */
-        m->failed = 1;
-        goto out;
-    }
-    ps_warn("%s at %s failed: %s", m->role == PS_ROLE_SERVER ? "server" : "worker", ps_tp_peer_name(peer),
-            pserv_strerror(why));
     if (!c->formed) {
         /* Before the job forms a member may simply come back: free its place. */
+        ps_warn("%s at %s gone before the job formed: %s", m->role == PS_ROLE_SERVER ? "server" : "worker",
+                ps_tp_peer_name(peer), pserv_strerror(why));
         c->joined[m->role]--;
         ps_tp_peer_set_ctx(peer, NULL);
         m->used = 0;
         goto out;
     }
-    m->failed = 1;
-    if (c->why[0] == '\0')
-        snprintf(c->why, sizeof(c->why), "%s %u at %s failed: %s", m->role == PS_ROLE_SERVER ? "server" : "worker",
-                 m->rank, ps_tp_peer_name(peer), pserv_strerror(why));
-    if (m->role == PS_ROLE_WORKER && !m->left) {
-        m->left = 1;
-        c->workers_done++;
-        c->result = PSERV_ERR_PEER_FAILED;
-        if (m->at_barrier) c->barrier_arrived--;
-        m->at_barrier = 0;
-        /* Workers still at the barrier (or in their node's broadcast) would wait for one that never comes. */
-        ps_coord_barrier_check(c, PSERV_ERR_PEER_FAILED);
-        ps_coord_node_t *n = &c->nodes[c->job.worker_node[m->rank]];
-        if (m->at_bcast) n->arrived--;
-        m->at_bcast = 0;
-        if (n->arrived > 0) ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
-        ps_coord_end_if_done(c);
-    } else if (m->role == PS_ROLE_SERVER) {
-        c->result = PSERV_ERR_PEER_FAILED;
-    }
+    snprintf(text, sizeof(text), "its connection failed (%s)", pserv_strerror(why));
+    ps_coord_member_dead(c, m, text);
 out:
     pthread_mutex_unlock(&c->lock);
 }
@@ -415,6 +329,20 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     PS_CHECK_ARG(params->num_servers >= 1 && params->num_workers >= 1);
     PS_CHECK_ARG(params->num_servers <= 4096 && params->num_workers <= 65536);
     PS_CHECK_ARG(params->mode == PSERV_MODE_SYNC || params->mode == PSERV_MODE_ASYNC);
+    PS_CHECK_ARG(params->on_worker_failure == PSERV_ON_FAILURE_FAIL ||
+                 params->on_worker_failure == PSERV_ON_FAILURE_CONTINUE);
+    if (params->chunk_bytes != 0 && params->chunk_bytes < PS_MIN_CHUNK_BYTES) {
+        ps_set_last_error("chunk size of %zu bytes is below the minimum of %u", params->chunk_bytes,
+                          PS_MIN_CHUNK_BYTES);
+        return PSERV_ERR_INVALID_ARG;
+    }
+    if (params->heartbeat_ms < 0 || params->failure_timeout_ms < 0 ||
+        (params->heartbeat_ms > 0 && params->failure_timeout_ms > 0 &&
+         params->failure_timeout_ms <= params->heartbeat_ms)) {
+        ps_set_last_error("failure timeout %d ms must exceed the heartbeat interval %d ms", params->failure_timeout_ms,
+                          params->heartbeat_ms);
+        return PSERV_ERR_INVALID_ARG;
+    }
     if (ps_hostport_parse(params->listen ? params->listen : "127.0.0.1:0", 0, host, &port) < 0) {
         ps_set_last_error("bad coordinator listen address '%s' (want host:port)", params->listen);
         return PSERV_ERR_INVALID_ARG;
@@ -426,18 +354,22 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     c->job.num_servers = params->num_servers;
     c->job.num_workers = params->num_workers;
     c->job.chunk_bytes = params->chunk_bytes ? params->chunk_bytes : PS_DEFAULT_CHUNK_BYTES;
-    c->job.map.version = 1;
-    c->job.map.num_servers = params->num_servers;
+    c->job.heartbeat_ms = params->heartbeat_ms > 0 ? (uint32_t)params->heartbeat_ms : PS_DEFAULT_HEARTBEAT_MS;
+    c->job.failure_timeout_ms =
+        params->failure_timeout_ms > 0 ? (uint32_t)params->failure_timeout_ms : PS_DEFAULT_FAILURE_TIMEOUT_MS;
+    c->job.on_worker_failure = params->on_worker_failure;
     c->capacity = params->num_servers + params->num_workers;
     c->members = calloc(c->capacity, sizeof(*c->members));
     c->job.servers = calloc(params->num_servers, sizeof(*c->job.servers));
     c->job.worker_node = calloc(params->num_workers, sizeof(*c->job.worker_node));
     c->nodes = calloc(params->num_workers, sizeof(*c->nodes)); /* at most one group per worker */
+    if (c->job.failure_timeout_ms <= c->job.heartbeat_ms) c->job.failure_timeout_ms = 6 * c->job.heartbeat_ms;
     st = PSERV_ERR_NO_MEMORY;
     if (c->members == NULL || c->job.servers == NULL || c->job.worker_node == NULL || c->nodes == NULL)
         goto err_free;
+    if ((st = ps_view_init(&c->view, params->num_servers, params->num_workers, 0)) < 0) goto err_free;
     st = PSERV_ERR_NO_RESOURCE;
-    if (pthread_mutex_init(&c->lock, NULL) != 0) goto err_free;
+    if (pthread_mutex_init(&c->lock, NULL) != 0) goto err_free_view;
     PS_CHECK_GOTO(ps_cond_init(&c->cond), st, err_destroy_lock);
 
     ps_tp_params_t tp_params = {
@@ -447,16 +379,22 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     };
     st = ps_tp_create(&tp_params, &c->tp);
     if (st < 0) {
-        ps_set_last_error("the coordinator cannot listen on %s:%u: %s", host, port, pserv_strerror(st));
+        ps_set_last_error("the coordinator cannot listen on %s:%u: %s", host, port,
+                          st == PSERV_ERR_ADDR_IN_USE ? "the port is in use" : pserv_strerror(st));
         goto err_destroy_cond;
     }
+    if ((st = ps_ticker_start(&c->ticker, (int)c->job.heartbeat_ms, ps_coord_tick, c)) < 0) goto err_destroy_tp;
     *coord = c;
     return PSERV_OK;
 
+err_destroy_tp:
+    ps_tp_destroy(c->tp);
 err_destroy_cond:
     pthread_cond_destroy(&c->cond);
 err_destroy_lock:
     pthread_mutex_destroy(&c->lock);
+err_free_view:
+    ps_view_free(&c->view);
 err_free:
     ps_job_free(&c->job);
     free(c->nodes);
@@ -487,13 +425,16 @@ pserv_status_t pserv_coordinator_wait(pserv_coordinator_h coord, int timeout_ms)
 
 const char *pserv_coordinator_last_error(pserv_coordinator_h coord)
 {
+    /* Written once, under the lock, before `done` is set; never changed after. */
     return coord ? coord->why : "";
 }
 
 pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord)
 {
     if (coord == NULL) return PSERV_OK;
+    ps_ticker_stop(&coord->ticker); /* before the transport: a tick sends */
     ps_tp_destroy(coord->tp);
+    ps_view_free(&coord->view);
     pthread_cond_destroy(&coord->cond);
     pthread_mutex_destroy(&coord->lock);
     ps_job_free(&coord->job);

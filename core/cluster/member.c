@@ -8,6 +8,8 @@
 #include "check.h"
 #include "hostport.h"
 
+static pserv_status_t ps_member_start_heartbeats(ps_member_t *m);
+
 pserv_status_t ps_member_error(ps_member_t *m, pserv_status_t status, const char *fmt, ...)
 {
     va_list ap;
@@ -23,7 +25,7 @@ pserv_status_t ps_member_error(ps_member_t *m, pserv_status_t status, const char
 }
 
 pserv_status_t ps_member_init(ps_member_t *m, ps_role_t role, const char *coord_addr, const char *listen_addr,
-                              const ps_tp_handler_t *handler)
+                              const ps_tp_handler_t *handler, const ps_member_hooks_t *hooks)
 {
     char host[PS_HOST_MAX];
     uint16_t port = 0;
@@ -33,6 +35,7 @@ pserv_status_t ps_member_init(ps_member_t *m, ps_role_t role, const char *coord_
     m->role = role;
     m->rank = UINT32_MAX;
     m->next_req = 1;
+    if (hooks) m->hooks = *hooks;
     if (coord_addr == NULL || strlen(coord_addr) >= sizeof(m->coord_addr)) return PSERV_ERR_INVALID_ARG;
     snprintf(m->coord_addr, sizeof(m->coord_addr), "%s", coord_addr);
     if (pthread_mutex_init(&m->lock, NULL) != 0) return PSERV_ERR_NO_RESOURCE;
@@ -50,8 +53,8 @@ pserv_status_t ps_member_init(ps_member_t *m, ps_role_t role, const char *coord_
     }
     st = ps_tp_create(&tp_params, &m->tp);
     if (st < 0) {
-        ps_member_error(m, st, "cannot start the transport%s%s", listen_addr ? " listening on " : "",
-                        listen_addr ? listen_addr : "");
+        ps_member_error(m, st, "cannot start the transport%s%s%s", listen_addr ? " listening on " : "",
+                        listen_addr ? listen_addr : "", st == PSERV_ERR_ADDR_IN_USE ? ": the port is in use" : "");
         goto err_destroy_cond;
     }
     return PSERV_OK;
@@ -65,13 +68,19 @@ err_destroy_lock:
 
 void ps_member_stop(ps_member_t *m)
 {
+    ps_ticker_stop(&m->ticker);
     ps_tp_stop(m->tp);
 }
 
 void ps_member_fini(ps_member_t *m)
 {
+    ps_ticker_stop(&m->ticker);
     ps_tp_destroy(m->tp); /* stops the progress thread first: no handler runs after this */
     ps_job_free(&m->job);
+    if (m->view) {
+        ps_view_free(m->view);
+        free(m->view);
+    }
     pthread_cond_destroy(&m->cond);
     pthread_mutex_destroy(&m->lock);
 }
@@ -97,9 +106,9 @@ static pserv_status_t ps_member_ctl(ps_member_t *m, ps_wire_hdr_t *h, const void
 
     ps_deadline_set(&deadline, timeout_ms);
     pthread_mutex_lock(&m->lock);
-    if (m->coord_failed) {
+    if (m->coord_failed || m->aborted) {
         pthread_mutex_unlock(&m->lock);
-        return PSERV_ERR_PEER_FAILED;
+        return m->aborted ? PSERV_ERR_JOB_FAILED : PSERV_ERR_PEER_FAILED;
     }
     h->req_id = m->next_req++;
     h->sender = m->rank;
@@ -110,10 +119,13 @@ static pserv_status_t ps_member_ctl(ps_member_t *m, ps_wire_hdr_t *h, const void
 
     st = ps_send_msg(m->coord, h, data, len, NULL, ps_member_ctl_sent, m);
     pthread_mutex_lock(&m->lock);
-    while (st == PSERV_OK && !m->ctl_done && !m->coord_failed)
+    while (st == PSERV_OK && !m->ctl_done && !m->coord_failed && !m->aborted)
         if (ps_cond_wait(&m->cond, &m->lock, &deadline) == PSERV_ERR_TIMED_OUT) break;
     if (st == PSERV_OK)
-        st = m->ctl_done ? m->ctl_status : m->coord_failed ? PSERV_ERR_PEER_FAILED : PSERV_ERR_TIMED_OUT;
+        st = m->ctl_done       ? m->ctl_status
+             : m->aborted      ? PSERV_ERR_JOB_FAILED
+             : m->coord_failed ? PSERV_ERR_PEER_FAILED
+                               : PSERV_ERR_TIMED_OUT;
     m->ctl_expect = 0;
     pthread_mutex_unlock(&m->lock);
     return st;
@@ -124,8 +136,8 @@ static int ps_member_unreachable(pserv_status_t st)
     return st == PSERV_ERR_PEER_FAILED || st == PSERV_ERR_UNREACHABLE || st == PSERV_ERR_TRANSPORT;
 }
 
-pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const char *node, int32_t wanted_rank,
-                              int timeout_ms)
+pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const char *node, const char *settings,
+                              int32_t wanted_rank, int timeout_ms)
 {
     char host[PS_HOST_MAX];
     uint16_t port;
@@ -139,7 +151,7 @@ pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const
         return ps_member_error(m, PSERV_ERR_INVALID_ARG, "bad coordinator address '%s' (want host:port)",
                                m->coord_addr);
     ps_writer_init(&w, m->ctl_payload, sizeof(m->ctl_payload));
-    ps_join_encode(&w, m->role, wanted_rank, advertised_addr, node);
+    ps_join_encode(&w, m->role, wanted_rank, advertised_addr, node, settings);
     ps_deadline_set(&deadline, timeout_ms);
     /* Members may start before the coordinator listens (mpirun starts every rank at once):
      * a refused connection is retried, with growing pauses, until the timeout. */
@@ -165,81 +177,244 @@ pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const
     if (st == PSERV_ERR_TIMED_OUT)
         return ps_member_error(m, st, "no answer from the coordinator at %s within %d ms (job not formed)",
                                m->coord_addr, timeout_ms);
+    if (st == PSERV_ERR_MISMATCH) {
+        char why[sizeof(m->last_error)];
+        pthread_mutex_lock(&m->lock);
+        memcpy(why, m->last_error, sizeof(why));
+        pthread_mutex_unlock(&m->lock);
+        return ps_member_error(m, st, "the coordinator at %s refused to join: %s", m->coord_addr, why);
+    }
     if (st < 0) return ps_member_error(m, st, "the coordinator at %s refused to join: %s", m->coord_addr,
                                        pserv_strerror(st));
-    return PSERV_OK;
+    return ps_member_start_heartbeats(m);
 }
 
 pserv_status_t ps_member_call(ps_member_t *m, ps_msg_type_t type, uint64_t round, int timeout_ms)
 {
-    ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, type);
-    h.round = round;
-    return ps_member_ctl(m, &h, NULL, 0, (ps_msg_type_t)(type + 1), timeout_ms);
+    return ps_member_call_data(m, type, 0, round, NULL, 0, NULL, timeout_ms);
 }
 
-pserv_status_t ps_member_call_data(ps_member_t *m, ps_msg_type_t type, uint64_t round, const void *data, size_t len,
-                                   void *reply, int timeout_ms)
+pserv_status_t ps_member_call_data(ps_member_t *m, ps_msg_type_t type, uint32_t flags, uint64_t round,
+                                   const void *data, size_t len, ps_ctl_reply_t *reply, int timeout_ms)
 {
     ps_wire_hdr_t h;
     if (len > PSERV_NODE_BROADCAST_MAX) return PSERV_ERR_INVALID_ARG;
     ps_wire_hdr_init(&h, type);
+    h.flags = flags;
     h.round = round;
     h.length = len;
     pthread_mutex_lock(&m->lock);
     /* The payload buffer outlives a timed-out call, so a late send never reads freed memory. */
-    memcpy(m->ctl_payload, data, len);
+    if (len) memcpy(m->ctl_payload, data, len);
     m->ctl_reply = reply;
-    m->ctl_reply_len = len;
     pthread_mutex_unlock(&m->lock);
-    pserv_status_t st = ps_member_ctl(m, &h, m->ctl_payload, len, (ps_msg_type_t)(type + 1), timeout_ms);
+    pserv_status_t st = ps_member_ctl(m, &h, len ? m->ctl_payload : NULL, len, (ps_msg_type_t)(type + 1), timeout_ms);
     pthread_mutex_lock(&m->lock);
     m->ctl_reply = NULL;
     pthread_mutex_unlock(&m->lock);
     return st;
 }
 
+pserv_status_t ps_member_wait_view(ps_member_t *m, uint32_t version, const ps_deadline_t *deadline)
+{
+    while (!m->aborted && (m->view == NULL || m->view->version < version))
+        if (ps_cond_wait(&m->cond, &m->lock, deadline) == PSERV_ERR_TIMED_OUT) return PSERV_ERR_TIMED_OUT;
+    return m->aborted ? PSERV_ERR_JOB_FAILED : PSERV_OK;
+}
+
+void ps_member_heard(ps_member_t *m)
+{
+    __atomic_store_n(&m->last_any_ms, ps_now_ms(), __ATOMIC_RELAXED);
+}
+
+/* The heartbeat: tell the coordinator we live, and end ourselves if cut off from everyone. */
+static void ps_member_tick(void *arg, int64_t now)
+{
+    ps_member_t *m = arg;
+    int64_t coord = __atomic_load_n(&m->last_coord_ms, __ATOMIC_RELAXED);
+    int64_t any = __atomic_load_n(&m->last_any_ms, __ATOMIC_RELAXED);
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_HEARTBEAT);
+    h.sender = m->rank;
+    pthread_mutex_lock(&m->lock);
+    h.map_version = m->view ? m->view->version : 0;
+    int send = !m->coord_failed && m->coord != NULL;
+    int64_t timeout = m->job.failure_timeout_ms;
+    int cut_off = !m->aborted && !m->shutdown && now - coord > timeout && now - any > timeout;
+    if (cut_off) {
+        m->aborted = 1;
+        snprintf(m->last_error, sizeof(m->last_error),
+                 "cut off: nothing heard from the coordinator at %s or any peer for %lld ms", m->coord_addr,
+                 (long long)(now - (coord > any ? coord : any)));
+        pthread_cond_broadcast(&m->cond);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (send) ps_send_msg(m->coord, &h, NULL, 0, NULL, NULL, NULL);
+    if (cut_off) ps_warn("%s", m->last_error);
+}
+
+static pserv_status_t ps_member_start_heartbeats(ps_member_t *m)
+{
+    int64_t now = ps_now_ms();
+    __atomic_store_n(&m->last_coord_ms, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->last_any_ms, now, __ATOMIC_RELAXED);
+    pserv_status_t st = ps_ticker_start(&m->ticker, (int)m->job.heartbeat_ms, ps_member_tick, m);
+    if (st < 0) return ps_member_error(m, st, "cannot start the heartbeat thread");
+    return PSERV_OK;
+}
+
 /* Completes the control call in flight if this reply is its answer. Called with the lock held. */
-static void ps_member_ctl_done(ps_member_t *m, const ps_wire_hdr_t *h, pserv_status_t status)
+static void ps_member_ctl_done(ps_member_t *m, const ps_wire_hdr_t *h, pserv_status_t status, const void *data,
+                               size_t len)
 {
     if (m->ctl_expect != h->type || m->ctl_req != h->req_id || m->ctl_done) {
         ps_debug("stale %s reply (req %llu) ignored", ps_wire_type_name(h->type), (unsigned long long)h->req_id);
         return;
+    }
+    if (m->ctl_reply) {
+        ps_ctl_reply_t *r = m->ctl_reply;
+        r->len = len;
+        r->round = h->round;
+        if (r->buf && r->cap) memcpy(r->buf, data, len < r->cap ? len : r->cap);
     }
     m->ctl_status = status;
     m->ctl_done = 1;
     pthread_cond_broadcast(&m->cond);
 }
 
+/* Installs a newer view (progress thread): swapped under the lock, then the role hears of it. */
+static void ps_member_install(ps_member_t *m, const ps_wire_hdr_t *h, const void *data, size_t len)
+{
+    ps_reader_t r;
+    ps_view_t *v = malloc(sizeof(*v));
+    if (v == NULL) {
+        ps_error("no memory for view %u", h->map_version);
+        return;
+    }
+    ps_reader_init(&r, data, len);
+    pserv_status_t st = ps_view_decode(&r, v);
+    if (st < 0 || v->version != h->map_version || v->num_servers != m->job.num_servers ||
+        v->num_workers != m->job.num_workers) {
+        ps_warn("view %u from the coordinator rejected: %s", h->map_version,
+                st < 0 ? pserv_strerror(st) : "it does not match the job");
+        if (st == PSERV_OK) ps_view_free(v);
+        free(v);
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    ps_view_t *old = m->view;
+    if (old && old->version >= v->version) { /* a late, older view */
+        pthread_mutex_unlock(&m->lock);
+        ps_view_free(v);
+        free(v);
+        return;
+    }
+    m->view = v;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    ps_debug("view %u installed", v->version);
+    if (m->hooks.view_changed) m->hooks.view_changed(m->hooks.arg, old, v);
+    if (old) {
+        ps_view_free(old);
+        free(old);
+    }
+}
+
+/* A peer's reason text, bounded and printable, as we will print it. */
+static void ps_member_reason(char out[PS_WIRE_REASON_MAX + 1], const void *data, size_t len)
+{
+    size_t n = len < PS_WIRE_REASON_MAX ? len : PS_WIRE_REASON_MAX;
+    memcpy(out, data, n);
+    out[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] == 0x7f) out[i] = ' ';
+}
+
+static void ps_member_on_join_reply(ps_member_t *m, const ps_wire_hdr_t *h, const void *data, size_t len)
+{
+    pserv_status_t st = h->status;
+    ps_job_t job = {0};
+    uint32_t rank = UINT32_MAX;
+    ps_view_t *v = NULL;
+    pthread_mutex_lock(&m->lock);
+    int ours = m->ctl_expect == h->type && m->ctl_req == h->req_id && !m->ctl_done && m->job.servers == NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!ours) return;
+    if (st == PSERV_OK) {
+        ps_reader_t r;
+        ps_reader_init(&r, data, len);
+        st = ps_job_decode(&r, &job, &rank);
+        if (st == PSERV_OK && (v = malloc(sizeof(*v))) == NULL) st = PSERV_ERR_NO_MEMORY;
+        if (st == PSERV_OK && (st = ps_view_decode(&r, v)) < 0) {
+            free(v);
+            v = NULL;
+        }
+        if (st == PSERV_OK && (v->num_servers != job.num_servers || v->num_workers != job.num_workers)) {
+            st = PSERV_ERR_BAD_MESSAGE;
+            ps_view_free(v);
+            free(v);
+            v = NULL;
+        }
+        if (st < 0) ps_job_free(&job);
+    }
+    char why[PS_WIRE_REASON_MAX + 1] = "";
+    if (h->status < 0) ps_member_reason(why, data, len);
+    pthread_mutex_lock(&m->lock);
+    if (st == PSERV_OK) {
+        m->job = job;
+        m->rank = rank;
+        m->view = v;
+    } else if (why[0]) {
+        snprintf(m->last_error, sizeof(m->last_error), "%s", why);
+    }
+    ps_member_ctl_done(m, h, st, NULL, 0);
+    pthread_mutex_unlock(&m->lock);
+    if (v && m->hooks.view_changed) m->hooks.view_changed(m->hooks.arg, NULL, v);
+}
+
+static void ps_member_on_abort(ps_member_t *m, const void *data, size_t len)
+{
+    char why[PS_WIRE_REASON_MAX + 1];
+    ps_member_reason(why, data, len);
+    pthread_mutex_lock(&m->lock);
+    int first = !m->aborted;
+    m->aborted = 1;
+    snprintf(m->last_error, sizeof(m->last_error), "%s", why); /* the status says the job failed */
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    if (first) {
+        ps_warn("the job failed: %s", why);
+        if (m->hooks.aborted) m->hooks.aborted(m->hooks.arg);
+    }
+}
+
 int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len)
 {
     if (peer != m->coord) return 0;
+    __atomic_store_n(&m->last_coord_ms, ps_now_ms(), __ATOMIC_RELAXED);
+    switch (h->type) {
+    case PS_MSG_HEARTBEAT:
+        return 1;
+    case PS_MSG_VIEW:
+        ps_member_install(m, h, data, len);
+        return 1;
+    case PS_MSG_ABORT:
+        ps_member_on_abort(m, data, len);
+        return 1;
+    case PS_MSG_JOIN_REPLY:
+        ps_member_on_join_reply(m, h, data, len);
+        return 1;
+    default:
+        break;
+    }
     pthread_mutex_lock(&m->lock);
     switch (h->type) {
-    case PS_MSG_JOIN_REPLY: {
-        pserv_status_t st = h->status;
-        if (st == PSERV_OK && m->job.servers == NULL) {
-            ps_reader_t r;
-            ps_reader_init(&r, data, len);
-            st = ps_job_decode(&r, &m->job, &m->rank);
-        }
-        ps_member_ctl_done(m, h, st);
-        break;
-    }
     case PS_MSG_BARRIER_REPLY:
     case PS_MSG_LEAVE_REPLY:
-        ps_member_ctl_done(m, h, h->status);
+    case PS_MSG_NODE_BCAST_REPLY:
+    case PS_MSG_TENSOR_REPLY:
+        ps_member_ctl_done(m, h, h->status, data, len);
         break;
-    case PS_MSG_NODE_BCAST_REPLY: {
-        int ours = m->ctl_expect == h->type && m->ctl_req == h->req_id && !m->ctl_done;
-        pserv_status_t st = h->status;
-        if (ours && st == PSERV_OK) {
-            if (len != m->ctl_reply_len || m->ctl_reply == NULL) st = PSERV_ERR_BAD_MESSAGE;
-            else memcpy(m->ctl_reply, data, len);
-        }
-        ps_member_ctl_done(m, h, st);
-        break;
-    }
     case PS_MSG_SHUTDOWN:
         m->shutdown = 1;
         pthread_cond_broadcast(&m->cond);

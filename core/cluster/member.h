@@ -1,7 +1,14 @@
 /*
  * What servers and workers share: a transport, the link to the coordinator, joining the job
- * (rank and job description), control calls to the coordinator (barrier, leave) and the
- * handle's last-error text. The role's own receive handler passes coordinator traffic here.
+ * (rank, job description and the first cluster view), control calls to the coordinator
+ * (barrier, leave, tensor placement), the installed cluster view, heartbeats, the end of the
+ * job (SHUTDOWN, ABORT, or losing everyone) and the handle's last-error text. The role's own
+ * receive handler passes coordinator traffic here.
+ *
+ * Heartbeats: once joined, a ticker thread sends the coordinator a HEARTBEAT every
+ * job.heartbeat_ms. A member that has heard neither the coordinator nor any peer for
+ * job.failure_timeout_ms is cut off (a partition): it marks itself aborted, so its calls fail and
+ * the process ends instead of running forever.
  */
 #ifndef PS_MEMBER_H
 #define PS_MEMBER_H
@@ -12,11 +19,30 @@
 
 #include "deadline.h"
 #include "job.h"
-#include "transport.h"
 #include "send.h"
+#include "ticker.h"
+#include "transport.h"
+#include "view.h"
 #include "wire.h"
 
 #define PS_DEFAULT_TIMEOUT_MS 30000
+
+/* What a role hears about the job from its member; both run on the progress thread, lock not held. */
+typedef struct {
+    void *arg;
+    /* A newer view is installed (old is the one it replaced, NULL at join). May be NULL. */
+    void (*view_changed)(void *arg, const ps_view_t *old, const ps_view_t *now);
+    /* The coordinator aborted the job (the reason is in last_error). May be NULL. */
+    void (*aborted)(void *arg);
+} ps_member_hooks_t;
+
+/* Where a control call's reply payload goes, and what came back. */
+typedef struct {
+    void *buf;      /* NULL: no payload expected */
+    size_t cap;
+    size_t len;     /* bytes the reply carried (at most cap are copied) */
+    uint64_t round; /* the reply header's round */
+} ps_ctl_reply_t;
 
 typedef struct {
     ps_role_t role;
@@ -30,40 +56,49 @@ typedef struct {
     uint64_t ctl_req;
     int ctl_done;
     pserv_status_t ctl_status;
-    void *ctl_reply;        /* where a reply's payload goes (NODE_BCAST), ctl_reply_len bytes */
-    size_t ctl_reply_len;
+    ps_ctl_reply_t *ctl_reply; /* where the reply's payload goes, or NULL */
     uint64_t next_req;
     /* outlives the send, even when the call times out */
-    uint8_t ctl_payload[PS_ADDR_MAX + PS_NODE_MAX + PSERV_NODE_BROADCAST_MAX + 16];
+    uint8_t ctl_payload[PS_ADDR_MAX + PS_NODE_MAX + PS_SETTINGS_MAX + PSERV_NODE_BROADCAST_MAX + 32];
     int coord_failed;
     int shutdown; /* the coordinator ended the job */
+    int aborted;  /* the job failed (ABORT from the coordinator, or cut off from everyone): last_error says why */
     uint32_t rank;
     ps_job_t job;
-    char last_error[512];
+    ps_view_t *view; /* the installed view: swapped under lock on the progress thread, which reads it freely */
+    ps_member_hooks_t hooks;
+    ps_ticker_t ticker;
+    int64_t last_coord_ms, last_any_ms; /* when we last heard the coordinator / anyone (atomics) */
+    char last_error[PS_WIRE_REASON_MAX + 128];
 } ps_member_t;
 
 /* Creates the transport (listening on listen_addr when not NULL) with the role's handler. */
 pserv_status_t ps_member_init(ps_member_t *m, ps_role_t role, const char *coord_addr, const char *listen_addr,
-                              const ps_tp_handler_t *handler);
-/* Stops the transport's progress thread: no handler runs after it returns. */
+                              const ps_tp_handler_t *handler, const ps_member_hooks_t *hooks);
+/* Stops the heartbeats and the transport's progress thread: no handler runs after it returns. */
 void ps_member_stop(ps_member_t *m);
 /* Destroys the transport and frees the member. */
 void ps_member_fini(ps_member_t *m);
 /*
- * Connects to the coordinator, sends JOIN and waits for the rank and job description.
- * advertised_addr is where workers reach a server (NULL for workers); node is a worker's node
- * group name (NULL or "": a group of its own).
+ * Connects to the coordinator, sends JOIN and waits for the rank, the job description and the
+ * first view, then starts the heartbeats. advertised_addr is where workers reach a server (NULL
+ * for workers); node is a worker's node group name (NULL or "": a group of its own); settings
+ * are a worker's job settings, which must equal the first worker's (NULL: none).
  */
-pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const char *node, int32_t wanted_rank,
-                              int timeout_ms);
+pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const char *node, const char *settings,
+                              int32_t wanted_rank, int timeout_ms);
 /* Sends a control request (BARRIER with its sequence, LEAVE) and waits for its reply. */
 pserv_status_t ps_member_call(ps_member_t *m, ps_msg_type_t type, uint64_t round, int timeout_ms);
 /*
- * A control request with a payload whose reply carries one of the same length back into
- * reply (NODE_BCAST): len <= PSERV_NODE_BROADCAST_MAX.
+ * A control request with flags and a payload (len <= PSERV_NODE_BROADCAST_MAX); the reply's
+ * payload and round go to reply (may be NULL). Fails with PSERV_ERR_JOB_FAILED once aborted.
  */
-pserv_status_t ps_member_call_data(ps_member_t *m, ps_msg_type_t type, uint64_t round, const void *data, size_t len,
-                                   void *reply, int timeout_ms);
+pserv_status_t ps_member_call_data(ps_member_t *m, ps_msg_type_t type, uint32_t flags, uint64_t round,
+                                   const void *data, size_t len, ps_ctl_reply_t *reply, int timeout_ms);
+/* Waits (lock held) until the installed view is at least `version`, or the job failed. */
+pserv_status_t ps_member_wait_view(ps_member_t *m, uint32_t version, const ps_deadline_t *deadline);
+/* Notes that a message arrived from anyone (for the cut-off check). Any thread. */
+void ps_member_heard(ps_member_t *m);
 /* Handles a message from the coordinator; returns 1 if it was one. Progress thread only. */
 int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len);
 /* Notes a failed peer; returns 1 if it was the coordinator. Progress thread only. */

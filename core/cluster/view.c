@@ -122,8 +122,9 @@ static uint64_t ps_view_chunk_elems(const ps_tensor_desc_t *d, uint64_t job_chun
     uint64_t cap = ps_tensor_chunk_bytes(d, job_chunk_bytes) / esize;
     if (cap == 0) cap = 1;
     uint64_t n = (d->count + cap - 1) / cap;
-    if (d->optim.clip_norm <= 0 && live > 1 && bytes >= (uint64_t)live * PS_VIEW_MIN_SPLIT_BYTES)
-        n = (n + live - 1) / live * live;
+    if (d->optim.clip_norm > 0 || live <= 1 || bytes < (uint64_t)live * PS_VIEW_MIN_SPLIT_BYTES) return cap;
+    /* A multiple of the live servers, of equal size: the tensor spreads evenly. */
+    n = (n + live - 1) / live * live;
     return (d->count + n - 1) / n;
 }
 

@@ -39,7 +39,7 @@ static void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wi
 /* Scratch slots receive rendezvous pushes; they are handed back after the push is applied. */
 static pserv_status_t ps_server_scratch_init(pserv_server_h s)
 {
-    s->scratch_slot = s->store.chunk_bytes;
+    s->scratch_slot = s->m.job.chunk_bytes; /* the largest chunk the view makes (but whole clipped tensors) */
     /* Two pushes in flight per worker, but never more than PS_SCRATCH_MAX_SLOTS chunks of
      * pinned memory: beyond that the transport allocates (rare; costs a malloc). */
     s->scratch_slots = PS_MIN(2 * (size_t)s->store.num_workers + 2, PS_SCRATCH_MAX_SLOTS);
@@ -69,11 +69,15 @@ static void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, s
     ps_server_scratch_put(arg, buf);
 }
 
+static void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now);
+
 /* Runs on the progress thread when the job description arrives, before any worker traffic
  * is served: sets up the store and answers workers that said hello early. */
 static void ps_server_setup(pserv_server_h s)
 {
     ps_store_init(&s->store, s->m.tp, &s->m.job, s->m.rank);
+    if ((s->live_node = calloc(s->m.job.num_nodes, 1)) == NULL) ps_error("no memory for the node groups");
+    else ps_server_view_changed(s, NULL, s->m.view);
     if (ps_server_scratch_init(s) < 0)
         ps_warn("no scratch buffers for rendezvous pushes: the transport allocates them");
     s->ready = 1;
@@ -102,8 +106,14 @@ static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps
     const char *why = "malformed tensor descriptor";
     ps_reader_init(&r, data, len);
     pserv_status_t st = ps_tensor_desc_decode(&r, &desc);
+    const ps_view_tensor_t *vt = ps_view_tensor(s->m.view, h->key); /* admitted: it is in the view */
+    if (st == PSERV_OK && !ps_tensor_desc_same(&vt->desc, &desc)) {
+        st = PSERV_ERR_MISMATCH;
+        why = "descriptor differs from the one the coordinator placed";
+    }
     if (st == PSERV_OK)
-        st = ps_store_define(&s->store, h->key, &desc, h->chunk, (const uint8_t *)data + r.pos, len - r.pos, &why);
+        st = ps_store_define(&s->store, h->key, &desc, vt->chunk_elems, h->chunk, (const uint8_t *)data + r.pos,
+                             len - r.pos, &why);
     if (st < 0) {
         ps_server_reject(s, peer, h, st, why);
         return;
@@ -121,12 +131,39 @@ static pserv_status_t ps_server_admit(pserv_server_h s, ps_tp_peer_t *peer, cons
         ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
         return PSERV_ERR_BAD_MESSAGE;
     }
+    ps_member_heard(&s->m);
     if (h->type == PS_MSG_PUSH || h->type == PS_MSG_PUSH_PULL || h->type == PS_MSG_PULL ||
         h->type == PS_MSG_REGISTER) {
         const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
         if (!s->ready || p == NULL || !p->hello || p->rank != h->sender) {
             ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG, "sender did not say hello with this rank");
             return PSERV_ERR_INVALID_ARG;
+        }
+        if (__atomic_load_n(&s->m.aborted, __ATOMIC_RELAXED)) {
+            ps_server_reject(s, peer, h, PSERV_ERR_JOB_FAILED, "the job failed");
+            return PSERV_ERR_JOB_FAILED;
+        }
+        /* Every routing decision goes through the view: a chunk this shard does not own there
+         * (moved, or a view newer than ours placed it) is refused so the worker re-routes. */
+        const ps_view_tensor_t *vt = ps_view_tensor(s->m.view, h->key);
+        pserv_status_t st = PSERV_OK;
+        why = NULL;
+        if (vt == NULL && h->map_version > s->m.view->version) {
+            st = PSERV_ERR_VIEW_CHANGED;
+            why = "routed by a view this shard has not installed yet";
+        } else if (vt == NULL) {
+            st = PSERV_ERR_UNKNOWN_KEY;
+            why = "key not placed in the view";
+        } else if (h->chunk >= vt->num_chunks) {
+            st = PSERV_ERR_BAD_MESSAGE;
+            why = "chunk out of range";
+        } else if (ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
+            st = PSERV_ERR_VIEW_CHANGED;
+            why = "chunk not owned by this shard in its view";
+        }
+        if (st < 0) {
+            ps_server_reject(s, peer, h, st, why);
+            return st;
         }
     }
     return PSERV_OK;
@@ -206,11 +243,31 @@ static void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t 
         ps_debug("worker %u at %s disconnected after leaving", p->rank, ps_tp_peer_name(peer));
         return;
     }
+    /* What the job does about it is the coordinator's call (a new view, or ABORT). */
     ps_warn("worker %u at %s failed: %s", p->rank, ps_tp_peer_name(peer), pserv_strerror(why));
-    if (s->store.sync && !s->worker_failed) {
-        s->worker_failed = 1;
-        ps_server_fail_rounds(s);
-    }
+    if (s->ready) ps_server_drop_peer(s, peer);
+}
+
+static void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now)
+{
+    pserv_server_h s = arg;
+    if (s->live_node == NULL) return; /* the job's first view: set up with the store */
+    uint32_t live = 0;
+    memset(s->live_node, 0, s->m.job.num_nodes);
+    for (uint32_t w = 0; w < now->num_workers; w++)
+        if (ps_view_member_alive(now->worker_state[w]) && !s->live_node[s->m.job.worker_node[w]]) {
+            s->live_node[s->m.job.worker_node[w]] = 1;
+            live++;
+        }
+    s->num_live_nodes = live;
+    if (s->ready) ps_server_recount_rounds(s);
+    (void)old;
+}
+
+static void ps_server_aborted(void *arg)
+{
+    pserv_server_h s = arg;
+    if (s->ready) ps_server_fail_rounds(s, PSERV_ERR_JOB_FAILED);
 }
 
 /* The address workers use: the listen host, or this host's name when listening on any. */
@@ -236,9 +293,11 @@ pserv_status_t pserv_server_create(const pserv_server_params_t *params, pserv_se
     if ((st = ps_pool_create(params->threads ? params->threads : 1, &s->pool)) < 0) goto err_free;
     ps_tp_handler_t handler = {.arg = s, .rx_buffer = ps_server_rx_buffer, .rx = ps_server_rx,
                                .rx_abort = ps_server_rx_abort, .peer_failed = ps_server_peer_failed};
-    if ((st = ps_member_init(&s->m, PS_ROLE_SERVER, params->coordinator, listen, &handler)) < 0) goto err_pool;
+    ps_member_hooks_t hooks = {.arg = s, .view_changed = ps_server_view_changed, .aborted = ps_server_aborted};
+    if ((st = ps_member_init(&s->m, PS_ROLE_SERVER, params->coordinator, listen, &handler, &hooks)) < 0) goto err_pool;
     ps_server_advertised(s, listen, advertised);
-    st = ps_member_join(&s->m, advertised, NULL, -1, params->timeout_ms ? params->timeout_ms : PS_DEFAULT_TIMEOUT_MS);
+    st = ps_member_join(&s->m, advertised, NULL, NULL, -1,
+                        params->timeout_ms ? params->timeout_ms : PS_DEFAULT_TIMEOUT_MS);
     if (st < 0) goto err_member;
     ps_info("server %u serving at %s", s->m.rank, advertised);
     *server = s;
@@ -267,11 +326,15 @@ pserv_status_t pserv_server_wait(pserv_server_h server, int timeout_ms)
     PS_CHECK_ARG(server);
     ps_deadline_set(&deadline, timeout_ms);
     pthread_mutex_lock(&server->m.lock);
-    while (!server->m.shutdown && !server->m.coord_failed)
+    while (!server->m.shutdown && !server->m.coord_failed && !server->m.aborted)
         if (ps_cond_wait(&server->m.cond, &server->m.lock, &deadline) == PSERV_ERR_TIMED_OUT) break;
     pserv_status_t st = server->m.shutdown       ? PSERV_OK
+                        : server->m.aborted      ? PSERV_ERR_JOB_FAILED
                         : server->m.coord_failed ? PSERV_ERR_PEER_FAILED
                                                  : PSERV_ERR_TIMED_OUT;
+    if (st == PSERV_ERR_PEER_FAILED)
+        snprintf(server->m.last_error, sizeof(server->m.last_error), "lost the coordinator at %s",
+                 server->m.coord_addr);
     pthread_mutex_unlock(&server->m.lock);
     return st;
 }
@@ -307,6 +370,7 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
     ps_pinned_free(server->scratch, server->scratch_bytes);
     free(server->scratch_free);
     free(server->parked);
+    free(server->live_node);
     ps_pool_destroy(server->pool);
     free(server);
     return PSERV_OK;

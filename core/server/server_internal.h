@@ -26,7 +26,8 @@ struct pserv_server {
     ps_pool_t *pool;
     ps_store_t store;
     int ready;          /* the job is known and the store set up (progress thread only) */
-    int worker_failed;  /* sync mode: a worker is gone, so no round can complete */
+    uint8_t *live_node; /* by node group: 1 while it has a worker still in the job (from the view) */
+    uint32_t num_live_nodes; /* sync: a round completes when every live group pushed it */
     ps_server_peer_t *peers;
     ps_parked_hello_t *parked;
     size_t nparked;
@@ -42,8 +43,12 @@ struct pserv_server {
 void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, float *grad);
 /* Answers a PULL now, or parks it until its round is applied. */
 void ps_server_on_pull(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
-/* A worker is gone: in sync mode, fail every parked pull (their round can never complete). */
-void ps_server_fail_rounds(pserv_server_h s);
+/* The job failed: every parked pull is answered with the error. */
+void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st);
+/* The view changed who is in the job: rounds that now have every live group's push complete. */
+void ps_server_recount_rounds(pserv_server_h s);
+/* A worker's connection is gone: drop its parked pulls (nobody will read the answers). */
+void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer);
 /* Replies with an error status and counts the rejection. */
 void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
                       const char *why);

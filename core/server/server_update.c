@@ -6,6 +6,10 @@
  *
  * Pushes carry the worker's round: a repeat of a round already counted is acknowledged and
  * ignored (so a retried request is safe), a round ahead of the chunk is refused as stale.
+ *
+ * Who must push is the view's business: a round completes when every node group with a worker
+ * still in the job has pushed. When a view marks a worker dead or gone (PSERV_ON_FAILURE_CONTINUE,
+ * or a worker that left early), rounds waiting only for it complete at once.
  */
 #include <string.h>
 
@@ -73,10 +77,6 @@ static void ps_server_pull_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_
         ps_server_send_values(s, peer, h->req_id, t->key, t, c, h->map_version);
         return;
     }
-    if (s->worker_failed) {
-        ps_server_reject(s, peer, h, PSERV_ERR_PEER_FAILED, "a worker of this sync job failed");
-        return;
-    }
     if (c->npulls == c->max_pulls) {
         ps_server_reject(s, peer, h, PSERV_ERR_NO_RESOURCE, "too many pulls waiting on this chunk");
         return;
@@ -89,6 +89,26 @@ static void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *
     ps_optim_step(s->pool, &t->desc.optim, c->param, grad, &c->state, c->len);
     c->version++;
     PS_STAT_ADD(s, steps, 1);
+}
+
+/* Sync: every node group still in the job has pushed this round. */
+static int ps_server_round_complete(pserv_server_h s, const ps_chunk_t *c)
+{
+    uint32_t have = 0, W = s->store.num_workers;
+    if (c->npushed == 0) return 0;
+    for (uint32_t n = 0; n < s->store.num_nodes; n++)
+        if (s->live_node[n] && PS_BIT_TEST(c->pushed, W + n)) have++;
+    return have == s->num_live_nodes;
+}
+
+/* Sync: applies the round if it is complete, then answers the pulls waiting for it. */
+static void ps_server_round_try(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c)
+{
+    if (!ps_server_round_complete(s, c)) return;
+    ps_server_apply(s, t, c, c->accum);
+    c->npushed = 0;
+    memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
+    ps_server_answer_pulls(s, t, c);
 }
 
 void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, float *grad)
@@ -107,10 +127,6 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     int fresh = 0; /* sync: the first push of this round from this worker */
     uint32_t node_bit = s->store.num_workers + s->store.worker_node[worker];
     if (s->store.sync) {
-        if (s->worker_failed) {
-            ps_server_reject(s, peer, h, PSERV_ERR_PEER_FAILED, "a worker of this sync job failed");
-            return;
-        }
         if (h->round > c->version) {
             ps_server_reject(s, peer, h, PSERV_ERR_STALE, "round ahead of the chunk (pull round r before pushing r+1)");
             return;
@@ -134,12 +150,8 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
             ps_optim_accumulate(s->pool, c->accum, grad, c->len);
         PS_BIT_SET(c->pushed, worker);
         PS_BIT_SET(c->pushed, node_bit);
-        if (++c->npushed == s->store.num_nodes) {
-            ps_server_apply(s, t, c, c->accum);
-            c->npushed = 0;
-            memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
-            ps_server_answer_pulls(s, t, c);
-        }
+        c->npushed++;
+        ps_server_round_try(s, t, c);
     } /* else: a repeat of a round already counted: acknowledge, change nothing */
 
     if (h->type == PS_MSG_PUSH_PULL)
@@ -161,23 +173,53 @@ void ps_server_on_pull(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     ps_server_pull_chunk(s, peer, h, h->round, t, c);
 }
 
-static void ps_server_fail_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
+typedef struct {
+    pserv_server_h s;
+    pserv_status_t st;
+    ps_tp_peer_t *peer; /* only this peer's pulls (drop), or every pull (fail) */
+} ps_server_sweep_t;
+
+static void ps_server_sweep_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 {
-    pserv_server_h s = arg;
+    ps_server_sweep_t *sw = arg;
+    uint32_t kept = 0;
     for (uint32_t i = 0; i < c->npulls; i++) {
+        ps_pending_pull_t *p = &c->pulls[i];
+        if (sw->peer != NULL && p->peer != sw->peer) {
+            c->pulls[kept++] = *p;
+            continue;
+        }
+        if (sw->peer != NULL) continue; /* its connection is gone: nobody to answer */
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_PULL);
-        h.req_id = c->pulls[i].req_id;
+        h.req_id = p->req_id;
         h.key = t->key;
         h.chunk = c->index;
         h.offset = c->offset;
-        h.round = c->pulls[i].round;
-        ps_reply_status(c->pulls[i].peer, &h, PS_MSG_PULL_REPLY, s->store.rank, PSERV_ERR_PEER_FAILED);
+        h.round = p->round;
+        ps_reply_status(p->peer, &h, PS_MSG_PULL_REPLY, sw->s->store.rank, sw->st);
     }
-    c->npulls = 0;
+    c->npulls = kept;
 }
 
-void ps_server_fail_rounds(pserv_server_h s)
+void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st)
 {
-    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_fail_chunk, s);
+    ps_server_sweep_t sw = {s, st, NULL};
+    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_sweep_chunk, &sw);
+}
+
+void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer)
+{
+    ps_server_sweep_t sw = {s, PSERV_OK, peer};
+    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_sweep_chunk, &sw);
+}
+
+static void ps_server_recount_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
+{
+    ps_server_round_try(arg, t, c);
+}
+
+void ps_server_recount_rounds(pserv_server_h s)
+{
+    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_recount_chunk, s);
 }

@@ -1,5 +1,6 @@
 #include "shard_store.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,12 +12,10 @@ void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_job_t *job, uint32_t ran
     memset(s, 0, sizeof(*s));
     ps_keymap_init(&s->tensors);
     s->tp = tp;
-    s->map = job->map;
     s->rank = rank;
     s->num_workers = job->num_workers;
     s->num_nodes = job->num_nodes;
     s->worker_node = job->worker_node;
-    s->chunk_bytes = job->chunk_bytes;
     s->sync = job->mode == PSERV_MODE_SYNC;
 }
 
@@ -85,14 +84,16 @@ err_free:
 }
 
 static pserv_status_t ps_tensor_create(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc,
-                                       ps_tensor_t **out)
+                                       uint64_t chunk_elems, ps_tensor_t **out)
 {
     pserv_status_t st;
     ps_tensor_t *t = calloc(1, sizeof(*t));
     if (t == NULL) return PSERV_ERR_NO_MEMORY;
     t->key = key;
     t->desc = *desc;
-    st = ps_layout_init(&t->layout, desc->count, ps_dtype_size(desc->dtype), ps_tensor_chunk_bytes(desc, s->chunk_bytes));
+    size_t esize = ps_dtype_size(desc->dtype);
+    st = chunk_elems == 0 || chunk_elems > SIZE_MAX / esize ? PSERV_ERR_INVALID_ARG
+                                                            : ps_layout_init(&t->layout, desc->count, esize, chunk_elems * esize);
     if (st < 0) goto err_free;
     st = PSERV_ERR_NO_MEMORY;
     t->chunks = calloc(t->layout.num_chunks, sizeof(*t->chunks));
@@ -108,8 +109,8 @@ err_free:
     return st;
 }
 
-pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint32_t c,
-                               const void *values, size_t values_len, const char **why)
+pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint64_t chunk_elems,
+                               uint32_t c, const void *values, size_t values_len, const char **why)
 {
     pserv_status_t st;
     if (ps_optim_validate(&desc->optim) < 0) {
@@ -118,21 +119,17 @@ pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc
     }
     ps_tensor_t *t = ps_keymap_get(&s->tensors, key);
     if (t == NULL) {
-        if ((st = ps_tensor_create(s, key, desc, &t)) < 0) {
+        if ((st = ps_tensor_create(s, key, desc, chunk_elems, &t)) < 0) {
             *why = "cannot create the tensor";
             return st;
         }
     } else if (!ps_tensor_desc_same(&t->desc, desc)) {
-        *why = "tensor registered before with another count, dtype or optimizer";
+        *why = "tensor registered before with another count, dtype or optimizer setting";
         return PSERV_ERR_MISMATCH;
     }
     if (c >= t->layout.num_chunks) {
         *why = "chunk out of range";
         return PSERV_ERR_BAD_MESSAGE;
-    }
-    if (ps_shard_of(&s->map, key, c) != s->rank) {
-        *why = "chunk not owned by this shard";
-        return PSERV_ERR_INVALID_ARG;
     }
     if (values_len != ps_layout_chunk_len(&t->layout, c) * t->layout.elem_size) {
         *why = "initial values do not match the chunk's length";

@@ -51,12 +51,10 @@ typedef struct {
 typedef struct {
     ps_keymap_t tensors;
     ps_tp_t *tp;
-    ps_shard_map_t map;
     uint32_t rank;
     uint32_t num_workers;
     uint32_t num_nodes;          /* a sync round of a chunk is complete with one push per node group */
     const uint32_t *worker_node; /* the job's: node group of each worker rank */
-    size_t chunk_bytes;
     int sync;
 } ps_store_t;
 
@@ -67,12 +65,13 @@ typedef struct {
 void ps_store_init(ps_store_t *s, ps_tp_t *tp, const ps_job_t *job, uint32_t rank);
 void ps_store_fini(ps_store_t *s);
 /*
- * Defines chunk c of a tensor with its initial values (len elements). The first definition of
- * a tensor wins; a later one with a different descriptor is PSERV_ERR_MISMATCH, and one of a
- * chunk already defined is accepted (idempotent) without changing its values.
+ * Defines chunk c of a tensor with its initial values (len elements), cut into chunks of
+ * chunk_elems elements (the view's geometry). The first definition of a tensor wins; a later one
+ * with a different descriptor is PSERV_ERR_MISMATCH, and one of a chunk already defined is
+ * accepted (idempotent) without changing its values. Ownership is the caller's check.
  */
-pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint32_t c,
-                               const void *values, size_t values_len, const char **why);
+pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint64_t chunk_elems,
+                               uint32_t c, const void *values, size_t values_len, const char **why);
 /*
  * Finds the chunk a data message (PUSH, PUSH_PULL, PULL) addresses and checks the message
  * against it: known key, chunk in range and owned here, dtype, offset, and for pushes the

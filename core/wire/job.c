@@ -12,7 +12,9 @@ void ps_job_encode(const ps_job_t *job, uint32_t rank, ps_writer_t *w)
     ps_put_u32(w, job->num_servers);
     ps_put_u32(w, job->num_workers);
     ps_put_u64(w, job->chunk_bytes);
-    ps_put_u32(w, job->map.version);
+    ps_put_u32(w, job->heartbeat_ms);
+    ps_put_u32(w, job->failure_timeout_ms);
+    ps_put_u32(w, job->on_worker_failure);
     for (uint32_t i = 0; i < job->num_servers; i++) ps_put_str(w, job->servers[i]);
     ps_put_u32(w, job->num_nodes);
     for (uint32_t i = 0; i < job->num_workers; i++) ps_put_u32(w, job->worker_node[i]);
@@ -42,10 +44,12 @@ pserv_status_t ps_job_decode(ps_reader_t *r, ps_job_t *job, uint32_t *rank)
     j.num_servers = ps_get_u32(r);
     j.num_workers = ps_get_u32(r);
     j.chunk_bytes = ps_get_u64(r);
-    j.map.version = ps_get_u32(r);
-    j.map.num_servers = j.num_servers;
+    j.heartbeat_ms = ps_get_u32(r);
+    j.failure_timeout_ms = ps_get_u32(r);
+    j.on_worker_failure = ps_get_u32(r);
     if (r->bad || mode > PSERV_MODE_ASYNC || j.num_servers == 0 || j.num_servers > PS_JOB_MAX_MEMBERS ||
-        j.num_workers == 0 || j.num_workers > PS_JOB_MAX_MEMBERS || j.chunk_bytes == 0)
+        j.num_workers == 0 || j.num_workers > PS_JOB_MAX_MEMBERS || j.chunk_bytes == 0 || j.heartbeat_ms == 0 ||
+        j.failure_timeout_ms <= j.heartbeat_ms || j.on_worker_failure > PSERV_ON_FAILURE_CONTINUE)
         return PSERV_ERR_BAD_MESSAGE;
     j.mode = (pserv_mode_t)mode;
     j.servers = calloc(j.num_servers, sizeof(*j.servers));
@@ -87,23 +91,26 @@ void ps_job_node_of(const ps_job_t *job, uint32_t worker, uint32_t *local_rank, 
     *local_size = size;
 }
 
-void ps_join_encode(ps_writer_t *w, ps_role_t role, int32_t wanted_rank, const char *addr, const char *node)
+void ps_join_encode(ps_writer_t *w, ps_role_t role, int32_t wanted_rank, const char *addr, const char *node,
+                    const char *settings)
 {
     ps_put_u32(w, (uint32_t)role);
     ps_put_u32(w, (uint32_t)wanted_rank);
     ps_put_str(w, addr ? addr : "");
     ps_put_str(w, node ? node : "");
+    ps_put_str(w, settings ? settings : "");
 }
 
-pserv_status_t ps_join_decode(ps_reader_t *r, ps_role_t *role, int32_t *wanted_rank, char addr[PS_ADDR_MAX],
-                              char node[PS_NODE_MAX])
+pserv_status_t ps_join_decode(ps_reader_t *r, ps_join_t *join)
 {
     uint32_t ro = ps_get_u32(r);
     int32_t wr = (int32_t)ps_get_u32(r);
-    ps_get_str(r, addr, PS_ADDR_MAX);
-    ps_get_str(r, node, PS_NODE_MAX);
-    if (r->bad || (ro != PS_ROLE_SERVER && ro != PS_ROLE_WORKER) || wr < -1) return PSERV_ERR_BAD_MESSAGE;
-    *role = (ps_role_t)ro;
-    *wanted_rank = wr;
+    ps_get_str(r, join->addr, PS_ADDR_MAX);
+    ps_get_str(r, join->node, PS_NODE_MAX);
+    ps_get_str(r, join->settings, PS_SETTINGS_MAX);
+    if (r->bad || r->pos != r->len || (ro != PS_ROLE_SERVER && ro != PS_ROLE_WORKER) || wr < -1)
+        return PSERV_ERR_BAD_MESSAGE;
+    join->role = (ps_role_t)ro;
+    join->wanted_rank = wr;
     return PSERV_OK;
 }

@@ -1,6 +1,8 @@
 /*
  * The job description the coordinator hands to every member when the job has formed:
- * consistency mode, sizes, chunk size, the versioned shard map and the servers' addresses.
+ * consistency mode, sizes, chunk size, failure detection settings, the servers' addresses and
+ * the workers' node groups. Who owns what is not here: that is the cluster view (cluster/view.h),
+ * which JOIN_REPLY carries after the job and VIEW messages update.
  */
 #ifndef PS_JOB_H
 #define PS_JOB_H
@@ -13,6 +15,7 @@
 
 #define PS_ADDR_MAX 280 /* "host:port" */
 #define PS_NODE_MAX 128 /* a worker's node group name */
+#define PS_SETTINGS_MAX 1024 /* a worker's job settings ("key=value ..."), compared across workers */
 
 typedef enum { PS_ROLE_SERVER = 1, PS_ROLE_WORKER = 2 } ps_role_t;
 
@@ -20,7 +23,8 @@ typedef struct {
     pserv_mode_t mode;
     uint32_t num_servers, num_workers;
     uint64_t chunk_bytes;
-    ps_shard_map_t map;
+    uint32_t heartbeat_ms, failure_timeout_ms; /* failure detection, the same for every member */
+    uint32_t on_worker_failure;               /* pserv_failure_policy_t */
     char (*servers)[PS_ADDR_MAX]; /* num_servers addresses, index = server rank */
     uint32_t num_nodes;           /* worker node groups: the pushes a chunk needs per sync round */
     uint32_t *worker_node;        /* num_workers entries: node group of each worker rank */
@@ -36,10 +40,18 @@ void ps_job_encode(const ps_job_t *job, uint32_t rank, ps_writer_t *w);
 pserv_status_t ps_job_decode(ps_reader_t *r, ps_job_t *job, uint32_t *rank);
 void ps_job_free(ps_job_t *job);
 
-/* JOIN payload: role, wanted rank (-1: any), the address a server listens on and a worker's node
- * group name ("" or NULL: a group of its own). */
-void ps_join_encode(ps_writer_t *w, ps_role_t role, int32_t wanted_rank, const char *addr, const char *node);
-pserv_status_t ps_join_decode(ps_reader_t *r, ps_role_t *role, int32_t *wanted_rank, char addr[PS_ADDR_MAX],
-                              char node[PS_NODE_MAX]);
+/* JOIN payload: role, wanted rank (-1: any), the address a server listens on, a worker's node
+ * group name ("" or NULL: a group of its own) and its job settings ("" or NULL: none). */
+typedef struct {
+    ps_role_t role;
+    int32_t wanted_rank;
+    char addr[PS_ADDR_MAX];
+    char node[PS_NODE_MAX];
+    char settings[PS_SETTINGS_MAX];
+} ps_join_t;
+
+void ps_join_encode(ps_writer_t *w, ps_role_t role, int32_t wanted_rank, const char *addr, const char *node,
+                    const char *settings);
+pserv_status_t ps_join_decode(ps_reader_t *r, ps_join_t *join);
 
 #endif

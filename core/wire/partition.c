@@ -25,19 +25,3 @@ size_t ps_layout_chunk_len(const ps_layout_t *layout, uint32_t c)
     size_t rest = layout->count - off;
     return rest < layout->chunk_elems ? rest : layout->chunk_elems;
 }
-
-/* splitmix64's finalizer: consecutive keys land on unrelated shards. */
-static uint64_t ps_mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
-uint32_t ps_shard_of(const ps_shard_map_t *map, uint64_t key, uint32_t c)
-{
-    return (uint32_t)((ps_mix64(key) % map->num_servers + c) % map->num_servers);
-}

@@ -1,9 +1,7 @@
 /*
- * Key space and partitioning: a tensor of `count` elements is cut into chunks of at most
- * chunk_elems elements, and chunk c of key k lives on shard (mix(k) + c) mod num_servers.
- * Hashing the key spreads the first chunks of many small tensors over the shards; the +c
- * walk spreads the chunks of one large tensor round-robin, so its transfers use every shard.
- * The map is versioned: a later resharding changes the version and the owner function.
+ * Chunk layout: a tensor of `count` elements is cut into chunks of chunk_elems elements (the
+ * last one may be shorter). Which shard owns a chunk is the cluster view's business
+ * (cluster/view.h), which also chooses chunk_elems.
  */
 #ifndef PS_PARTITION_H
 #define PS_PARTITION_H
@@ -14,11 +12,6 @@
 #include "pserv/pserv_status.h"
 
 #define PS_DEFAULT_CHUNK_BYTES ((size_t)4 << 20)
-
-typedef struct {
-    uint32_t version;
-    uint32_t num_servers;
-} ps_shard_map_t;
 
 typedef struct {
     size_t count;       /* elements in the tensor */
@@ -35,7 +28,5 @@ pserv_status_t ps_layout_init(ps_layout_t *layout, size_t count, size_t elem_siz
 /* First element and number of elements of chunk c (c < num_chunks). */
 size_t ps_layout_chunk_offset(const ps_layout_t *layout, uint32_t c);
 size_t ps_layout_chunk_len(const ps_layout_t *layout, uint32_t c);
-/* The shard that owns chunk c of key. */
-uint32_t ps_shard_of(const ps_shard_map_t *map, uint64_t key, uint32_t c);
 
 #endif

@@ -1,5 +1,7 @@
 #include "tensor_desc.h"
 
+#include <string.h>
+
 #include "wire.h"
 
 void ps_tensor_desc_encode(const ps_tensor_desc_t *d, ps_writer_t *w)
@@ -44,7 +46,28 @@ pserv_status_t ps_tensor_desc_decode(ps_reader_t *r, ps_tensor_desc_t *d)
 
 int ps_tensor_desc_same(const ps_tensor_desc_t *a, const ps_tensor_desc_t *b)
 {
-    return a->count == b->count && a->dtype == b->dtype && a->optim.type == b->optim.type;
+    return ps_tensor_desc_diff(a, b) == NULL;
+}
+
+const char *ps_tensor_desc_diff(const ps_tensor_desc_t *a, const ps_tensor_desc_t *b)
+{
+    const pserv_optim_params_t *x = &a->optim, *y = &b->optim;
+    /* Bitwise float comparison: the same settings must mean the same arithmetic everywhere. */
+#define PS_DIFF_F32(f) if (memcmp(&x->f, &y->f, sizeof(float)) != 0) return #f
+    if (a->count != b->count) return "count";
+    if (a->dtype != b->dtype) return "dtype";
+    if (x->type != y->type) return "optimizer";
+    PS_DIFF_F32(lr);
+    PS_DIFF_F32(momentum);
+    if ((x->nesterov != 0) != (y->nesterov != 0)) return "nesterov";
+    PS_DIFF_F32(beta1);
+    PS_DIFF_F32(beta2);
+    PS_DIFF_F32(eps);
+    PS_DIFF_F32(weight_decay);
+    PS_DIFF_F32(clip_value);
+    PS_DIFF_F32(clip_norm);
+#undef PS_DIFF_F32
+    return NULL;
 }
 
 size_t ps_tensor_chunk_bytes(const ps_tensor_desc_t *d, size_t job_chunk_bytes)

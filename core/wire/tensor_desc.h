@@ -27,7 +27,9 @@ pserv_status_t ps_tensor_desc_decode(ps_reader_t *r, ps_tensor_desc_t *d);
  * chunk, so the shard holding it sees the whole gradient and the norm is the tensor's own.
  */
 size_t ps_tensor_chunk_bytes(const ps_tensor_desc_t *d, size_t job_chunk_bytes);
-/* 1 when two descriptors define the same tensor (count, dtype, optimizer type). */
+/* 1 when two descriptors define the same tensor: count, dtype, optimizer and every hyper-parameter. */
 int ps_tensor_desc_same(const ps_tensor_desc_t *a, const ps_tensor_desc_t *b);
+/* The name of the first field in which two descriptors differ ("lr", "count", ...), or NULL. */
+const char *ps_tensor_desc_diff(const ps_tensor_desc_t *a, const ps_tensor_desc_t *b);
 
 #endif

@@ -135,6 +135,8 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_PUSH_REPLY] = "PUSH_REPLY", [PS_MSG_PULL] = "PULL",
         [PS_MSG_PULL_REPLY] = "PULL_REPLY", [PS_MSG_PUSH_PULL] = "PUSH_PULL",
         [PS_MSG_NODE_BCAST] = "NODE_BCAST", [PS_MSG_NODE_BCAST_REPLY] = "NODE_BCAST_REPLY",
+        [PS_MSG_HEARTBEAT] = "HEARTBEAT", [PS_MSG_VIEW] = "VIEW", [PS_MSG_ABORT] = "ABORT",
+        [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

@@ -16,7 +16,7 @@
 #include "pserv/pserv.h"
 
 #define PS_WIRE_MAGIC 0x56525350u /* "PSRV" read as little-endian bytes */
-#define PS_WIRE_VERSION 2 /* 2: node groups in JOIN and the job, NODE_BCAST */
+#define PS_WIRE_VERSION 3 /* 3: the cluster view, heartbeats, ABORT, tensors placed by the coordinator */
 #define PS_WIRE_HDR_LEN 72
 /* Largest payload any message may carry: bounds what a peer can make us allocate. */
 #define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
@@ -40,11 +40,19 @@ typedef enum {
     PS_MSG_PUSH_PULL,      /* push, then pull of the result: answered by PULL_REPLY */
     PS_MSG_NODE_BCAST,     /* worker -> coordinator: node-group broadcast `round` (local rank 0 sends the bytes) */
     PS_MSG_NODE_BCAST_REPLY, /* coordinator -> worker: local rank 0's bytes */
+    PS_MSG_HEARTBEAT,      /* member <-> coordinator, both ways: alive; map_version = the sender's view */
+    PS_MSG_VIEW,           /* coordinator -> member: a new cluster view (payload), map_version = its version */
+    PS_MSG_ABORT,          /* coordinator -> member: the job failed; payload = why, in words */
+    PS_MSG_TENSOR,         /* worker -> coordinator: place (or check) a tensor: key + descriptor */
+    PS_MSG_TENSOR_REPLY,   /* coordinator -> worker: round = the view version that has it; payload = why on error */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 
 /* Flags (per message): room for later features (compression, retries) without a new version. */
 #define PS_WIRE_FLAG_RETRY 0x1u
+#define PS_WIRE_FLAG_FAILED 0x2u /* LEAVE: the worker cannot go on (payload = why); the job's policy applies */
+/* Largest text an ABORT, a failed LEAVE or a refused TENSOR carries. */
+#define PS_WIRE_REASON_MAX 512
 
 typedef struct {
     uint16_t version;
@@ -59,7 +67,7 @@ typedef struct {
     uint64_t length;       /* payload bytes */
     uint64_t round;        /* sync round / clock / barrier sequence */
     int32_t status;        /* replies: pserv_status_t of the request */
-    uint32_t map_version;  /* shard map version the sender used */
+    uint32_t map_version;  /* cluster view version the sender routed by (or, from the coordinator, sends) */
 } ps_wire_hdr_t;
 
 /* Initializes a header of a type with every other field zero. */

@@ -1,10 +1,13 @@
 /*
- * A worker: joins the job, says hello to every server shard, registers tensors, and takes
- * part in barriers. The data path (push, pull) is in worker_request.c.
+ * A worker: joins the job, says hello to every server shard, registers tensors (placed by the
+ * coordinator in the cluster view, then defined on their owners), and takes part in barriers.
+ * The data path (push, pull) is in worker_request.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <unistd.h>
 
 #include "check.h"
 #include "hostport.h"
@@ -48,7 +51,7 @@ static pserv_status_t ps_worker_connect_servers(pserv_worker_h w, int timeout_ms
         ps_wire_hdr_init(&h, PS_MSG_HELLO);
         h.sender = w->m.rank;
         h.req_id = id;
-        h.map_version = w->m.job.map.version;
+        h.map_version = w->m.view->version;
         ps_worker_req_send(w, id, s, &h, NULL, 0, NULL, NULL);
     }
     pthread_mutex_unlock(&w->m.lock);
@@ -69,12 +72,17 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
     ps_keymap_init(&w->tensors);
     ps_tp_handler_t handler = {.arg = w, .rx_buffer = ps_worker_rx_buffer, .rx = ps_worker_rx,
                                .peer_failed = ps_worker_peer_failed};
-    if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler)) < 0) goto err_free;
+    ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted};
+    if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler, &hooks)) < 0) goto err_free;
     if (params->node && strlen(params->node) >= PS_NODE_MAX) {
         st = ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "node group name longer than %d bytes", PS_NODE_MAX - 1);
         goto err_member;
     }
-    if ((st = ps_member_join(&w->m, NULL, params->node, -1, timeout)) < 0) goto err_member;
+    if (params->settings && strlen(params->settings) >= PS_SETTINGS_MAX) {
+        st = ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "job settings longer than %d bytes", PS_SETTINGS_MAX - 1);
+        goto err_member;
+    }
+    if ((st = ps_member_join(&w->m, NULL, params->node, params->settings, -1, timeout)) < 0) goto err_member;
     st = ps_worker_reqs_init(w, params->max_requests ? params->max_requests : 1024);
     if (st < 0) goto err_member;
     if ((st = ps_worker_connect_servers(w, timeout)) < 0) goto err_member;
@@ -100,7 +108,9 @@ pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info)
     info->num_servers = worker->m.job.num_servers;
     info->mode = worker->m.job.mode;
     info->chunk_bytes = worker->m.job.chunk_bytes;
-    info->map_version = worker->m.job.map.version;
+    pthread_mutex_lock(&worker->m.lock);
+    info->map_version = worker->m.view->version;
+    pthread_mutex_unlock(&worker->m.lock);
     info->node = worker->m.job.worker_node[worker->m.rank];
     info->num_nodes = worker->m.job.num_nodes;
     ps_job_node_of(&worker->m.job, worker->m.rank, &info->local_rank, &info->local_size);
@@ -113,8 +123,10 @@ pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, siz
     if (len > PSERV_NODE_BROADCAST_MAX)
         return ps_member_error(&worker->m, PSERV_ERR_INVALID_ARG, "node broadcast of %zu bytes (at most %d)", len,
                                PSERV_NODE_BROADCAST_MAX);
-    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_NODE_BCAST, worker->bcast_seq, buf, len, buf,
+    ps_ctl_reply_t reply = {.buf = buf, .cap = len};
+    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_NODE_BCAST, 0, worker->bcast_seq, buf, len, &reply,
                                             timeout_ms);
+    if (st == PSERV_OK && reply.len != len) st = PSERV_ERR_BAD_MESSAGE;
     /* INVALID_ARG ends the round for the whole group (lengths differed): the next one is the next sequence. */
     if (st == PSERV_OK || st == PSERV_ERR_INVALID_ARG) worker->bcast_seq++;
     if (st < 0) ps_member_error(&worker->m, st, "node broadcast %llu failed", (unsigned long long)worker->bcast_seq);
@@ -140,10 +152,65 @@ static void *ps_worker_register_payload(const pserv_tensor_params_t *p, const ps
     return buf;
 }
 
+/* Asks the coordinator to place the tensor (or check it against the first registration) and
+ * waits until the view that has it is installed. */
+static pserv_status_t ps_worker_place(pserv_worker_h w, uint64_t key, const ps_tensor_desc_t *desc,
+                                      const ps_deadline_t *deadline)
+{
+    uint8_t payload[8 + PS_TENSOR_DESC_LEN];
+    char why[PS_WIRE_REASON_MAX + 1] = "";
+    ps_writer_t wr;
+    ps_writer_init(&wr, payload, sizeof(payload));
+    ps_put_u64(&wr, key);
+    ps_tensor_desc_encode(desc, &wr);
+    ps_ctl_reply_t reply = {.buf = why, .cap = sizeof(why) - 1};
+    pserv_status_t st =
+        ps_member_call_data(&w->m, PS_MSG_TENSOR, 0, 0, payload, wr.len, &reply, ps_deadline_left_ms(deadline));
+    if (st < 0) {
+        why[reply.len < sizeof(why) - 1 ? reply.len : sizeof(why) - 1] = '\0';
+        return ps_member_error(&w->m, st, "tensor %llu: %s", (unsigned long long)key,
+                               why[0] ? why : pserv_strerror(st));
+    }
+    pthread_mutex_lock(&w->m.lock);
+    st = ps_member_wait_view(&w->m, (uint32_t)reply.round, deadline);
+    pthread_mutex_unlock(&w->m.lock);
+    if (st < 0) return ps_member_error(&w->m, st, "tensor %llu: view %llu never arrived", (unsigned long long)key,
+                                       (unsigned long long)reply.round);
+    return PSERV_OK;
+}
+
+/* Sends every chunk's initial values to its owner in the installed view; lock held. */
+static pserv_status_t ps_worker_define(pserv_worker_h w, const pserv_tensor_params_t *p, ps_wtensor_t *t, uint64_t *id)
+{
+    pserv_status_t st = ps_worker_req_alloc(w, PS_MSG_REGISTER, t, NULL, id);
+    if (st < 0) return st;
+    for (uint32_t c = 0; c < t->layout.num_chunks; c++) {
+        size_t len = 0;
+        void *payload = ps_worker_register_payload(p, &t->desc, &t->layout, c, &len);
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_REGISTER);
+        h.sender = w->m.rank;
+        h.req_id = *id;
+        h.key = p->key;
+        h.chunk = c;
+        h.dtype = t->desc.dtype;
+        h.offset = ps_layout_chunk_offset(&t->layout, c);
+        h.length = len;
+        h.map_version = w->m.view->version;
+        if (payload == NULL) {
+            w->reqs[(uint32_t)*id].status = PSERV_ERR_NO_MEMORY;
+            break;
+        }
+        ps_worker_req_send(w, *id, ps_view_owner(w->m.view, p->key, c), &h, payload, len, ps_send_free_cb, payload);
+    }
+    return PSERV_OK;
+}
+
 pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_params_t *p)
 {
     ps_tensor_desc_t desc;
     ps_layout_t layout;
+    ps_deadline_t deadline;
     uint64_t id;
     pserv_status_t st;
 
@@ -158,17 +225,14 @@ pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_p
     if (ps_optim_validate(&p->optim) < 0)
         return ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "tensor %llu: invalid optimizer parameters",
                                (unsigned long long)p->key);
-    if ((st = ps_layout_init(&layout, p->count, ps_dtype_size(desc.dtype),
-                             ps_tensor_chunk_bytes(&desc, w->m.job.chunk_bytes))) < 0)
-        return ps_member_error(&w->m, st, "tensor %llu: too many chunks", (unsigned long long)p->key);
+    ps_deadline_set(&deadline, PS_DEFAULT_TIMEOUT_MS);
+    if ((st = ps_worker_place(w, p->key, &desc, &deadline)) < 0) return st;
 
     pthread_mutex_lock(&w->m.lock);
+    const ps_view_tensor_t *vt = ps_view_tensor(w->m.view, p->key);
     ps_wtensor_t *t = ps_keymap_get(&w->tensors, p->key);
-    if (t != NULL && !ps_tensor_desc_same(&t->desc, &desc)) {
-        pthread_mutex_unlock(&w->m.lock);
-        return ps_member_error(&w->m, PSERV_ERR_MISMATCH, "tensor %llu registered before with another shape",
-                               (unsigned long long)p->key);
-    }
+    st = ps_layout_init(&layout, p->count, ps_dtype_size(desc.dtype), vt->chunk_elems * ps_dtype_size(desc.dtype));
+    if (st < 0) goto err_unlock;
     st = PSERV_ERR_NO_MEMORY;
     if (t == NULL) {
         if ((t = calloc(1, sizeof(*t) + layout.num_chunks * sizeof(t->rounds[0]))) == NULL) goto err_unlock;
@@ -180,28 +244,18 @@ pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_p
             goto err_unlock;
         }
     }
-    if ((st = ps_worker_req_alloc(w, PS_MSG_REGISTER, t, NULL, &id)) < 0) goto err_unlock;
-    for (uint32_t c = 0; c < layout.num_chunks; c++) {
-        size_t len = 0;
-        void *payload = ps_worker_register_payload(p, &desc, &layout, c, &len);
-        ps_wire_hdr_t h;
-        ps_wire_hdr_init(&h, PS_MSG_REGISTER);
-        h.sender = w->m.rank;
-        h.req_id = id;
-        h.key = p->key;
-        h.chunk = c;
-        h.dtype = desc.dtype;
-        h.offset = ps_layout_chunk_offset(&layout, c);
-        h.length = len;
-        h.map_version = w->m.job.map.version;
-        if (payload == NULL) {
-            w->reqs[(uint32_t)id].status = PSERV_ERR_NO_MEMORY;
-            break;
-        }
-        ps_worker_req_send(w, id, ps_shard_of(&w->m.job.map, p->key, c), &h, payload, len, ps_send_free_cb, payload);
+    /* An owner that has not installed the view yet refuses with VIEW_CHANGED: define again. */
+    for (unsigned delay_us = 200;; delay_us = delay_us < 50000 ? 2 * delay_us : delay_us) {
+        if ((st = ps_worker_define(w, p, t, &id)) < 0) goto err_unlock;
+        pthread_mutex_unlock(&w->m.lock);
+        st = pserv_worker_wait(w, id, ps_deadline_left_ms(&deadline));
+        if (st != PSERV_ERR_VIEW_CHANGED || ps_deadline_left_ms(&deadline) == 0) break;
+        usleep(delay_us);
+        pthread_mutex_lock(&w->m.lock);
     }
-    pthread_mutex_unlock(&w->m.lock);
-    return ps_worker_await(w, id, PS_DEFAULT_TIMEOUT_MS, "registering a tensor");
+    if (st < 0) return ps_member_error(&w->m, st, "registering tensor %llu failed: %s", (unsigned long long)p->key,
+                                       pserv_strerror(st));
+    return PSERV_OK;
 
 err_unlock:
     pthread_mutex_unlock(&w->m.lock);
@@ -238,21 +292,28 @@ static void ps_worker_free_tensor(void *arg, void *value)
     free(value);
 }
 
-pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
+/* LEAVE to every server (so they take the disconnect for the normal end) and the coordinator. */
+static void ps_worker_leave(pserv_worker_h worker, const char *failed)
 {
-    if (worker == NULL) return PSERV_OK;
     pthread_mutex_lock(&worker->m.lock);
     worker->leaving = 1;
     pthread_mutex_unlock(&worker->m.lock);
-    /* Tell the servers first, so they take the disconnect for the normal end it is. */
     for (uint32_t s = 0; worker->servers && s < worker->m.job.num_servers; s++) {
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_LEAVE);
         h.sender = worker->m.rank;
         if (worker->servers[s] && !worker->server_failed[s]) ps_send_msg(worker->servers[s], &h, NULL, 0, NULL, NULL, NULL);
     }
-    pserv_status_t st = ps_member_call(&worker->m, PS_MSG_LEAVE, 0, PS_LEAVE_TIMEOUT_MS);
-    if (st < 0) ps_info("leaving the job: %s (the coordinator sees the disconnect)", pserv_strerror(st));
+    size_t len = failed ? strlen(failed) : 0;
+    if (len > PS_WIRE_REASON_MAX) len = PS_WIRE_REASON_MAX;
+    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_LEAVE, failed ? PS_WIRE_FLAG_FAILED : 0, 0, failed,
+                                            len, NULL, PS_LEAVE_TIMEOUT_MS);
+    if (st < 0 && st != PSERV_ERR_JOB_FAILED)
+        ps_info("leaving the job: %s (the coordinator sees the disconnect)", pserv_strerror(st));
+}
+
+static void ps_worker_free(pserv_worker_h worker)
+{
     ps_member_fini(&worker->m); /* no handler runs after this */
     ps_worker_reqs_fini(worker);
     ps_keymap_each(&worker->tensors, ps_worker_free_tensor, NULL);
@@ -260,5 +321,20 @@ pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
     free(worker->servers);
     free(worker->server_failed);
     free(worker);
+}
+
+pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
+{
+    if (worker == NULL) return PSERV_OK;
+    ps_worker_leave(worker, NULL);
+    ps_worker_free(worker);
+    return PSERV_OK;
+}
+
+pserv_status_t pserv_worker_abort(pserv_worker_h worker, const char *reason)
+{
+    if (worker == NULL) return PSERV_OK;
+    ps_worker_leave(worker, reason && *reason ? reason : "aborted");
+    ps_worker_free(worker);
     return PSERV_OK;
 }

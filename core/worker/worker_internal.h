@@ -30,6 +30,7 @@ typedef struct {
     ps_msg_type_t type;     /* what was sent */
     const ps_wtensor_t *tensor;
     uint8_t *dst;           /* pull destination: holds elements from `base` on */
+    const uint8_t *src;     /* push source (same base), kept to re-send a chunk the view moved */
     uint64_t base;          /* element offset of dst[0] in the tensor */
     uint32_t first, end;    /* chunks [first, end) the request covers */
 } ps_req_t;
@@ -64,6 +65,8 @@ pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
                                    void **buf);
 void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len);
 void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why);
+/* Member hook: the job failed; every request in flight completes with PSERV_ERR_JOB_FAILED. */
+void ps_worker_aborted(void *arg);
 
 #define PS_WSTAT_ADD(w, field, n) __atomic_fetch_add(&(w)->stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
 

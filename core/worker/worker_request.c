@@ -57,6 +57,7 @@ pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const p
     r->type = type;
     r->tensor = t;
     r->dst = dst;
+    r->src = NULL;
     r->base = 0;
     r->first = 0;
     r->end = t ? t->layout.num_chunks : 0;
@@ -90,8 +91,15 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
 {
     ps_req_t *r = ps_worker_req_find(w, id);
     pserv_status_t st = PSERV_ERR_PEER_FAILED;
-    if (!w->server_failed[server]) st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
-    else if (cb) cb(cb_arg, st);
+    if (server >= w->m.job.num_servers) {
+        /* Not placed in our view (cannot happen for a registered tensor): the view is behind. */
+        st = PSERV_ERR_VIEW_CHANGED;
+        if (cb) cb(cb_arg, st);
+    } else if (!w->server_failed[server]) {
+        st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
+    } else if (cb) {
+        cb(cb_arg, st);
+    }
     if (st < 0) {
         ps_worker_req_fail(r, st);
         return;
@@ -126,6 +134,7 @@ static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint
     ps_wtensor_t *t = ps_keymap_get(&w->tensors, key);
     uint64_t id;
     uint32_t first, end;
+    if (w->m.aborted) return PSERV_ERR_JOB_FAILED; /* last_error says why */
     if (t == NULL) {
         snprintf(w->m.last_error, sizeof(w->m.last_error), "key %llu is not registered", (unsigned long long)key);
         return PSERV_ERR_UNKNOWN_KEY;
@@ -140,6 +149,7 @@ static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint
     }
     ps_req_t *r = &w->reqs[(uint32_t)id];
     r->base = offset;
+    r->src = grad;
     r->first = first;
     r->end = end;
     size_t esize = t->layout.elem_size;
@@ -154,14 +164,14 @@ static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint
         h.dtype = t->desc.dtype;
         h.offset = off;
         h.round = t->rounds[c];
-        h.map_version = w->m.job.map.version;
+        h.map_version = w->m.view->version;
         const void *payload = NULL;
         if (type != PS_MSG_PULL) {
             h.length = len * esize;
             payload = (const uint8_t *)grad + (off - offset) * esize;
             t->rounds[c]++;
         }
-        ps_worker_req_send(w, id, ps_shard_of(&w->m.job.map, key, c), &h, payload, h.length, NULL, NULL);
+        ps_worker_req_send(w, id, ps_view_owner(w->m.view, key, c), &h, payload, h.length, NULL, NULL);
     }
     if (type != PS_MSG_PULL) PS_WSTAT_ADD(w, bytes_pushed, count * esize);
     *req = id;
@@ -238,12 +248,14 @@ pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int
     pserv_status_t st = PSERV_ERR_INVALID_ARG;
     if (r == NULL) goto out;
     st = PSERV_OK;
-    while (r->pending > 0 && st == PSERV_OK) st = ps_cond_wait(&worker->m.cond, &worker->m.lock, &deadline);
-    if (r->pending > 0) {
+    while (r->pending > 0 && !worker->m.aborted && st == PSERV_OK)
+        st = ps_cond_wait(&worker->m.cond, &worker->m.lock, &deadline);
+    if (r->pending > 0 && !worker->m.aborted) {
         st = PSERV_ERR_TIMED_OUT;
         goto out;
     }
-    st = r->status;
+    /* Once the job failed nothing more will come: the request ends with that. */
+    st = r->pending > 0 ? PSERV_ERR_JOB_FAILED : r->status;
     if (r->type == PS_MSG_PUSH || r->type == PS_MSG_PULL || r->type == PS_MSG_PUSH_PULL) {
         PS_WSTAT_ADD(worker, requests, 1);
         if (st < 0) PS_WSTAT_ADD(worker, errors, 1);
@@ -308,6 +320,57 @@ pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
     return PSERV_OK;
 }
 
+/*
+ * A shard refused a chunk message because it does not own the chunk in its view. If our view
+ * names another owner, the message goes there (same round: the resend is idempotent) and the
+ * request keeps waiting; returns 1 then. Registration handles its own refusals (it re-defines).
+ */
+static int ps_worker_reroute(pserv_worker_h w, ps_req_t *r, const ps_wire_hdr_t *h)
+{
+    if (r->type != PS_MSG_PUSH && r->type != PS_MSG_PULL && r->type != PS_MSG_PUSH_PULL) return 0;
+    if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end) return 0;
+    uint32_t owner = ps_view_owner(w->m.view, h->key, h->chunk);
+    if (owner == UINT32_MAX || owner == h->sender || owner >= w->m.job.num_servers) return 0;
+    const ps_layout_t *l = &r->tensor->layout;
+    ps_wire_hdr_t m;
+    ps_wire_hdr_init(&m, r->type);
+    m.flags = PS_WIRE_FLAG_RETRY;
+    m.sender = w->m.rank;
+    m.req_id = h->req_id;
+    m.key = h->key;
+    m.chunk = h->chunk;
+    m.dtype = r->tensor->desc.dtype;
+    m.offset = ps_layout_chunk_offset(l, h->chunk);
+    m.round = h->round;
+    m.map_version = w->m.view->version;
+    const void *payload = NULL;
+    if (r->type != PS_MSG_PULL) {
+        m.length = ps_layout_chunk_len(l, h->chunk) * l->elem_size;
+        payload = r->src + (m.offset - r->base) * l->elem_size;
+    }
+    r->pending--; /* ps_worker_req_send counts the new message */
+    ps_worker_req_send(w, h->req_id, owner, &m, payload, m.length, NULL, NULL);
+    ps_debug("key %llu chunk %u re-sent to server %u (view %u)", (unsigned long long)h->key, h->chunk, owner,
+             w->m.view->version);
+    if (r->pending == 0) pthread_cond_broadcast(&w->m.cond);
+    return 1;
+}
+
+void ps_worker_aborted(void *arg)
+{
+    pserv_worker_h w = arg;
+    pthread_mutex_lock(&w->m.lock);
+    for (uint32_t i = 0; i < w->nreqs; i++) {
+        ps_req_t *r = &w->reqs[i];
+        if (r->state != PS_REQ_ACTIVE || r->pending == 0) continue;
+        ps_worker_req_fail(r, PSERV_ERR_JOB_FAILED);
+        r->pending = 0;
+        memset(r->per_server, 0, w->m.job.num_servers * sizeof(*r->per_server));
+    }
+    pthread_cond_broadcast(&w->m.cond);
+    pthread_mutex_unlock(&w->m.lock);
+}
+
 void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
 {
     pserv_worker_h w = arg;
@@ -317,6 +380,7 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
         return;
     }
+    ps_member_heard(&w->m);
     if (ps_member_rx(&w->m, peer, &h, data, len)) return;
 
     pthread_mutex_lock(&w->m.lock);
@@ -325,6 +389,9 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         ps_debug("%s from %s dropped: %s", ps_wire_type_name(h.type), ps_tp_peer_name(peer), why);
         goto out;
     }
+    r->per_server[h.sender]--;
+    if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) goto out;
+    r->per_server[h.sender]++;
     if (h.status < 0) {
         ps_worker_req_fail(r, h.status);
     } else if (h.type == PS_MSG_PULL_REPLY) {

@@ -252,9 +252,15 @@ typedef struct {
      * every group has pushed it. NULL or "": a group of its own (every worker pushes everything).
      */
     const char *node;
+    /**
+     * The job settings this worker runs with, as "key=value key=value ..." (e.g. "epochs=3 lr=0.1").
+     * The first worker's settings are the job's; a worker whose settings differ is refused at
+     * create with PSERV_ERR_MISMATCH, and pserv_worker_last_error() names the setting. NULL: none.
+     */
+    const char *settings;
 } pserv_worker_params_t;
 
-#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0, NULL }
+#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0, NULL, NULL }
 
 /** What a worker learns when it joins. */
 typedef struct {
@@ -262,7 +268,7 @@ typedef struct {
     unsigned rank, num_workers, num_servers;
     pserv_mode_t mode;
     size_t chunk_bytes;
-    uint32_t map_version; /**< version of the shard map */
+    uint32_t map_version; /**< version of the cluster view this worker has installed */
     unsigned node;        /**< this worker's node group, 0 .. num_nodes-1 (by lowest worker rank) */
     unsigned num_nodes;   /**< node groups in the job: the pushes each chunk needs per sync round */
     unsigned local_rank;  /**< rank within the node group (by worker rank), 0 .. local_size-1 */
@@ -307,10 +313,12 @@ PSERV_API pserv_status_t pserv_worker_create(const pserv_worker_params_t *params
 /** The job as the coordinator described it. */
 PSERV_API pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info);
 /**
- * Registers a tensor on the shards that own its chunks and waits for them (blocking).
- * Every worker registers the same tensors; the first registration to reach a shard sets the
- * initial values, later ones must match in count, dtype and optimizer type
- * (PSERV_ERR_MISMATCH otherwise). Give every worker the same initial values, or barrier after.
+ * Registers a tensor and waits for it (blocking): the coordinator places its chunks on the
+ * servers (the first registration of a key), then the owners receive the initial values.
+ * Every worker registers the same tensors; later registrations must match the first in count,
+ * dtype, optimizer and every hyper-parameter (PSERV_ERR_MISMATCH otherwise, naming the field in
+ * pserv_worker_last_error()). A chunk size that cuts the tensor into more than 65536 chunks is
+ * refused with PSERV_ERR_INVALID_ARG. Give every worker the same initial values, or barrier after.
  */
 PSERV_API pserv_status_t pserv_worker_register(pserv_worker_h worker, const pserv_tensor_params_t *tensor);
 /**
@@ -371,6 +379,12 @@ PSERV_API pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_
 PSERV_API const char *pserv_worker_last_error(pserv_worker_h worker);
 /** Leaves the job (the coordinator ends it when every worker has left) and frees the worker. */
 PSERV_API pserv_status_t pserv_worker_destroy(pserv_worker_h worker);
+/**
+ * Tells the job that this worker cannot go on (reason: a short text the coordinator reports), so
+ * the job follows its failure policy at once instead of waiting for the worker's pushes; then
+ * frees the worker. Use it instead of pserv_worker_destroy on an error path.
+ */
+PSERV_API pserv_status_t pserv_worker_abort(pserv_worker_h worker, const char *reason);
 
 #ifdef __cplusplus
 }

@@ -38,7 +38,10 @@ Test(codec, job_round_trip)
 {
     char servers[2][PS_ADDR_MAX] = {"10.0.0.1:5000", "node7:5001"};
     uint32_t worker_node[3] = {0, 1, 0}; /* workers 0 and 2 share a node */
-    ps_job_t job = {PSERV_MODE_ASYNC, 2, 3, 1 << 20, {4, 2}, servers, 2, worker_node}, out;
+    ps_job_t job = {.mode = PSERV_MODE_ASYNC, .num_servers = 2, .num_workers = 3, .chunk_bytes = 1 << 20,
+                    .heartbeat_ms = 250, .failure_timeout_ms = 2000, .on_worker_failure = PSERV_ON_FAILURE_CONTINUE,
+                    .servers = servers, .num_nodes = 2, .worker_node = worker_node},
+             out;
     uint8_t buf[1024];
     ps_writer_t w;
     ps_reader_t r;
@@ -50,7 +53,9 @@ Test(codec, job_round_trip)
     cr_assert_eq(rank, 1);
     cr_assert_eq(out.mode, PSERV_MODE_ASYNC);
     cr_assert_eq(out.num_workers, 3);
-    cr_assert_eq(out.map.version, 4);
+    cr_assert_eq(out.heartbeat_ms, 250);
+    cr_assert_eq(out.failure_timeout_ms, 2000);
+    cr_assert_eq(out.on_worker_failure, PSERV_ON_FAILURE_CONTINUE);
     cr_assert_str_eq(out.servers[1], "node7:5001");
     cr_assert_eq(out.num_nodes, 2);
     cr_assert_eq(out.worker_node[2], 0);
@@ -96,6 +101,14 @@ Test(codec, tensor_desc_round_trip_and_validation)
     cr_assert_eq(ps_tensor_desc_decode(&r, &out), PSERV_OK);
     cr_assert(ps_tensor_desc_same(&d, &out));
     cr_assert_float_eq(out.optim.lr, 0.5f, 0);
+    /* every hyper-parameter counts: the first field that differs is named */
+    out.optim.lr = 0.25f;
+    cr_assert_str_eq(ps_tensor_desc_diff(&d, &out), "lr");
+    out.optim.lr = 0.5f;
+    out.optim.weight_decay = 0.1f;
+    cr_assert_str_eq(ps_tensor_desc_diff(&d, &out), "weight_decay");
+    out.optim.weight_decay = d.optim.weight_decay;
+    cr_assert_null(ps_tensor_desc_diff(&d, &out));
     buf[8] = 9; /* dtype */
     ps_reader_init(&r, buf, w.len);
     cr_assert_eq(ps_tensor_desc_decode(&r, &out), PSERV_ERR_BAD_MESSAGE);

@@ -1,4 +1,4 @@
-/* Partitioning: chunk layout covers a tensor exactly, shards are balanced and deterministic. */
+/* Chunk layout covers a tensor exactly (placement on shards: tests/cluster/test_view.c). */
 #include <criterion/criterion.h>
 
 #include "partition.h"
@@ -32,25 +32,4 @@ Test(partition, rejects_empty_and_rounds_tiny_chunks_up)
     cr_assert_eq(l.chunk_elems, 1);
     cr_assert_eq(l.num_chunks, 10);
     cr_assert_eq(ps_layout_init(&l, (size_t)1 << 40, 4, 4), PSERV_ERR_INVALID_ARG);
-}
-
-Test(partition, chunks_of_one_tensor_spread_round_robin)
-{
-    ps_shard_map_t map = {1, 3};
-    uint32_t first = ps_shard_of(&map, 42, 0);
-    for (uint32_t c = 0; c < 30; c++) cr_assert_eq(ps_shard_of(&map, 42, c), (first + c) % 3);
-}
-
-Test(partition, keys_spread_evenly_over_shards)
-{
-    ps_shard_map_t map = {1, 4};
-    unsigned hits[4] = {0};
-    for (uint64_t k = 0; k < 4000; k++) hits[ps_shard_of(&map, k, 0)]++;
-    for (int s = 0; s < 4; s++) cr_assert(hits[s] > 850 && hits[s] < 1150, "shard %d got %u of 4000", s, hits[s]);
-}
-
-Test(partition, single_shard_owns_everything)
-{
-    ps_shard_map_t map = {1, 1};
-    for (uint64_t k = 0; k < 100; k++) cr_assert_eq(ps_shard_of(&map, k, (uint32_t)k), 0);
 }

@@ -76,9 +76,22 @@ static float init_value(unsigned t, size_t i)
     return (float)exact_units(1000, 0, t, i, 512) / 1024.0f;
 }
 
+/*
+ * The chunk geometry docs/design.md promises for NSERVERS live servers: a tensor of at least
+ * NSERVERS x 1 KiB is cut into a multiple of NSERVERS chunks of equal size (the last one shorter),
+ * at most CHUNK_BYTES each; a smaller one into chunks of CHUNK_BYTES.
+ */
+static size_t chunk_elems_of(size_t count)
+{
+    if (count * sizeof(float) < NSERVERS * 1024) return CHUNK_ELEMS;
+    size_t n = (count + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
+    n = (n + NSERVERS - 1) / NSERVERS * NSERVERS;
+    return (count + n - 1) / n;
+}
+
 static size_t chunks_of(size_t count)
 {
-    return (count + CHUNK_ELEMS - 1) / CHUNK_ELEMS;
+    return (count + chunk_elems_of(count) - 1) / chunk_elems_of(count);
 }
 
 static size_t total_chunks(void)
@@ -178,18 +191,13 @@ static void check_servers(harness_t *h, const int fds[NSERVERS], uint64_t steps_
     cr_expect_eq(bytes_in, want_bytes, "bytes in: %llu, expected %llu", (unsigned long long)bytes_in,
                  (unsigned long long)want_bytes);
 
-    /* Per shard: some choice of start shard per key must give exactly these step counts. */
+    /* Per shard: placement balances the chunks, so neither shard is short by more than one. */
     uint64_t by_rank[NSERVERS];
     for (unsigned s = 0; s < NSERVERS; s++) by_rank[rep[s].rank] = rep[s].stats.steps;
-    int fits = 0;
-    for (unsigned start = 0; start < (1u << NTENSORS) && !fits; start++) {
-        uint64_t on0 = 0;
-        for (unsigned t = 0; t < NTENSORS; t++)
-            for (size_t c = 0; c < chunks_of(tensor_sizes[t]); c++) on0 += ((start >> t) + c) % 2 == 0;
-        fits = by_rank[0] == steps_per_chunk * on0 && by_rank[1] == steps_per_chunk * (nchunks - on0);
-    }
-    cr_expect(fits, "shard steps %llu and %llu fit no round-robin placement of the chunks (%llu steps per chunk)",
-              (unsigned long long)by_rank[0], (unsigned long long)by_rank[1], (unsigned long long)steps_per_chunk);
+    for (unsigned s = 0; s < NSERVERS; s++)
+        cr_expect_geq(by_rank[s], steps_per_chunk * (nchunks / NSERVERS - 1),
+                      "shard %u ran %llu steps of %llu: the chunks are not spread", s, (unsigned long long)by_rank[s],
+                      (unsigned long long)steps);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -228,7 +236,7 @@ static int worker_register(pserv_worker_h w, const pserv_optim_params_t *optim, 
         tp.init = params[t];
         tp.optim = *optim;
         if (pserv_worker_register(w, &tp) != PSERV_OK) return worker_fail(w, 31, "register");
-        if (pserv_worker_tensor_info(w, t + 1, &count, &chunk) != PSERV_OK || count != n || chunk != CHUNK_ELEMS)
+        if (pserv_worker_tensor_info(w, t + 1, &count, &chunk) != PSERV_OK || count != n || chunk != chunk_elems_of(n))
             return worker_fail(w, 32, "tensor_info (or its geometry)");
     }
     return 0;

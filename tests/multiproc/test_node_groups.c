@@ -35,7 +35,8 @@ static void pull_all(pserv_worker_h w, uint64_t key, float *out)
 
 Test(ranges, push_pull_of_a_range_changes_only_the_range, .timeout = 60)
 {
-    enum { N = 10 * CHUNK_FLOATS + 100 }; /* 11 chunks, the last one short */
+    /* 12 chunks (a multiple of the 2 shards, so placement keeps the chunk size), the last one short */
+    enum { N = 12 * CHUNK_FLOATS - 10 };
     static float grad[N], out[N], all[N];
     inproc_job_t job;
     cr_assert_eq(inproc_group_start(&job, PSERV_MODE_SYNC, CHUNK_BYTES, 64, 2, 1, NULL), 0);
@@ -77,7 +78,7 @@ Test(ranges, ranges_that_are_not_whole_chunks_are_refused, .timeout = 60)
     inproc_job_t job;
     pserv_request_t req;
     cr_assert_eq(inproc_job_start(&job, PSERV_MODE_SYNC, CHUNK_BYTES, 64), 0);
-    register_sgd(job.worker, 1, 3 * CHUNK_FLOATS + 10, 0.0f);
+    register_sgd(job.worker, 1, 4 * CHUNK_FLOATS - 2, 0.0f); /* 4 chunks, the last one 2 short */
     struct {
         size_t off, n;
     } bad[] = {{1, CHUNK_FLOATS},
@@ -96,7 +97,8 @@ Test(ranges, ranges_that_are_not_whole_chunks_are_refused, .timeout = 60)
     cr_assert_eq(pserv_worker_pull_range(job.worker, 2, 0, 1, buf, &req), PSERV_ERR_UNKNOWN_KEY);
     cr_assert_eq(pserv_worker_tensor_info(job.worker, 2, &count, &chunk), PSERV_ERR_UNKNOWN_KEY);
     /* nothing was sent: the tensor is untouched and round 0 still open */
-    cr_assert_eq(pserv_worker_push_pull_range(job.worker, 1, 3 * CHUNK_FLOATS, 10, buf, buf, &req), PSERV_OK);
+    cr_assert_eq(pserv_worker_push_pull_range(job.worker, 1, 3 * CHUNK_FLOATS, CHUNK_FLOATS - 2, buf, buf, &req),
+                 PSERV_OK);
     cr_assert_eq(wait_ok(job.worker, req), PSERV_OK, "%s", pserv_worker_last_error(job.worker));
     cr_assert_eq(inproc_job_stop(&job), 0);
 }
@@ -215,7 +217,7 @@ Test(node_groups, broadcast_gives_every_member_local_rank_zeros_bytes, .timeout 
  */
 Test(node_groups, sync_round_completes_with_one_push_per_group, .timeout = 60)
 {
-    enum { CHUNKS = 9, N = CHUNKS * CHUNK_FLOATS, ROUNDS = 3 };
+    enum { CHUNKS = 10, N = CHUNKS * CHUNK_FLOATS, ROUNDS = 3 }; /* a multiple of the 2 shards: chunks stay whole */
     static float grad[5][N], out[5][N]; /* per worker: buffers stay untouched until the wait */
     inproc_job_t job;
     cr_assert_eq(inproc_group_start(&job, PSERV_MODE_SYNC, CHUNK_BYTES, 64, 2, 5, five_nodes), 0);

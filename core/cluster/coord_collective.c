@@ -1,0 +1,104 @@
+/* Coordinator collectives: the job-wide barrier and node-group broadcasts (NODE_BCAST). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator_internal.h"
+
+/* Releases the barrier when every worker still in the job has arrived (or fails it). */
+void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
+{
+    uint32_t alive = c->job.num_workers - c->workers_done;
+    if (fail == PSERV_OK && (c->barrier_arrived < alive || c->barrier_arrived == 0)) return;
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (!m->used || !m->at_barrier) continue;
+        ps_wire_hdr_t req;
+        ps_wire_hdr_init(&req, PS_MSG_BARRIER);
+        req.req_id = m->barrier_req;
+        req.round = c->barrier_seq;
+        ps_reply_status(m->peer, &req, PS_MSG_BARRIER_REPLY, 0, fail);
+        m->at_barrier = 0;
+    }
+    c->barrier_arrived = 0;
+    c->barrier_seq++;
+}
+
+/* Answers every member of a node group waiting in its broadcast: with the root's bytes, or fail. */
+static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_status_t fail)
+{
+    ps_coord_node_t *n = &c->nodes[node];
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (!m->used || !m->at_bcast || c->job.worker_node[m->rank] != node) continue;
+        ps_wire_hdr_t h;
+        ps_wire_hdr_init(&h, PS_MSG_NODE_BCAST_REPLY);
+        h.req_id = m->bcast_req;
+        h.round = n->seq;
+        m->at_bcast = 0;
+        if (fail < 0) {
+            ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, fail);
+            continue;
+        }
+        uint8_t *copy = malloc(n->len ? n->len : 1);
+        if (copy == NULL) {
+            ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_NO_MEMORY);
+            continue;
+        }
+        memcpy(copy, n->data, n->len);
+        h.length = n->len;
+        ps_send_msg(m->peer, &h, copy, n->len, NULL, ps_send_free_cb, copy);
+    }
+    n->arrived = 0;
+    n->fail = PSERV_OK;
+    n->seq++;
+}
+
+void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
+                              size_t len)
+{
+    uint32_t node = c->job.worker_node[m->rank], local_rank, local_size;
+    ps_coord_node_t *n = &c->nodes[node];
+    ps_job_node_of(&c->job, m->rank, &local_rank, &local_size);
+    if (h->round != n->seq || m->at_bcast || m->left || len > PSERV_NODE_BROADCAST_MAX) {
+        c->rejected++;
+        ps_warn("node broadcast %llu from worker %u rejected: %s", (unsigned long long)h->round, m->rank,
+                len > PSERV_NODE_BROADCAST_MAX ? "too long" : "out of sequence");
+        ps_reply_status(m->peer, h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_INVALID_ARG);
+        return;
+    }
+    /* Members that disagree on the length fail the round together, so their sequences stay in step. */
+    if (n->arrived > 0 && len != n->len && n->fail == PSERV_OK) {
+        ps_warn("node broadcast %llu of node group %u failed: worker %u sent %zu bytes, others %u",
+                (unsigned long long)h->round, node, m->rank, len, n->len);
+        n->fail = PSERV_ERR_INVALID_ARG;
+    }
+    if (n->arrived == 0) n->len = (uint32_t)len;
+    if (local_rank == 0 && len == n->len) memcpy(n->data, data, len);
+    m->at_bcast = 1;
+    m->bcast_req = h->req_id;
+    if (++n->arrived == n->size) ps_coord_bcast_release(c, node, n->fail);
+}
+
+void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h)
+{
+    if (h->round != c->barrier_seq || m->at_barrier || m->left) {
+        ps_reply_status(m->peer, h, PS_MSG_BARRIER_REPLY, 0, PSERV_ERR_STALE);
+        return;
+    }
+    m->at_barrier = 1;
+    m->barrier_req = h->req_id;
+    c->barrier_arrived++;
+    ps_coord_barrier_check(c, PSERV_OK);
+}
+
+void ps_coord_collectives_drop(pserv_coordinator_h c, ps_coord_member_t *m)
+{
+    if (m->at_barrier) c->barrier_arrived--;
+    m->at_barrier = 0;
+    ps_coord_node_t *n = &c->nodes[c->job.worker_node[m->rank]];
+    if (m->at_bcast) n->arrived--;
+    m->at_bcast = 0;
+    /* Its node group's broadcast can no longer complete; the others at the barrier may now. */
+    if (n->arrived > 0) ps_coord_bcast_release(c, c->job.worker_node[m->rank], PSERV_ERR_PEER_FAILED);
+    ps_coord_barrier_check(c, PSERV_OK);
+}

@@ -1,0 +1,105 @@
+/*
+ * Coordinator internals shared by its files: coordinator.c (create, join, forming the job,
+ * dispatch), coord_collective.c (barriers, node broadcasts), coord_failure.c (heartbeats, a
+ * member's death, the failure policy, the end of the job) and coord_tensor.c (placing tensors,
+ * publishing views). All state is changed under c->lock: on the progress thread (messages) or on
+ * the ticker thread (heartbeats). Control traffic only, never the data path.
+ */
+#ifndef PS_COORDINATOR_INTERNAL_H
+#define PS_COORDINATOR_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "log.h"
+#include "send.h"
+#include "ticker.h"
+#include "transport.h"
+#include "view.h"
+#include "wire.h"
+
+#define PS_DEFAULT_HEARTBEAT_MS 500
+#define PS_DEFAULT_FAILURE_TIMEOUT_MS 3000
+/* Below this a chunk is all message overhead. */
+#define PS_MIN_CHUNK_BYTES 64u
+
+typedef struct {
+    ps_tp_peer_t *peer;
+    ps_role_t role;
+    int32_t wanted_rank;
+    uint32_t rank;
+    uint64_t join_req;
+    char addr[PS_ADDR_MAX];
+    char node[PS_NODE_MAX]; /* a worker's node group name, "" for a group of its own */
+    int used, left, failed;
+    int64_t last_heard_ms;  /* any message from it */
+    uint64_t barrier_req;   /* req id of its barrier call, while it waits at the barrier */
+    int at_barrier;
+    uint64_t bcast_req;     /* req id of its node broadcast call, while it waits in one */
+    int at_bcast;
+} ps_coord_member_t;
+
+/* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */
+typedef struct {
+    uint64_t seq;
+    uint32_t arrived, size;
+    uint32_t len;
+    pserv_status_t fail; /* the round's outcome so far: members disagreed on the length */
+    uint8_t data[PSERV_NODE_BROADCAST_MAX];
+} ps_coord_node_t;
+
+struct pserv_coordinator {
+    ps_tp_t *tp;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ps_job_t job;
+    ps_view_t view;             /* the cluster view: the coordinator owns it */
+    ps_coord_member_t *members; /* num_servers + num_workers slots */
+    uint32_t capacity;
+    uint32_t joined[3];         /* by role */
+    int formed;
+    char settings[PS_SETTINGS_MAX]; /* the first worker's job settings: every later one must match */
+    uint32_t settings_from;         /* the member slot that set them */
+    int have_settings;
+    uint64_t barrier_seq;
+    uint32_t barrier_arrived;
+    ps_coord_node_t *nodes; /* job.num_nodes, once formed */
+    uint32_t workers_done;  /* left or failed */
+    int done;
+    pserv_status_t result;
+    char why[PS_WIRE_REASON_MAX]; /* why the job failed, for pserv_coordinator_last_error */
+    uint64_t rejected;
+    ps_ticker_t ticker;
+};
+
+/* "server 1 at 127.0.0.1:4242" */
+void ps_coord_member_name(const ps_coord_member_t *m, char *out, size_t cap);
+/* The member's state in the view. */
+uint8_t *ps_coord_member_state(pserv_coordinator_h c, const ps_coord_member_t *m);
+
+/* Collectives: a barrier arrival / a node broadcast, and releasing them when members are gone. */
+void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h);
+void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail);
+void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
+                       size_t len);
+/* A worker is gone: its barrier place and its node group's broadcast no longer wait for it. */
+void ps_coord_collectives_drop(pserv_coordinator_h c, ps_coord_member_t *m);
+
+/* Failure: a member is dead (why in words); the policy decides between a new view and ABORT. */
+void ps_coord_member_dead(pserv_coordinator_h c, ps_coord_member_t *m, const char *why);
+/* A worker said LEAVE: done (or, with PS_WIRE_FLAG_FAILED, failed with the payload's reason). */
+void ps_coord_on_leave(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
+                       size_t len);
+/* Heartbeats and the silent-member check, every job.heartbeat_ms (ticker thread). */
+void ps_coord_tick(void *arg, int64_t now_ms);
+
+/* Tensors and views: TENSOR from a worker, and sending the view after every change. */
+void ps_coord_on_tensor(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
+                        size_t len);
+/* Bumps the view's version and sends it to every member still in the job. */
+void ps_coord_publish(pserv_coordinator_h c);
+/* The view's bytes in a fresh buffer (freed by the caller); NULL without memory. */
+uint8_t *ps_coord_view_bytes(pserv_coordinator_h c, size_t *len);
+
+#endif
