@@ -1,7 +1,7 @@
 /*
- * A server shard: joins the job, then serves workers. Every message is handled on the
- * transport's progress thread, so the store needs no lock; optimizer steps fan out to the
- * thread pool.
+ * A server shard: joins the job, then serves workers. The life cycle is here: create, the
+ * job's arrival (setup), hellos, wait, stats, destroy. Receiving is in server_rx.c (progress
+ * thread), the store's work in server_update.c (apply thread): see server_pipe.h.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +13,7 @@
 #include "pinned.h"
 #include "server_internal.h"
 
-#define PS_SCRATCH_MAX_SLOTS 16
-
-static void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     if (h->sender >= s->store.num_workers) {
@@ -36,50 +34,25 @@ static void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wi
     ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_OK);
 }
 
-/* Scratch slots receive rendezvous pushes; they are handed back after the push is applied. */
-static pserv_status_t ps_server_scratch_init(pserv_server_h s)
-{
-    s->scratch_slot = s->m.job.chunk_bytes; /* the largest chunk the view makes (but whole clipped tensors) */
-    /* Two pushes in flight per worker, but never more than PS_SCRATCH_MAX_SLOTS chunks of
-     * pinned memory: beyond that the transport allocates (rare; costs a malloc). */
-    s->scratch_slots = PS_MIN(2 * (size_t)s->store.num_workers + 2, PS_SCRATCH_MAX_SLOTS);
-    s->scratch_bytes = s->scratch_slot * s->scratch_slots;
-    s->scratch_free = malloc(s->scratch_slots * sizeof(*s->scratch_free));
-    if (s->scratch_free == NULL) return PSERV_ERR_NO_MEMORY;
-    pserv_status_t st = ps_pinned_alloc(s->scratch_bytes, (void **)&s->scratch);
-    if (st < 0) {
-        free(s->scratch_free);
-        s->scratch_free = NULL;
-        return st;
-    }
-    for (size_t i = 0; i < s->scratch_slots; i++) s->scratch_free[i] = (uint32_t)i;
-    s->nscratch_free = s->scratch_slots;
-    return PSERV_OK;
-}
+/* Slots: a chunk's message each (a REGISTER's is the largest): 8 per worker in flight and 16 more,
+ * within 64 MiB of pinned memory (and at least 4). */
+#define PS_PIPE_SLOT_BUDGET ((size_t)64 << 20)
+#define PS_PIPE_MAX_SLOTS 1024
 
-static void ps_server_scratch_put(pserv_server_h s, void *buf)
-{
-    uint8_t *p = buf;
-    if (p < s->scratch || p >= s->scratch + s->scratch_bytes) return; /* transport-owned */
-    s->scratch_free[s->nscratch_free++] = (uint32_t)((size_t)(p - s->scratch) / s->scratch_slot);
-}
-
-static void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf)
-{
-    ps_server_scratch_put(arg, buf);
-}
-
-static void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now);
-
-/* Runs on the progress thread when the job description arrives, before any worker traffic
- * is served: sets up the store and answers workers that said hello early. */
-static void ps_server_setup(pserv_server_h s)
+void ps_server_setup(pserv_server_h s)
 {
     ps_store_init(&s->store, s->m.tp, &s->m.job, s->m.rank);
-    if ((s->live_node = calloc(s->m.job.num_nodes, 1)) == NULL) ps_error("no memory for the node groups");
-    else ps_server_view_changed(s, NULL, s->m.view);
-    if (ps_server_scratch_init(s) < 0)
-        ps_warn("no scratch buffers for rendezvous pushes: the transport allocates them");
+    if ((s->live_node = calloc(s->m.job.num_nodes, 1)) == NULL) {
+        ps_error("no memory for the node groups");
+        return;
+    }
+    ps_server_live_nodes(s, s->m.view, s->live_node, &s->num_live_nodes);
+    size_t slot_bytes = s->m.job.chunk_bytes + PS_TENSOR_DESC_LEN;
+    size_t slots = PS_MIN(8 * (size_t)s->m.job.num_workers + 16, PS_MAX(PS_PIPE_SLOT_BUDGET / slot_bytes, 4));
+    if (ps_pipe_start(&s->pipe, (uint32_t)PS_MIN(slots, PS_PIPE_MAX_SLOTS), slot_bytes, ps_server_run, s) < 0) {
+        ps_error("cannot start the apply thread");
+        return;
+    }
     s->ready = 1;
     for (size_t i = 0; i < s->nparked; i++) ps_server_on_hello(s, s->parked[i].peer, &s->parked[i].hdr);
     free(s->parked);
@@ -87,7 +60,7 @@ static void ps_server_setup(pserv_server_h s)
     s->nparked = 0;
 }
 
-static void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     ps_parked_hello_t *p = realloc(s->parked, (s->nparked + 1) * sizeof(*p));
     if (p == NULL) {
@@ -96,178 +69,6 @@ static void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_
     }
     s->parked = p;
     s->parked[s->nparked++] = (ps_parked_hello_t){peer, *h};
-}
-
-static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
-                                  size_t len)
-{
-    ps_reader_t r;
-    ps_tensor_desc_t desc;
-    const char *why = "malformed tensor descriptor";
-    ps_reader_init(&r, data, len);
-    pserv_status_t st = ps_tensor_desc_decode(&r, &desc);
-    const ps_view_tensor_t *vt = ps_view_tensor(s->m.view, h->key); /* admitted: it is in the view */
-    if (st == PSERV_OK && !ps_tensor_desc_same(&vt->desc, &desc)) {
-        st = PSERV_ERR_MISMATCH;
-        why = "descriptor differs from the one the coordinator placed";
-    }
-    if (st == PSERV_OK)
-        st = ps_store_define(&s->store, h->key, &desc, vt->chunk_elems, h->chunk, (const uint8_t *)data + r.pos,
-                             len - r.pos, &why);
-    if (st < 0) {
-        ps_server_reject(s, peer, h, st, why);
-        return;
-    }
-    ps_reply_status(peer, h, PS_MSG_REGISTER_REPLY, s->store.rank, PSERV_OK);
-}
-
-/* Decodes a header and checks that a worker may send it; on failure answers or drops it. */
-static pserv_status_t ps_server_admit(pserv_server_h s, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len,
-                                      size_t len, ps_wire_hdr_t *h)
-{
-    const char *why;
-    if (ps_wire_decode(hdr, hdr_len, len, h, &why) < 0) {
-        PS_STAT_ADD(s, rejected, 1);
-        ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
-        return PSERV_ERR_BAD_MESSAGE;
-    }
-    ps_member_heard(&s->m);
-    if (h->type == PS_MSG_PUSH || h->type == PS_MSG_PUSH_PULL || h->type == PS_MSG_PULL ||
-        h->type == PS_MSG_REGISTER) {
-        const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
-        if (!s->ready || p == NULL || !p->hello || p->rank != h->sender) {
-            ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG, "sender did not say hello with this rank");
-            return PSERV_ERR_INVALID_ARG;
-        }
-        if (__atomic_load_n(&s->m.aborted, __ATOMIC_RELAXED)) {
-            ps_server_reject(s, peer, h, PSERV_ERR_JOB_FAILED, "the job failed");
-            return PSERV_ERR_JOB_FAILED;
-        }
-        /* Every routing decision goes through the view: a chunk this shard does not own there
-         * (moved, or a view newer than ours placed it) is refused so the worker re-routes. */
-        const ps_view_tensor_t *vt = ps_view_tensor(s->m.view, h->key);
-        pserv_status_t st = PSERV_OK;
-        why = NULL;
-        if (vt == NULL && h->map_version > s->m.view->version) {
-            st = PSERV_ERR_VIEW_CHANGED;
-            why = "routed by a view this shard has not installed yet";
-        } else if (vt == NULL) {
-            st = PSERV_ERR_UNKNOWN_KEY;
-            why = "key not placed in the view";
-        } else if (h->chunk >= vt->num_chunks) {
-            st = PSERV_ERR_BAD_MESSAGE;
-            why = "chunk out of range";
-        } else if (ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
-            st = PSERV_ERR_VIEW_CHANGED;
-            why = "chunk not owned by this shard in its view";
-        }
-        if (st < 0) {
-            ps_server_reject(s, peer, h, st, why);
-            return st;
-        }
-    }
-    return PSERV_OK;
-}
-
-static pserv_status_t ps_server_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len,
-                                          size_t len, void **buf)
-{
-    pserv_server_h s = arg;
-    ps_wire_hdr_t h;
-    ps_tensor_t *t;
-    ps_chunk_t *c;
-    const char *why;
-    pserv_status_t st = ps_server_admit(s, peer, hdr, hdr_len, len, &h);
-    if (st < 0) return st;
-    if (h.type != PS_MSG_PUSH && h.type != PS_MSG_PUSH_PULL) return PSERV_OK; /* transport allocates */
-    /* Check before the payload moves: a bad push costs no transfer. */
-    if ((st = ps_store_check(&s->store, &h, &t, &c, &why)) < 0) {
-        ps_server_reject(s, peer, &h, st, why);
-        return st;
-    }
-    if (s->nscratch_free > 0 && len <= s->scratch_slot)
-        *buf = s->scratch + (size_t)s->scratch_free[--s->nscratch_free] * s->scratch_slot;
-    return PSERV_OK;
-}
-
-static void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
-{
-    pserv_server_h s = arg;
-    ps_wire_hdr_t h;
-
-    if (ps_server_admit(s, peer, hdr, hdr_len, len, &h) < 0) goto out;
-    if (ps_member_rx(&s->m, peer, &h, data, len)) {
-        if (!s->ready && s->m.job.servers != NULL) ps_server_setup(s);
-        goto out;
-    }
-    switch (h.type) {
-    case PS_MSG_HELLO:
-        if (s->ready) ps_server_on_hello(s, peer, &h);
-        else ps_server_park_hello(s, peer, &h);
-        break;
-    case PS_MSG_REGISTER:
-        ps_server_on_register(s, peer, &h, data, len);
-        break;
-    case PS_MSG_PUSH:
-    case PS_MSG_PUSH_PULL:
-        ps_server_on_push(s, peer, &h, data);
-        break;
-    case PS_MSG_PULL:
-        ps_server_on_pull(s, peer, &h);
-        break;
-    case PS_MSG_LEAVE: {
-        ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
-        if (p) p->left = 1;
-        break;
-    }
-    default:
-        PS_STAT_ADD(s, rejected, 1);
-        ps_warn("unexpected %s from %s dropped", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
-    }
-out:
-    ps_server_scratch_put(s, data);
-}
-
-static void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
-{
-    pserv_server_h s = arg;
-    if (ps_member_peer_failed(&s->m, peer)) {
-        if (s->ready && !s->m.shutdown) ps_warn("lost the coordinator at %s: %s", s->m.coord_addr, pserv_strerror(why));
-        return;
-    }
-    ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
-    for (size_t i = 0; i < s->nparked; i++)
-        if (s->parked[i].peer == peer) s->parked[i] = s->parked[--s->nparked];
-    if (p == NULL) return;
-    if (p->left) {
-        ps_debug("worker %u at %s disconnected after leaving", p->rank, ps_tp_peer_name(peer));
-        return;
-    }
-    /* What the job does about it is the coordinator's call (a new view, or ABORT). */
-    ps_warn("worker %u at %s failed: %s", p->rank, ps_tp_peer_name(peer), pserv_strerror(why));
-    if (s->ready) ps_server_drop_peer(s, peer);
-}
-
-static void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now)
-{
-    pserv_server_h s = arg;
-    if (s->live_node == NULL) return; /* the job's first view: set up with the store */
-    uint32_t live = 0;
-    memset(s->live_node, 0, s->m.job.num_nodes);
-    for (uint32_t w = 0; w < now->num_workers; w++)
-        if (ps_view_member_alive(now->worker_state[w]) && !s->live_node[s->m.job.worker_node[w]]) {
-            s->live_node[s->m.job.worker_node[w]] = 1;
-            live++;
-        }
-    s->num_live_nodes = live;
-    if (s->ready) ps_server_recount_rounds(s);
-    (void)old;
-}
-
-static void ps_server_aborted(void *arg)
-{
-    pserv_server_h s = arg;
-    if (s->ready) ps_server_fail_rounds(s, PSERV_ERR_JOB_FAILED);
 }
 
 /* The address workers use: the listen host, or this host's name when listening on any. */
@@ -360,6 +161,7 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
 {
     if (server == NULL) return PSERV_OK;
     ps_member_stop(&server->m); /* no handler runs after this */
+    ps_pipe_stop(&server->pipe); /* nor any work of the apply thread */
     if (server->ready) ps_store_fini(&server->store); /* deregisters its memory: transport still up */
     ps_member_fini(&server->m);
     while (server->peers) {
@@ -367,8 +169,6 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
         free(server->peers);
         server->peers = next;
     }
-    ps_pinned_free(server->scratch, server->scratch_bytes);
-    free(server->scratch_free);
     free(server->parked);
     free(server->live_node);
     ps_pool_destroy(server->pool);

@@ -1,9 +1,15 @@
-/* Server shard internals shared by server.c (membership, dispatch) and server_update.c (rounds). */
+/*
+ * Server shard internals shared by server.c (life cycle), server_rx.c (the progress thread:
+ * admit, land payloads, queue) and server_update.c (the apply thread: store, rounds, answers).
+ * Ownership: the store, live_node and the chunks' parked pulls belong to the apply thread; the
+ * peers, parked hellos and the view to the progress thread.
+ */
 #ifndef PS_SERVER_INTERNAL_H
 #define PS_SERVER_INTERNAL_H
 
 #include "log.h"
 #include "member.h"
+#include "server_pipe.h"
 #include "shard_store.h"
 #include "threadpool.h"
 
@@ -25,20 +31,34 @@ struct pserv_server {
     ps_member_t m;
     ps_pool_t *pool;
     ps_store_t store;
-    int ready;          /* the job is known and the store set up (progress thread only) */
-    uint8_t *live_node; /* by node group: 1 while it has a worker still in the job (from the view) */
+    int ready;          /* the job is known, the store set up and the apply thread running */
+    uint8_t *live_node; /* apply thread: by node group, 1 while it has a worker still in the job */
     uint32_t num_live_nodes; /* sync: a round completes when every live group pushed it */
+    ps_pipe_t pipe;
     ps_server_peer_t *peers;
     ps_parked_hello_t *parked;
     size_t nparked;
-    /* Receive buffers for pushes that arrive by rendezvous: one region, fixed slots. */
-    uint8_t *scratch;
-    size_t scratch_slot, scratch_slots, scratch_bytes;
-    uint32_t *scratch_free;
-    size_t nscratch_free;
     pserv_server_stats_t stats; /* updated with atomics */
 };
 
+/* server.c: the job arrived (progress thread): the store, the apply thread, then parked hellos. */
+void ps_server_setup(pserv_server_h s);
+void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
+void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
+
+/* server_rx.c: the transport's handlers and the member's hooks (progress thread). */
+pserv_status_t ps_server_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, size_t len,
+                                   void **buf);
+void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len);
+void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf);
+void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why);
+void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now);
+void ps_server_aborted(void *arg);
+/* Which node groups still have a worker in the job, by the view. */
+void ps_server_live_nodes(pserv_server_h s, const ps_view_t *v, uint8_t *live, uint32_t *count);
+
+/* server_update.c: the apply thread's work. */
+void ps_server_run(void *arg, ps_work_t *work);
 /* Applies a PUSH or PUSH_PULL (data = gradient, writable scratch) and answers it. */
 void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, float *grad);
 /* Answers a PULL now, or parks it until its round is applied. */

@@ -11,6 +11,7 @@
  * still in the job has pushed. When a view marks a worker dead or gone (PSERV_ON_FAILURE_CONTINUE,
  * or a worker that left early), rounds waiting only for it complete at once.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "server_internal.h"
@@ -222,4 +223,46 @@ static void ps_server_recount_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 void ps_server_recount_rounds(pserv_server_h s)
 {
     if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_recount_chunk, s);
+}
+
+static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
+                                  size_t len, uint64_t chunk_elems)
+{
+    ps_reader_t r;
+    ps_tensor_desc_t desc;
+    const char *why = "malformed tensor descriptor";
+    ps_reader_init(&r, data, len);
+    pserv_status_t st = ps_tensor_desc_decode(&r, &desc);
+    if (st == PSERV_OK)
+        st = ps_store_define(&s->store, h->key, &desc, chunk_elems, h->chunk, (const uint8_t *)data + r.pos,
+                             len - r.pos, &why);
+    if (st < 0) {
+        ps_server_reject(s, peer, h, st, why);
+        return;
+    }
+    ps_reply_status(peer, h, PS_MSG_REGISTER_REPLY, s->store.rank, PSERV_OK);
+}
+
+void ps_server_run(void *arg, ps_work_t *w)
+{
+    pserv_server_h s = arg;
+    switch (w->kind) {
+    case PS_WORK_MSG:
+        if (w->h.type == PS_MSG_REGISTER) ps_server_on_register(s, w->peer, &w->h, w->data, w->len, w->chunk_elems);
+        else if (w->h.type == PS_MSG_PULL) ps_server_on_pull(s, w->peer, &w->h);
+        else ps_server_on_push(s, w->peer, &w->h, (float *)(void *)w->data);
+        break;
+    case PS_WORK_VIEW:
+        free(s->live_node);
+        s->live_node = w->data;
+        s->num_live_nodes = (uint32_t)w->len;
+        ps_server_recount_rounds(s);
+        break;
+    case PS_WORK_ABORT:
+        ps_server_fail_rounds(s, PSERV_ERR_JOB_FAILED);
+        break;
+    case PS_WORK_PEER_GONE:
+        ps_server_drop_peer(s, w->peer);
+        break;
+    }
 }

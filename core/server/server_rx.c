@@ -1,0 +1,242 @@
+/*
+ * A shard's progress-thread side: every message is decoded once and admitted (a known sender,
+ * a live job, a chunk this shard owns in its view, the size the view says), its payload lands in
+ * a pipeline slot, and it is queued for the apply thread (server_pipe.h). Control messages (the
+ * coordinator's, hellos, leaves) are handled here; nothing here touches the store.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_internal.h"
+
+/* The bytes a data message must carry, by the view's geometry of its chunk. */
+static size_t ps_server_expected_len(const ps_view_tensor_t *vt, const ps_wire_hdr_t *h)
+{
+    size_t esize = ps_dtype_size(vt->desc.dtype);
+    uint64_t first = (uint64_t)h->chunk * vt->chunk_elems;
+    uint64_t n = vt->desc.count - first < vt->chunk_elems ? vt->desc.count - first : vt->chunk_elems;
+    if (h->type == PS_MSG_PULL) return 0;
+    return (h->type == PS_MSG_REGISTER ? PS_TENSOR_DESC_LEN : 0) + n * esize;
+}
+
+/* Checks a decoded data message against the job and the view; on failure answers it. */
+static pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+{
+    const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+    const char *why = NULL;
+    pserv_status_t st = PSERV_OK;
+    if (!s->ready || p == NULL || !p->hello || p->rank != h->sender) {
+        st = PSERV_ERR_INVALID_ARG;
+        why = "sender did not say hello with this rank";
+    } else if (__atomic_load_n(&s->m.aborted, __ATOMIC_RELAXED)) {
+        st = PSERV_ERR_JOB_FAILED;
+        why = "the job failed";
+    }
+    /* Every routing decision goes through the view: a chunk this shard does not own there (moved,
+     * or placed by a view newer than ours) is refused, so the worker re-routes or retries. */
+    const ps_view_tensor_t *vt = st == PSERV_OK ? ps_view_tensor(s->m.view, h->key) : NULL;
+    if (st < 0) {
+    } else if (vt == NULL && h->map_version > s->m.view->version) {
+        st = PSERV_ERR_VIEW_CHANGED;
+        why = "routed by a view this shard has not installed yet";
+    } else if (vt == NULL) {
+        st = PSERV_ERR_UNKNOWN_KEY;
+        why = "key not placed in the view";
+    } else if (h->chunk >= vt->num_chunks) {
+        st = PSERV_ERR_BAD_MESSAGE;
+        why = "chunk out of range";
+    } else if (ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
+        st = PSERV_ERR_VIEW_CHANGED;
+        why = "chunk not owned by this shard in its view";
+    } else if (h->offset != (uint64_t)h->chunk * vt->chunk_elems) {
+        st = PSERV_ERR_BAD_MESSAGE;
+        why = "offset does not match the chunk";
+    } else if (h->type != PS_MSG_PULL && h->type != PS_MSG_REGISTER && h->dtype != vt->desc.dtype) {
+        st = PSERV_ERR_BAD_MESSAGE;
+        why = "wrong dtype";
+    } else if (h->length != ps_server_expected_len(vt, h)) {
+        /* Refused before a byte of the payload moves, so a hostile length costs nothing. */
+        st = PSERV_ERR_BAD_MESSAGE;
+        why = "length does not match the chunk";
+    }
+    if (st < 0) ps_server_reject(s, peer, h, st, why);
+    return st;
+}
+
+static int ps_server_is_data(uint16_t type)
+{
+    return type == PS_MSG_PUSH || type == PS_MSG_PUSH_PULL || type == PS_MSG_PULL || type == PS_MSG_REGISTER;
+}
+
+/* Decodes a header; a data message is also admitted. On failure it is answered or dropped. */
+static pserv_status_t ps_server_admit(pserv_server_h s, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len,
+                                      size_t len, ps_wire_hdr_t *h)
+{
+    const char *why;
+    if (ps_wire_decode(hdr, hdr_len, len, h, &why) < 0) {
+        PS_STAT_ADD(s, rejected, 1);
+        ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
+        return PSERV_ERR_BAD_MESSAGE;
+    }
+    ps_member_heard(&s->m);
+    return ps_server_is_data(h->type) ? ps_server_admit_data(s, peer, h) : PSERV_OK;
+}
+
+pserv_status_t ps_server_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, size_t len,
+                                   void **buf)
+{
+    pserv_server_h s = arg;
+    ps_wire_hdr_t h;
+    pserv_status_t st = ps_server_admit(s, peer, hdr, hdr_len, len, &h);
+    if (st < 0) return st;
+    if (!ps_server_is_data(h.type) || len > s->pipe.slot_bytes) return PSERV_OK; /* the transport allocates */
+    int32_t slot = ps_pipe_slot_get(&s->pipe);
+    if (slot < 0) return PSERV_OK; /* every slot busy: the transport allocates, rx copies nothing */
+    /* The header travels with the payload: rx will not decode it again. */
+    s->pipe.slot_hdr[slot] = h;
+    s->pipe.slot_has_hdr[slot] = 1;
+    *buf = ps_pipe_slot_data(&s->pipe, slot);
+    return PSERV_OK;
+}
+
+void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf)
+{
+    pserv_server_h s = arg;
+    int32_t slot = ps_pipe_slot_of(&s->pipe, buf);
+    if (slot >= 0) ps_pipe_slot_put(&s->pipe, slot);
+}
+
+/* A REGISTER's descriptor must be the one the coordinator placed (the view's, which the apply
+ * thread cannot read): checked here, and the view's geometry travels with the work. */
+static pserv_status_t ps_server_register_check(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h,
+                                               const void *data, size_t len)
+{
+    ps_reader_t r;
+    ps_tensor_desc_t desc;
+    const ps_view_tensor_t *vt = ps_view_tensor(s->m.view, h->key); /* admitted: it is in the view */
+    ps_reader_init(&r, data, len);
+    pserv_status_t st = ps_tensor_desc_decode(&r, &desc);
+    if (st < 0) ps_server_reject(s, peer, h, st, "malformed tensor descriptor");
+    else if (!ps_tensor_desc_same(&vt->desc, &desc))
+        ps_server_reject(s, peer, h, st = PSERV_ERR_MISMATCH, "descriptor differs from the one the coordinator placed");
+    return st;
+}
+
+/* Hands a data message to the apply thread, its payload in a slot (the one it landed in, or a copy). */
+static void ps_server_queue(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, void *data, size_t len,
+                            int32_t slot)
+{
+    ps_work_t w = {.kind = PS_WORK_MSG, .h = *h, .peer = peer, .len = len, .slot = slot};
+    if (h->type == PS_MSG_REGISTER) w.chunk_elems = ps_view_tensor(s->m.view, h->key)->chunk_elems;
+    if (slot >= 0) {
+        w.data = data;
+    } else if (len > 0 && len <= s->pipe.slot_bytes && (w.slot = ps_pipe_slot_get(&s->pipe)) >= 0) {
+        w.data = ps_pipe_slot_data(&s->pipe, w.slot);
+        memcpy(w.data, data, len);
+    } else if (len > 0) {
+        /* No free slot, or larger than one (a whole tensor clipped by norm): a heap copy. */
+        if ((w.data = malloc(len)) == NULL) {
+            ps_server_reject(s, peer, h, PSERV_ERR_NO_MEMORY, "no memory for the payload");
+            return;
+        }
+        memcpy(w.data, data, len);
+    }
+    ps_pipe_push(&s->pipe, &w);
+}
+
+void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
+{
+    pserv_server_h s = arg;
+    ps_wire_hdr_t h;
+    int32_t slot = ps_pipe_slot_of(&s->pipe, data);
+
+    if (slot >= 0 && s->pipe.slot_has_hdr[slot]) {
+        h = s->pipe.slot_hdr[slot]; /* decoded and admitted when the slot was chosen */
+    } else if (ps_server_admit(s, peer, hdr, hdr_len, len, &h) < 0) {
+        goto out;
+    }
+    if (ps_member_rx(&s->m, peer, &h, data, len)) {
+        if (!s->ready && s->m.job.servers != NULL) ps_server_setup(s);
+        goto out;
+    }
+    switch (h.type) {
+    case PS_MSG_HELLO:
+        if (s->ready) ps_server_on_hello(s, peer, &h);
+        else ps_server_park_hello(s, peer, &h);
+        break;
+    case PS_MSG_REGISTER:
+        if (ps_server_register_check(s, peer, &h, data, len) < 0) break;
+        /* fall through */
+    case PS_MSG_PUSH:
+    case PS_MSG_PUSH_PULL:
+    case PS_MSG_PULL:
+        ps_server_queue(s, peer, &h, data, len, slot);
+        return; /* the slot, if any, is the apply thread's now */
+    case PS_MSG_LEAVE: {
+        ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+        if (p) p->left = 1;
+        break;
+    }
+    default:
+        PS_STAT_ADD(s, rejected, 1);
+        ps_warn("unexpected %s from %s dropped", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
+    }
+out:
+    if (slot >= 0) ps_pipe_slot_put(&s->pipe, slot);
+}
+
+void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
+{
+    pserv_server_h s = arg;
+    if (ps_member_peer_failed(&s->m, peer)) {
+        if (s->ready && !s->m.shutdown) ps_warn("lost the coordinator at %s: %s", s->m.coord_addr, pserv_strerror(why));
+        return;
+    }
+    ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+    for (size_t i = 0; i < s->nparked; i++)
+        if (s->parked[i].peer == peer) s->parked[i] = s->parked[--s->nparked];
+    if (p == NULL) return;
+    if (p->left) {
+        ps_debug("worker %u at %s disconnected after leaving", p->rank, ps_tp_peer_name(peer));
+        return;
+    }
+    /* What the job does about it is the coordinator's call (a new view, or ABORT); here only the
+     * peer's own state goes. */
+    ps_warn("worker %u at %s failed: %s", p->rank, ps_tp_peer_name(peer), pserv_strerror(why));
+    if (s->ready) ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_PEER_GONE, .peer = peer, .slot = -1});
+}
+
+void ps_server_live_nodes(pserv_server_h s, const ps_view_t *v, uint8_t *live, uint32_t *count)
+{
+    *count = 0;
+    memset(live, 0, s->m.job.num_nodes);
+    for (uint32_t w = 0; w < v->num_workers; w++) {
+        uint32_t node = s->m.job.worker_node[w];
+        if (ps_view_member_alive(v->worker_state[w]) && !live[node]) {
+            live[node] = 1;
+            (*count)++;
+        }
+    }
+}
+
+void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now)
+{
+    pserv_server_h s = arg;
+    (void)old;
+    if (!s->ready) return; /* the job's first view: setup reads it */
+    ps_work_t w = {.kind = PS_WORK_VIEW, .slot = -1};
+    if ((w.data = malloc(s->m.job.num_nodes)) == NULL) {
+        ps_error("no memory to apply view %u", now->version);
+        return;
+    }
+    uint32_t count;
+    ps_server_live_nodes(s, now, w.data, &count);
+    w.len = count;
+    ps_pipe_push(&s->pipe, &w);
+}
+
+void ps_server_aborted(void *arg)
+{
+    pserv_server_h s = arg;
+    if (s->ready) ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_ABORT, .slot = -1});
+}
