@@ -297,6 +297,21 @@ out:
     pthread_mutex_unlock(&c->lock);
 }
 
+/* A rendezvous payload is allocated only after its header says a size its type may carry. */
+static pserv_status_t ps_coord_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, size_t len,
+                                         void **buf)
+{
+    pserv_coordinator_h c = arg;
+    ps_wire_hdr_t h;
+    const char *why;
+    if (ps_wire_decode(hdr, hdr_len, len, &h, &why) == PSERV_OK) return PSERV_OK;
+    pthread_mutex_lock(&c->lock);
+    c->rejected++;
+    pthread_mutex_unlock(&c->lock);
+    ps_warn("%zu-byte message from %s refused before it moved: %s", len, ps_tp_peer_name(peer), why);
+    return PSERV_ERR_BAD_MESSAGE;
+}
+
 static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
 {
     pserv_coordinator_h c = arg;
@@ -331,8 +346,8 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     PS_CHECK_ARG(params->mode == PSERV_MODE_SYNC || params->mode == PSERV_MODE_ASYNC);
     PS_CHECK_ARG(params->on_worker_failure == PSERV_ON_FAILURE_FAIL ||
                  params->on_worker_failure == PSERV_ON_FAILURE_CONTINUE);
-    if (params->chunk_bytes != 0 && params->chunk_bytes < PS_MIN_CHUNK_BYTES) {
-        ps_set_last_error("chunk size of %zu bytes is below the minimum of %u", params->chunk_bytes,
+    if (params->chunk_bytes != 0 && (params->chunk_bytes < PS_MIN_CHUNK_BYTES || params->chunk_bytes > PS_MAX_CHUNK_BYTES)) {
+        ps_set_last_error("chunk size of %zu bytes is outside %u bytes .. 1 GiB", params->chunk_bytes,
                           PS_MIN_CHUNK_BYTES);
         return PSERV_ERR_INVALID_ARG;
     }
@@ -375,7 +390,7 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     ps_tp_params_t tp_params = {
         .listen_host = host,
         .listen_port = port,
-        .handler = {.arg = c, .rx = ps_coord_rx, .peer_failed = ps_coord_peer_failed},
+        .handler = {.arg = c, .rx_buffer = ps_coord_rx_buffer, .rx = ps_coord_rx, .peer_failed = ps_coord_peer_failed},
     };
     st = ps_tp_create(&tp_params, &c->tp);
     if (st < 0) {

@@ -21,8 +21,9 @@
 
 #define PS_DEFAULT_HEARTBEAT_MS 500
 #define PS_DEFAULT_FAILURE_TIMEOUT_MS 3000
-/* Below this a chunk is all message overhead. */
+/* Below this a chunk is all message overhead; above this one message would not carry it. */
 #define PS_MIN_CHUNK_BYTES 64u
+#define PS_MAX_CHUNK_BYTES ((size_t)1 << 30)
 
 typedef struct {
     ps_tp_peer_t *peer;

@@ -143,6 +143,10 @@ pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t 
         *why = "the chunk size makes more than 65536 chunks of this tensor";
         return PSERV_ERR_INVALID_ARG;
     }
+    if (ps_view_encoded_size(v) + 8 + PS_TENSOR_DESC_LEN + 12 + n * (v->replicas + 1) * 4 > PS_WIRE_VIEW_MAX) {
+        *why = "the cluster view would outgrow what a message carries: use a larger chunk size";
+        return PSERV_ERR_INVALID_ARG;
+    }
     if (v->num_tensors == v->cap_tensors) {
         uint32_t cap = v->cap_tensors ? 2 * v->cap_tensors : 16;
         ps_view_tensor_t *grown = realloc(v->tensors, cap * sizeof(*grown));

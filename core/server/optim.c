@@ -258,3 +258,13 @@ void ps_optim_accumulate(ps_pool_t *pool, float *dst, const float *src, size_t n
     ps_optim_add_job_t job = {dst, src};
     ps_pool_run(pool, n, PS_OPTIM_ALIGN, PS_OPTIM_MIN_PER_THREAD, ps_optim_add_block, &job);
 }
+
+int ps_optim_all_finite(const float *x, size_t n)
+{
+    /* Exponent bits all set means infinity or NaN. An integer test on the bits: it vectorizes,
+     * and no floating-point flag or fast-math setting can change its answer. */
+    const uint32_t *bits = (const uint32_t *)(const void *)x;
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (uint32_t)((bits[i] & 0x7f800000u) == 0x7f800000u);
+    return bad == 0;
+}

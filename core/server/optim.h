@@ -47,5 +47,7 @@ void ps_optim_step(ps_pool_t *pool, const pserv_optim_params_t *p, float *param,
                    ps_optim_state_t *state, size_t n);
 /* dst[i] += src[i] over n elements, on the pool (sync-mode accumulation). */
 void ps_optim_accumulate(ps_pool_t *pool, float *dst, const float *src, size_t n);
+/* 1 when no element is a NaN or an infinity. */
+int ps_optim_all_finite(const float *x, size_t n);
 
 #endif

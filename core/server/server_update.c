@@ -11,6 +11,7 @@
  * still in the job has pushed. When a view marks a worker dead or gone (PSERV_ON_FAILURE_CONTINUE,
  * or a worker that left early), rounds waiting only for it complete at once.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,6 +125,14 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     }
     uint32_t worker = h->sender;
     PS_STAT_ADD(s, bytes_in, h->length);
+    /* One bad gradient must not poison the parameters: refused whole, the round left open. */
+    if (!ps_optim_all_finite(grad, c->len)) {
+        char text[96];
+        snprintf(text, sizeof(text), "the gradient of tensor %llu from worker %u has a NaN or infinity",
+                 (unsigned long long)t->key, worker);
+        ps_server_reject(s, peer, h, PSERV_ERR_NOT_FINITE, text);
+        return;
+    }
 
     int fresh = 0; /* sync: the first push of this round from this worker */
     uint32_t node_bit = s->store.num_workers + s->store.worker_node[worker];

@@ -1,6 +1,10 @@
 #include "job.h"
 
+#include "wire.h"
+
 #include <stdlib.h>
+
+_Static_assert(PS_ADDR_MAX + PS_NODE_MAX + PS_SETTINGS_MAX + 16 <= PS_WIRE_JOIN_MAX, "a JOIN must fit its bound");
 
 /* Bounds what a JOIN_REPLY can make a member allocate. */
 #define PS_JOB_MAX_MEMBERS 65536

@@ -4,6 +4,8 @@
 
 #include "wire.h"
 
+_Static_assert(PS_TENSOR_DESC_LEN <= PS_WIRE_TENSOR_DESC_MAX, "a descriptor must fit its bound");
+
 void ps_tensor_desc_encode(const ps_tensor_desc_t *d, ps_writer_t *w)
 {
     const pserv_optim_params_t *o = &d->optim;

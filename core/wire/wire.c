@@ -72,6 +72,33 @@ static int ps_wire_carries_elements(const ps_wire_hdr_t *h)
     return h->type == PS_MSG_PULL_REPLY && h->status >= 0;
 }
 
+uint64_t ps_wire_max_payload(uint32_t type)
+{
+    switch (type) {
+    case PS_MSG_JOIN:
+        return 4 * 4 + PS_WIRE_JOIN_MAX;
+    case PS_MSG_JOIN_REPLY:
+    case PS_MSG_VIEW:
+        return PS_WIRE_VIEW_MAX;
+    case PS_MSG_LEAVE:
+    case PS_MSG_ABORT:
+    case PS_MSG_TENSOR_REPLY:
+        return PS_WIRE_REASON_MAX;
+    case PS_MSG_NODE_BCAST:
+    case PS_MSG_NODE_BCAST_REPLY:
+        return PSERV_NODE_BROADCAST_MAX;
+    case PS_MSG_TENSOR:
+        return 8 + PS_WIRE_TENSOR_DESC_MAX;
+    case PS_MSG_REGISTER:
+    case PS_MSG_PUSH:
+    case PS_MSG_PUSH_PULL:
+    case PS_MSG_PULL_REPLY:
+        return PS_WIRE_MAX_PAYLOAD; /* a chunk: the receiver checks the exact size against its view */
+    default:
+        return 0; /* requests and replies that are all header */
+    }
+}
+
 pserv_status_t ps_wire_decode(const void *buf, size_t hdr_len, size_t payload_len, ps_wire_hdr_t *hdr,
                               const char **reason)
 {
@@ -107,8 +134,8 @@ pserv_status_t ps_wire_decode(const void *buf, size_t hdr_len, size_t payload_le
         why = "unknown message type";
     } else if (h.length != payload_len) {
         why = h.length > payload_len ? "length beyond buffer" : "length shorter than payload";
-    } else if (h.length > PS_WIRE_MAX_PAYLOAD) {
-        why = "payload too large";
+    } else if (h.length > ps_wire_max_payload(h.type)) {
+        why = "payload too large for its type";
     } else if (ps_wire_carries_elements(&h) && ps_dtype_size(h.dtype) == 0) {
         why = "unknown dtype";
     } else if (ps_wire_carries_elements(&h) && h.length % ps_dtype_size(h.dtype) != 0) {

@@ -20,6 +20,10 @@
 #define PS_WIRE_HDR_LEN 72
 /* Largest payload any message may carry: bounds what a peer can make us allocate. */
 #define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
+/* Bounds of the control payloads (ps_wire_max_payload): a JOIN's strings, a view, a descriptor. */
+#define PS_WIRE_JOIN_MAX 2048
+#define PS_WIRE_VIEW_MAX ((uint64_t)64 << 20)
+#define PS_WIRE_TENSOR_DESC_MAX 64
 
 typedef enum {
     PS_MSG_JOIN = 1,       /* server/worker -> coordinator: role, address, wanted rank */
@@ -80,6 +84,11 @@ void ps_wire_encode(const ps_wire_hdr_t *hdr, uint8_t out[PS_WIRE_HDR_LEN]);
  */
 pserv_status_t ps_wire_decode(const void *buf, size_t hdr_len, size_t payload_len, ps_wire_hdr_t *hdr,
                               const char **reason);
+/*
+ * The most payload a message of this type may carry. ps_wire_decode refuses more, so a receiver
+ * that decodes before it chooses a buffer never allocates for a payload it does not expect.
+ */
+uint64_t ps_wire_max_payload(uint32_t type);
 /* Name of a message type, for logs. */
 const char *ps_wire_type_name(uint32_t type);
 /* Bytes of one element of a dtype, 0 if unknown. */

@@ -311,13 +311,17 @@ pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
     pserv_worker_h w = arg;
     ps_wire_hdr_t h;
     const char *why;
-    if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0 || h.type != PS_MSG_PULL_REPLY || h.status < 0)
-        return PSERV_OK; /* rx decides; the transport holds the payload */
+    if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0) {
+        ps_warn("%zu-byte message from %s refused before it moved: %s", len, ps_tp_peer_name(peer), why);
+        return PSERV_ERR_BAD_MESSAGE; /* a size its type may not carry: never allocated */
+    }
+    if (h.type != PS_MSG_PULL_REPLY || h.status < 0) return PSERV_OK; /* bounded by its type: the transport holds it */
     pthread_mutex_lock(&w->m.lock);
     ps_req_t *r = ps_worker_match(w, peer, &h, &why);
     if (r) *buf = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
     pthread_mutex_unlock(&w->m.lock);
-    return PSERV_OK;
+    if (r == NULL) ps_debug("values from %s refused before they moved: %s", ps_tp_peer_name(peer), why);
+    return r ? PSERV_OK : PSERV_ERR_BAD_MESSAGE; /* values nobody asked for are never allocated */
 }
 
 /*
@@ -393,6 +397,9 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) goto out;
     r->per_server[h.sender]++;
     if (h.status < 0) {
+        if (r->status == PSERV_OK)
+            snprintf(w->m.last_error, sizeof(w->m.last_error), "worker %u, tensor %llu chunk %u: server %u refused it: %s",
+                     w->m.rank, (unsigned long long)h.key, h.chunk, h.sender, pserv_strerror(h.status));
         ps_worker_req_fail(r, h.status);
     } else if (h.type == PS_MSG_PULL_REPLY) {
         uint8_t *dst = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;

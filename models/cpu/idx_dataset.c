@@ -63,7 +63,7 @@ static pserv_status_t ps_idx_open(const char *path, uint32_t magic, unsigned ndi
 
 err_close:
     gzclose(f);
-    return PSERV_ERR_BAD_MESSAGE;
+    return PSERV_ERR_CORRUPT;
 }
 
 pserv_status_t ps_dataset_load_idx(const char *images_path, const char *labels_path, ps_dataset_t *out, char *err,
@@ -77,7 +77,7 @@ pserv_status_t ps_dataset_load_idx(const char *images_path, const char *labels_p
 
     if ((st = ps_idx_open(images_path, PS_IDX_IMAGES_MAGIC, 3, idims, &fi, err, err_len)) < 0) return st;
     if ((st = ps_idx_open(labels_path, PS_IDX_LABELS_MAGIC, 1, ldims, &fl, err, err_len)) < 0) goto out;
-    st = PSERV_ERR_BAD_MESSAGE;
+    st = PSERV_ERR_CORRUPT;
     if (idims[0] != ldims[0]) {
         snprintf(err, err_len, "%s has %u images but %s has %u labels", images_path, idims[0], labels_path, ldims[0]);
         goto out;
@@ -94,7 +94,7 @@ pserv_status_t ps_dataset_load_idx(const char *images_path, const char *labels_p
         snprintf(err, err_len, "no memory for %zu images", set.count);
         goto out;
     }
-    st = PSERV_ERR_BAD_MESSAGE;
+    st = PSERV_ERR_CORRUPT;
     if (ps_idx_read(fi, images_path, pixels, npix, err, err_len) != 0) goto out;
     if (ps_idx_read(fl, labels_path, set.labels, set.count, err, err_len) != 0) goto out;
     for (size_t i = 0; i < set.count; i++)

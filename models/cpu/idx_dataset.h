@@ -22,7 +22,7 @@ typedef struct {
 
 /*
  * Loads an images file and its labels file. PSERV_ERR_IO when a file cannot be read,
- * PSERV_ERR_BAD_MESSAGE when it is not what it claims (magic, sizes, truncation, labels >= 10,
+ * PSERV_ERR_CORRUPT when it is not what it claims (magic, sizes, truncation, labels >= 10,
  * counts that differ), PSERV_ERR_NO_MEMORY.
  */
 pserv_status_t ps_dataset_load_idx(const char *images_path, const char *labels_path, ps_dataset_t *out, char *err,

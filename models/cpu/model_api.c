@@ -76,10 +76,15 @@ float *pserv_mlp_grad(pserv_mlp_h mlp, unsigned t) { return mlp ? ps_mlp_grad(ml
 pserv_status_t pserv_mlp_train_step(pserv_mlp_h mlp, const float *x, const uint8_t *y, size_t batch, float *loss)
 {
     PS_MODEL_CHECK_ARG(mlp && x && y && batch > 0 && batch <= ps_mlp_max_batch(mlp->m));
+    size_t classes = ps_mlp_tensor_size(mlp->m, ps_mlp_num_tensors(mlp->m) - 1);
+    for (size_t i = 0; i < batch; i++)
+        if (y[i] >= classes)
+            return ps_model_error(PSERV_ERR_INVALID_ARG, "label %u of sample %zu is not a class of this network (%zu)",
+                                  y[i], i, classes);
     float l = ps_mlp_train_step(mlp->m, x, y, batch);
-    if (isnan(l)) {
-        return ps_model_error(PSERV_ERR_INVALID_ARG, "a label of the batch is not a class of this network");
-    }
+    if (!isfinite(l))
+        return ps_model_error(PSERV_ERR_NOT_FINITE, "the loss is %g: the model diverged (try a lower learning rate)",
+                              (double)l);
     if (loss) *loss = l;
     return PSERV_OK;
 }

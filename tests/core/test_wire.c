@@ -130,7 +130,40 @@ Test(wire, rejects_oversized_payload)
     h.length = PS_WIRE_MAX_PAYLOAD + 4;
     ps_wire_encode(&h, buf);
     cr_assert_eq(decode(buf, sizeof(buf), (size_t)h.length, &why), PSERV_ERR_BAD_MESSAGE);
-    cr_assert_str_eq(why, "payload too large");
+    cr_assert_str_eq(why, "payload too large for its type");
+}
+
+/* Every type has its bound, checked before a receiver chooses a buffer: a non-push message with a
+ * 256 MiB payload is refused by its header alone. */
+Test(wire, payload_bounded_by_type)
+{
+    static const struct {
+        ps_msg_type_t type;
+        uint64_t max;
+    } bounds[] = {
+        {PS_MSG_PULL, 0},          {PS_MSG_BARRIER, 0},     {PS_MSG_HEARTBEAT, 0},
+        {PS_MSG_HELLO, 0},         {PS_MSG_PUSH_REPLY, 0},  {PS_MSG_ABORT, PS_WIRE_REASON_MAX},
+        {PS_MSG_LEAVE, PS_WIRE_REASON_MAX}, {PS_MSG_NODE_BCAST, PSERV_NODE_BROADCAST_MAX},
+        {PS_MSG_TENSOR, 8 + PS_WIRE_TENSOR_DESC_MAX}, {PS_MSG_VIEW, PS_WIRE_VIEW_MAX},
+    };
+    uint8_t buf[PS_WIRE_HDR_LEN];
+    ps_wire_hdr_t h, out;
+    const char *why;
+    for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+        ps_wire_hdr_init(&h, bounds[i].type);
+        h.length = bounds[i].max;
+        ps_wire_encode(&h, buf);
+        cr_assert_eq(ps_wire_decode(buf, sizeof(buf), (size_t)h.length, &out, &why), PSERV_OK, "%s at its bound",
+                     ps_wire_type_name(bounds[i].type));
+        h.length = bounds[i].max + 1;
+        ps_wire_encode(&h, buf);
+        cr_assert_eq(ps_wire_decode(buf, sizeof(buf), (size_t)h.length, &out, &why), PSERV_ERR_BAD_MESSAGE,
+                     "%s one byte over", ps_wire_type_name(bounds[i].type));
+        h.length = (uint64_t)256 << 20;
+        ps_wire_encode(&h, buf);
+        cr_assert_eq(ps_wire_decode(buf, sizeof(buf), (size_t)h.length, &out, &why), PSERV_ERR_BAD_MESSAGE,
+                     "%s of 256 MiB", ps_wire_type_name(bounds[i].type));
+    }
 }
 
 Test(wire, rejects_wrong_dtype_and_partial_elements)

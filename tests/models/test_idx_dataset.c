@@ -90,21 +90,21 @@ Test(idx_dataset, rejects_corrupt_files)
     cr_assert_eq(load(dir, err), PSERV_OK, "%s", err);
 
     write_idx(path, 0x12345678, idims, 3, 20);
-    cr_assert_eq(load(dir, err), PSERV_ERR_BAD_MESSAGE);
+    cr_assert_eq(load(dir, err), PSERV_ERR_CORRUPT);
     cr_assert(strstr(err, "bad magic 0x12345678"), "%s", err);
 
     write_idx(path, PS_IDX_IMAGES_MAGIC, idims, 3, 19);
-    cr_assert_eq(load(dir, err), PSERV_ERR_BAD_MESSAGE);
+    cr_assert_eq(load(dir, err), PSERV_ERR_CORRUPT);
     cr_assert(strstr(err, "truncated"), "%s", err);
 
     uint32_t six[3] = {6, 2, 2};
     write_idx(path, PS_IDX_IMAGES_MAGIC, six, 3, 24);
-    cr_assert_eq(load(dir, err), PSERV_ERR_BAD_MESSAGE);
+    cr_assert_eq(load(dir, err), PSERV_ERR_CORRUPT);
     cr_assert(strstr(err, "6 images") && strstr(err, "5 labels"), "%s", err);
 
     uint32_t huge[3] = {5, 100000, 2};
     write_idx(path, PS_IDX_IMAGES_MAGIC, huge, 3, 0);
-    cr_assert_eq(load(dir, err), PSERV_ERR_BAD_MESSAGE);
+    cr_assert_eq(load(dir, err), PSERV_ERR_CORRUPT);
 
     /* a label outside 0..9 */
     write_idx(path, PS_IDX_IMAGES_MAGIC, idims, 3, 20);
@@ -113,7 +113,7 @@ Test(idx_dataset, rejects_corrupt_files)
     uint8_t bad[] = {0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3, 4, 42};
     gzwrite(f, bad, sizeof(bad));
     gzclose(f);
-    cr_assert_eq(load(dir, err), PSERV_ERR_BAD_MESSAGE);
+    cr_assert_eq(load(dir, err), PSERV_ERR_CORRUPT);
     cr_assert(strstr(err, "label 42"), "%s", err);
 
     char cmd[600];

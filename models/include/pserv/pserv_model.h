@@ -26,7 +26,7 @@ typedef struct pserv_dataset *pserv_dataset_h;
 
 /**
  * Loads the training (train = 1) or test set from dir's gzip'd IDX files; pixels become floats
- * in [0, 1]. PSERV_ERR_IO for a missing file, PSERV_ERR_BAD_MESSAGE for a corrupt one; the
+ * in [0, 1]. PSERV_ERR_IO for a missing file, PSERV_ERR_CORRUPT for a corrupt one; the
  * detail, naming the file, is in pserv_last_error().
  */
 PSERV_API pserv_status_t pserv_dataset_load_fashion_mnist(const char *dir, int train, pserv_dataset_h *set);
@@ -52,7 +52,11 @@ PSERV_API size_t pserv_mlp_tensor_size(pserv_mlp_h mlp, unsigned tensor);
 /** The parameters and the last gradients of a tensor (tensor_size floats each). */
 PSERV_API float *pserv_mlp_param(pserv_mlp_h mlp, unsigned tensor);
 PSERV_API float *pserv_mlp_grad(pserv_mlp_h mlp, unsigned tensor);
-/** Forward and backward over a batch: gradients (mean over the batch) and the mean loss. */
+/**
+ * Forward and backward over a batch: gradients (mean over the batch) and the mean loss.
+ * PSERV_ERR_INVALID_ARG for a label beyond the classes; PSERV_ERR_NOT_FINITE when the loss is
+ * not finite (the model diverged).
+ */
 PSERV_API pserv_status_t pserv_mlp_train_step(pserv_mlp_h mlp, const float *x, const uint8_t *y, size_t batch,
                                               float *loss);
 /** Counts correct predictions over n samples; *loss (if not NULL) gets the mean loss. */
