@@ -29,6 +29,21 @@ static void slurp(const char *path, char *buf, size_t cap)
     if (f) fclose(f);
 }
 
+/* The last cap - 1 bytes of a file (where a run's verdict is). */
+static void slurp_tail(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    if (f && fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        if (size > (long)cap - 1) fseek(f, size - (long)cap + 1, SEEK_SET);
+        else rewind(f);
+        n = fread(buf, 1, cap - 1, f);
+    }
+    buf[n] = '\0';
+    if (f) fclose(f);
+}
+
 /* Runs a shell command line under a time limit; captures stdout, stderr and the exit code. */
 static void run_cmd(run_t *r, int limit_s, const char *env, const char *prog, const char *args)
 {
@@ -253,12 +268,14 @@ static int still_there(const proc_t *p)
     return proc_stat(p->pid, &ppid, &start) && start == p->start;
 }
 
-/* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with this test. */
+/* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with this test. Its log
+ * level is info, so the coordinator says when the job formed. */
 static pid_t start_train(const char *out, char *const argv[])
 {
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        setenv("PSERV_LOG_LEVEL", "info", 1);
         int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
@@ -269,11 +286,12 @@ static pid_t start_train(const char *out, char *const argv[])
 }
 
 /*
- * Starts a job of 2 servers and 2 workers that would train for minutes, SIGKILLs one child of
- * role at a random moment 1.5-4 s in, and checks that `pserv train` exits non-zero within 10 s
- * naming a member of that role, and that none of its children is left.
+ * Starts a job of 2 servers and 2 workers that would train for minutes, sends one child of role
+ * the signal (SIGKILL: it dies; SIGSTOP: it hangs with its connections up) at a random moment
+ * 0.5-3 s after the job formed, and checks that `pserv train` exits non-zero within 10 s naming a member of that
+ * role, and that none of its children is left (a stopped one too).
  */
-static void kill_member_once(const char *role)
+static void signal_member_once(const char *role, int sig)
 {
     char *argv[] = {"pserv", "train", "--servers", "2", "--workers", "2", "--epochs", "50",
                     "--target-accuracy", "0.99", NULL};
@@ -283,7 +301,13 @@ static void kill_member_once(const char *role)
     snprintf(out, sizeof(out), "/tmp/pserv_test_kill_%d.out", (int)getpid());
     pid_t train = start_train(out, argv);
     cr_assert_gt(train, 0);
-    double delay = 1.5 + 2.5 * (double)rand() / RAND_MAX;
+    /* Once every member has joined (a member stopped before it joins only holds the job back
+     * until the join timeout), at a random moment of training. */
+    for (double until = now_s() + 30; now_s() < until; sleep_s(0.05)) {
+        slurp(out, text, sizeof(text));
+        if (strstr(text, "job formed")) break;
+    }
+    double delay = 0.5 + 2.5 * (double)rand() / RAND_MAX;
     sleep_s(delay);
     for (double until = now_s() + 5; (nkids = children_of(train, kids, 16)) < 4 && now_s() < until;) sleep_s(0.05);
     int pick = -1, seen = 0;
@@ -296,7 +320,7 @@ static void kill_member_once(const char *role)
     }
 
     double killed = now_s(), took = 0;
-    kill(kids[pick].pid, SIGKILL);
+    kill(kids[pick].pid, sig);
     pid_t r = 0;
     while ((r = waitpid(train, &status, WNOHANG)) == 0 && (took = now_s() - killed) < 10) sleep_s(0.01);
     if (r == 0) { /* it hangs: take it all down before failing */
@@ -304,11 +328,11 @@ static void kill_member_once(const char *role)
         for (int i = 0; i < nkids; i++) kill(kids[i].pid, SIGKILL);
         waitpid(train, &status, 0);
     }
-    slurp(out, text, sizeof(text));
+    slurp_tail(out, text, sizeof(text));
     unlink(out);
-    fprintf(stderr, "killed %s pid %d %.2f s after the start: pserv train exited %.3f s later\n", role,
-            (int)kids[pick].pid, delay, took);
-    cr_assert_neq(r, 0, "pserv train still runs 10 s after its %s was killed\n%s", role, text);
+    fprintf(stderr, "%s to %s pid %d %.2f s after the start: pserv train exited %.3f s later\n", strsignal(sig),
+            role, (int)kids[pick].pid, delay, took);
+    cr_assert_neq(r, 0, "pserv train still runs 10 s after its %s got %s\n%s", role, strsignal(sig), text);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "status 0x%x\n%s", status, text);
     char named[64], failed[64];
     snprintf(named, sizeof(named), "\npserv train: %s ", role);
@@ -317,6 +341,59 @@ static void kill_member_once(const char *role)
     cr_assert_null(strstr(text, "summary:"), "%s", text);
     for (int i = 0; i < nkids; i++)
         cr_assert(!still_there(&kids[i]), "%s pid %d is left\n%s", kids[i].role, (int)kids[i].pid, text);
+    if (sig == SIGSTOP) cr_assert(strstr(text, "no heartbeat"), "the reason is not the silence:\n%s", text);
+}
+
+static void kill_member_once(const char *role)
+{
+    signal_member_once(role, SIGKILL);
+}
+
+Test(cli, stopped_server_ends_the_job_within_10_s_and_leaves_no_process, .timeout = 120)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int round = 0; round < 2; round++) signal_member_once("server", SIGSTOP);
+}
+
+Test(cli, stopped_worker_ends_the_job_within_10_s_and_leaves_no_process, .timeout = 120)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int round = 0; round < 2; round++) signal_member_once("worker", SIGSTOP);
+}
+
+/* --on-worker-failure continue: a worker killed mid-training, the other finishes and the job succeeds. */
+Test(cli, continue_policy_finishes_without_a_killed_worker, .timeout = 180)
+{
+    char *argv[] = {"pserv", "train", "--servers", "2", "--workers", "2", "--epochs", "3", "--target-accuracy",
+                    "0.99", "--on-worker-failure", "continue", NULL};
+    char out[64], text[16384];
+    proc_t kids[16];
+    int nkids = 0, status = 0;
+    snprintf(out, sizeof(out), "/tmp/pserv_test_continue_%d.out", (int)getpid());
+    pid_t train = start_train(out, argv);
+    for (double until = now_s() + 30; now_s() < until; sleep_s(0.05)) {
+        slurp(out, text, sizeof(text));
+        if (strstr(text, "job formed")) break;
+    }
+    sleep_s(1.0);
+    for (double until = now_s() + 5; (nkids = children_of(train, kids, 16)) < 4 && now_s() < until;) sleep_s(0.05);
+    int pick = -1;
+    for (int i = 0; i < nkids && pick < 0; i++)
+        if (strcmp(kids[i].role, "worker") == 0) pick = i;
+    cr_assert_geq(pick, 0, "no worker among %d children", nkids);
+    kill(kids[pick].pid, SIGKILL);
+    pid_t r = 0;
+    for (double until = now_s() + 150; (r = waitpid(train, &status, WNOHANG)) == 0 && now_s() < until;) sleep_s(0.05);
+    if (r == 0) {
+        kill(train, SIGKILL);
+        waitpid(train, &status, 0);
+    }
+    slurp_tail(out, text, sizeof(text));
+    unlink(out);
+    cr_assert_neq(r, 0, "pserv train did not finish\n%s", text);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x\n%s", status, text);
+    cr_assert(strstr(text, "the others go on"), "the death was not reported:\n%s", text);
+    cr_assert(strstr(text, "summary:"), "%s", text);
 }
 
 Test(cli, killed_server_ends_the_job_and_leaves_no_process, .timeout = 120)
