@@ -139,43 +139,49 @@ static void ps_coord_form(pserv_coordinator_h c)
         if (c->members[i].used) ps_coord_send_job(c, &c->members[i]);
 }
 
-/*
- * Workers' settings ("key=value key=value ...") must equal the first worker's. Returns NULL when
- * they do, else a reason naming the first setting that differs.
- */
+/* The value of key in "key=value key=value ..." (length in *len), or NULL when it is not set. */
+static const char *ps_coord_setting(const char *set, const char *key, size_t klen, size_t *len)
+{
+    for (const char *p = set; *p;) {
+        p += strspn(p, " ");
+        size_t n = strcspn(p, " ");
+        if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+            *len = n - klen - 1;
+            return p + klen + 1;
+        }
+        p += n;
+    }
+    return NULL;
+}
+
+/* Checks every key of `a` against `b`; writes the first difference into why. */
+static int ps_coord_settings_cover(const char *a, const char *b, int a_is_mine, char *why, size_t cap)
+{
+    for (const char *p = a; *p;) {
+        p += strspn(p, " ");
+        size_t n = strcspn(p, " "), klen = strcspn(p, "="), alen, blen = 0;
+        if (n == 0) break;
+        if (klen > n) klen = n;
+        const char *av = klen < n ? p + klen + 1 : "", *bv = ps_coord_setting(b, p, klen, &blen);
+        alen = klen < n ? n - klen - 1 : 0;
+        if (bv == NULL || alen != blen || strncmp(av, bv, alen) != 0) {
+            const char *mine = a_is_mine ? av : bv, *job = a_is_mine ? bv : av;
+            size_t ml = a_is_mine ? alen : blen, jl = a_is_mine ? blen : alen;
+            snprintf(why, cap, "setting '%.*s' differs from the job's: this worker has %.*s, the first worker %.*s",
+                     (int)klen, p, (int)(mine ? ml : 5), mine ? mine : "unset", (int)(job ? jl : 5),
+                     job ? job : "unset");
+            return 0;
+        }
+        p += n;
+    }
+    return 1;
+}
+
+/* Workers' settings must equal the first worker's: NULL when they do, else the reason. */
 static const char *ps_coord_settings_differ(const char *job, const char *mine, char *why, size_t cap)
 {
-    if (strcmp(job, mine) == 0) return NULL;
-    const char *sets[2] = {mine, job};
-    for (int pass = 0; pass < 2; pass++) {
-        const char *p = sets[pass], *other = sets[1 - pass];
-        while (*p) {
-            while (*p == ' ') p++;
-            size_t n = strcspn(p, " ");
-            if (n == 0) break;
-            size_t k = strcspn(p, "=");
-            if (k > n) k = n;
-            /* find the same key in the other set and compare the whole token */
-            const char *q = other, *match = NULL;
-            while (*q && match == NULL) {
-                while (*q == ' ') q++;
-                size_t m = strcspn(q, " ");
-                if (m == 0) break;
-                if (strncmp(q, p, k) == 0 && (q[k] == '=' || q[k] == ' ' || q[k] == '\0')) match = q;
-                else q += m;
-            }
-            size_t mlen = match ? strcspn(match, " ") : 0;
-            if (match == NULL || mlen != n || strncmp(match, p, n) != 0) {
-                const char *jv = pass == 0 ? match : p, *mv = pass == 0 ? p : match;
-                size_t jl = pass == 0 ? mlen : n, ml = pass == 0 ? n : mlen;
-                snprintf(why, cap, "setting '%.*s' differs from the job's: this worker has '%.*s', the first worker '%.*s'",
-                         (int)k, p, (int)(mv ? ml : 5), mv ? mv : "unset", (int)(jv ? jl : 5), jv ? jv : "unset");
-                return why;
-            }
-            p += n;
-        }
-    }
-    snprintf(why, cap, "settings differ from the job's");
+    if (ps_coord_settings_cover(mine, job, 1, why, cap) && ps_coord_settings_cover(job, mine, 0, why, cap))
+        return NULL;
     return why;
 }
 

@@ -73,6 +73,18 @@ uint32_t ps_view_live_servers(const ps_view_t *v)
     return n;
 }
 
+/* Room for one more tensor. */
+static pserv_status_t ps_view_reserve(ps_view_t *v)
+{
+    if (v->num_tensors < v->cap_tensors) return PSERV_OK;
+    uint32_t cap = v->cap_tensors ? 2 * v->cap_tensors : 16;
+    ps_view_tensor_t *grown = realloc(v->tensors, cap * sizeof(*grown));
+    if (grown == NULL) return PSERV_ERR_NO_MEMORY;
+    v->tensors = grown;
+    v->cap_tensors = cap;
+    return PSERV_OK;
+}
+
 static uint64_t ps_view_chunk_bytes(const ps_view_tensor_t *t, uint32_t c)
 {
     uint64_t first = (uint64_t)c * t->chunk_elems;
@@ -147,13 +159,7 @@ pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t 
         *why = "the cluster view would outgrow what a message carries: use a larger chunk size";
         return PSERV_ERR_INVALID_ARG;
     }
-    if (v->num_tensors == v->cap_tensors) {
-        uint32_t cap = v->cap_tensors ? 2 * v->cap_tensors : 16;
-        ps_view_tensor_t *grown = realloc(v->tensors, cap * sizeof(*grown));
-        if (grown == NULL) return PSERV_ERR_NO_MEMORY;
-        v->tensors = grown;
-        v->cap_tensors = cap;
-    }
+    if (ps_view_reserve(v) < 0) return PSERV_ERR_NO_MEMORY;
     ps_view_tensor_t *t = &v->tensors[v->num_tensors];
     t->key = key;
     t->desc = *desc;
@@ -293,13 +299,7 @@ static pserv_status_t ps_view_decode_tensor(ps_reader_t *r, ps_view_t *v)
     if (r->bad || elems == 0 || n == 0 || n > PS_VIEW_MAX_CHUNKS || (desc.count + elems - 1) / elems != n ||
         (uint64_t)n * R * 4 > r->len - r->pos || ps_view_tensor(v, key) != NULL)
         return PSERV_ERR_BAD_MESSAGE;
-    if (v->num_tensors == v->cap_tensors) {
-        uint32_t cap = v->cap_tensors ? 2 * v->cap_tensors : 16;
-        ps_view_tensor_t *grown = realloc(v->tensors, cap * sizeof(*grown));
-        if (grown == NULL) return PSERV_ERR_NO_MEMORY;
-        v->tensors = grown;
-        v->cap_tensors = cap;
-    }
+    if (ps_view_reserve(v) < 0) return PSERV_ERR_NO_MEMORY;
     ps_view_tensor_t *t = &v->tensors[v->num_tensors];
     *t = (ps_view_tensor_t){.key = key, .desc = desc, .chunk_elems = elems, .num_chunks = n};
     if ((t->owners = malloc((size_t)n * R * sizeof(*t->owners))) == NULL) return PSERV_ERR_NO_MEMORY;
