@@ -326,7 +326,14 @@ static void ps_worker_free(pserv_worker_h worker)
 pserv_status_t pserv_worker_destroy(pserv_worker_h worker)
 {
     if (worker == NULL) return PSERV_OK;
-    ps_worker_leave(worker, NULL);
+    /* A worker that saw a member die leaves as a failure: its LEAVE must not let the coordinator
+     * end the job as a success before it has heard of the death itself. */
+    char why[sizeof(worker->m.last_error)];
+    pthread_mutex_lock(&worker->m.lock);
+    int failed = worker->saw_failure;
+    snprintf(why, sizeof(why), "%s", worker->m.last_error[0] ? worker->m.last_error : "a member of the job died");
+    pthread_mutex_unlock(&worker->m.lock);
+    ps_worker_leave(worker, failed ? why : NULL);
     ps_worker_free(worker);
     return PSERV_OK;
 }

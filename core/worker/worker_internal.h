@@ -48,6 +48,7 @@ struct pserv_worker {
     uint64_t barrier_seq;
     uint64_t bcast_seq; /* node broadcasts done */
     int leaving; /* destroy has begun: servers closing now is the normal end */
+    int saw_failure; /* a request failed because a member died: leaving now is a failure, not the end */
     pserv_worker_stats_t stats;
 };
 

@@ -256,6 +256,14 @@ pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int
     }
     /* Once the job failed nothing more will come: the request ends with that. */
     st = r->pending > 0 ? PSERV_ERR_JOB_FAILED : r->status;
+    /* A shard's "the job failed" can overtake the coordinator's ABORT, which says why: give the
+     * reason a moment (a heartbeat) to arrive, so last_error names the member that died. */
+    if (st == PSERV_ERR_JOB_FAILED && !worker->m.aborted) {
+        ps_deadline_t reason;
+        ps_deadline_set(&reason, (int)worker->m.job.heartbeat_ms);
+        while (!worker->m.aborted && ps_cond_wait(&worker->m.cond, &worker->m.lock, &reason) == PSERV_OK) {
+        }
+    }
     if (r->type == PS_MSG_PUSH || r->type == PS_MSG_PULL || r->type == PS_MSG_PUSH_PULL) {
         PS_WSTAT_ADD(worker, requests, 1);
         if (st < 0) PS_WSTAT_ADD(worker, errors, 1);
@@ -397,9 +405,11 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) goto out;
     r->per_server[h.sender]++;
     if (h.status < 0) {
-        if (r->status == PSERV_OK)
+        /* Once aborted, last_error holds the coordinator's reason: nothing overwrites it. */
+        if (r->status == PSERV_OK && !w->m.aborted && h.status != PSERV_ERR_JOB_FAILED)
             snprintf(w->m.last_error, sizeof(w->m.last_error), "worker %u, tensor %llu chunk %u: server %u refused it: %s",
                      w->m.rank, (unsigned long long)h.key, h.chunk, h.sender, pserv_strerror(h.status));
+        if (h.status == PSERV_ERR_JOB_FAILED || h.status == PSERV_ERR_PEER_FAILED) w->saw_failure = 1;
         ps_worker_req_fail(r, h.status);
     } else if (h.type == PS_MSG_PULL_REPLY) {
         uint8_t *dst = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
@@ -425,7 +435,9 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
         w->server_failed[s] = 1;
         if (w->leaving) ps_debug("server %u at %s closed after we left", s, w->m.job.servers[s]);
         else ps_warn("server %u at %s failed: %s", s, w->m.job.servers[s], pserv_strerror(why));
-        snprintf(w->m.last_error, sizeof(w->m.last_error), "server %u at %s failed", s, w->m.job.servers[s]);
+        if (!w->m.aborted)
+            snprintf(w->m.last_error, sizeof(w->m.last_error), "server %u at %s failed", s, w->m.job.servers[s]);
+        if (!w->leaving) w->saw_failure = 1;
         for (uint32_t i = 0; i < w->nreqs; i++) {
             ps_req_t *r = &w->reqs[i];
             if (r->state != PS_REQ_ACTIVE || r->per_server[s] == 0) continue;
