@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,6 +82,60 @@ void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers,
     if (harness_read(fds[0], &port, sizeof(port), 20000) != 0) port = 1;
     close(fds[0]);
     snprintf(h->coord, sizeof(h->coord), "127.0.0.1:%u", port);
+}
+
+int64_t harness_now_ms(void)
+{
+    return now_ms();
+}
+
+pid_t harness_start_coordinator_params(harness_t *h, const pserv_coordinator_params_t *params, int wait_ms,
+                                       int *rfd)
+{
+    char host[48] = "127.0.0.1";
+    int fds[2];
+    if (params->listen) {
+        const char *colon = strrchr(params->listen, ':');
+        size_t n = colon ? (size_t)(colon - params->listen) : 0;
+        if (n > 0 && n < sizeof(host)) {
+            memcpy(host, params->listen, n);
+            host[n] = '\0';
+        }
+    }
+    if (pipe(fds) != 0) abort();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(fds[0]);
+        pserv_coordinator_h c;
+        uint16_t port = 0;
+        if (pserv_coordinator_create(params, &c) != PSERV_OK) {
+            fprintf(stderr, "coordinator: %s\n", pserv_last_error());
+            _exit(10);
+        }
+        pserv_coordinator_port(c, &port);
+        harness_write(fds[1], &port, sizeof(port));
+        harness_coord_result_t res;
+        memset(&res, 0, sizeof(res));
+        res.status = pserv_coordinator_wait(c, wait_ms);
+        res.end_ms = now_ms();
+        snprintf(res.why, sizeof(res.why), "%s", pserv_coordinator_last_error(c));
+        harness_write(fds[1], &res, sizeof(res));
+        pserv_coordinator_destroy(c);
+        _exit(res.status == PSERV_OK ? 0 : 11);
+    }
+    close(fds[1]);
+    harness_add(h, pid);
+    uint16_t port = 0;
+    if (harness_read(fds[0], &port, sizeof(port), 20000) != 0) {
+        close(fds[0]);
+        snprintf(h->coord, sizeof(h->coord), "%s:1", host);
+        *rfd = -1;
+        return -1;
+    }
+    snprintf(h->coord, sizeof(h->coord), "%s:%u", host, port);
+    *rfd = fds[0];
+    return pid;
 }
 
 pid_t harness_start_server(harness_t *h, unsigned threads)

@@ -6,6 +6,7 @@
 #define PS_TEST_HARNESS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "pserv/pserv.h"
@@ -21,6 +22,23 @@ typedef struct {
 /* Starts a coordinator process and fills h->coord with its address. */
 void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers, pserv_mode_t mode,
                                size_t chunk_bytes);
+/* What a coordinator started by harness_start_coordinator_params reports once its job is over. */
+typedef struct {
+    int32_t status;  /* pserv_coordinator_wait's result */
+    int32_t pad;
+    int64_t end_ms;  /* harness_now_ms() when that wait returned */
+    char why[512];   /* pserv_coordinator_last_error() */
+} harness_coord_result_t;
+
+/* Monotonic milliseconds; one clock for every process of the machine, so times compare across them. */
+int64_t harness_now_ms(void);
+/* Starts a coordinator process with the given params (listen address, heartbeat, failure policy,
+ * ...), waiting up to wait_ms for its job, and fills h->coord with its address (the host of
+ * params->listen, or 127.0.0.1). *rfd reads one harness_coord_result_t once the wait returns.
+ * Returns the pid, or -1 if the coordinator did not start (h->coord then names port 1). The
+ * process dies with its parent. */
+pid_t harness_start_coordinator_params(harness_t *h, const pserv_coordinator_params_t *params, int wait_ms,
+                                       int *rfd);
 /* Starts a server shard process (threads optimizer threads). */
 pid_t harness_start_server(harness_t *h, unsigned threads);
 /* Starts a process that runs fn(arg, coord, fd) and exits with its return value; fd is the write
