@@ -11,6 +11,7 @@ packages=(
   zlib1g-dev                    # reading the gzip'd IDX files
   dataset-fashion-mnist         # real data
   openmpi-bin                   # multi-node launch (mpirun)
+  iproute2                      # tests: a network namespace and a veth pair for a silent partition
 )
 
 missing=()
