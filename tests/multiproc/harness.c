@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "../tsan/fork.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -57,6 +58,7 @@ void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers,
                                size_t chunk_bytes)
 {
     int fds[2];
+    TSAN_SKIP_FORKED_THREADS();
     if (pipe(fds) != 0) abort();
     pid_t pid = fork();
     if (pid == 0) {
@@ -85,6 +87,7 @@ void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers,
 
 pid_t harness_start_server(harness_t *h, unsigned threads)
 {
+    TSAN_SKIP_FORKED_THREADS();
     pid_t pid = fork();
     if (pid == 0) {
         pserv_server_params_t p = PSERV_SERVER_PARAMS_INIT;
@@ -104,6 +107,7 @@ pid_t harness_start_server(harness_t *h, unsigned threads)
 pid_t harness_start(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), void *arg, int *rfd)
 {
     int fds[2];
+    TSAN_SKIP_FORKED_THREADS();
     if (pipe(fds) != 0) abort();
     pid_t pid = fork();
     if (pid == 0) {
