@@ -185,26 +185,38 @@ static int tp_flushed(ps_tp_t *tp)
 
 static void tp_flush_cb(void *req, ucs_status_t st, void *user)
 {
-    ps_tp_t *tp = user;
-    tp->flushing--;
+    ps_tp_peer_t *peer = user;
+    peer->flush_req = NULL;
+    peer->tp->flushing--;
     ucp_request_free(req);
+    tp_peer_unref(peer);
 }
 
 /* Shutdown step 1: lets sends already handed to UCX finish, within TP_FLUSH_TIMEOUT_MS. */
 static int tp_flush_all(ps_tp_t *tp)
 {
     ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
-                               .cb.send = tp_flush_cb,
-                               .user_data = tp};
+                               .cb.send = tp_flush_cb};
     ps_tp_peer_t **peers;
     size_t n = tp_peer_snapshot(tp, &peers);
     for (size_t i = 0; i < n; i++) {
-        if (peers[i]->state == TP_PEER_ACTIVE && peers[i]->ep != NULL) {
-            tp->flushing++; /* before the call: the callback may run before it returns */
-            ucs_status_ptr_t sp = ucp_ep_flush_nbx(peers[i]->ep, &prm);
-            if (!UCS_PTR_IS_PTR(sp)) tp->flushing--;
+        ps_tp_peer_t *peer = peers[i];
+        if (peer->state == TP_PEER_ACTIVE && peer->ep != NULL) {
+            /* Counted and referenced before the call: the callback may run before it returns. */
+            tp->flushing++;
+            tp_peer_ref(peer);
+            peer->flush_req = TP_REQ_STARTING;
+            prm.user_data = peer;
+            ucs_status_ptr_t sp = ucp_ep_flush_nbx(peer->ep, &prm);
+            if (UCS_PTR_IS_PTR(sp)) {
+                if (peer->flush_req != NULL) peer->flush_req = sp; /* NULL: its callback ran */
+            } else {
+                peer->flush_req = NULL;
+                tp->flushing--;
+                tp_peer_unref(peer);
+            }
         }
-        tp_peer_unref(peers[i]);
+        tp_peer_unref(peer);
     }
     free(peers);
     int64_t deadline = tp_now_ms() + TP_FLUSH_TIMEOUT_MS;
@@ -258,6 +270,7 @@ static void tp_shutdown(ps_tp_t *tp)
     tp_cmds_run(tp); /* the last ones: sends fail, closes release their waiters */
     tp_dispatch(tp);
 
+    tp_peer_release_requests(tp);
     ucp_worker_destroy(tp->worker);
     tp->worker = NULL;
     tp_am_abandon(tp);

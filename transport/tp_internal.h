@@ -37,6 +37,8 @@
 /* ps_tp_stop: time for in-flight sends to finish, then for endpoint closes to complete. */
 #define TP_FLUSH_TIMEOUT_MS 1000
 #define TP_CLOSE_TIMEOUT_MS 2000
+/* A peer's flush_req/close_req while ucp_*_nbx runs: its callback may come before it returns. */
+#define TP_REQ_STARTING ((void *)1)
 /* "host:port" or "[v6]:port" */
 #define TP_NAME_MAX 96
 
@@ -94,6 +96,11 @@ struct ps_tp_peer {
     pserv_status_t why;      /* failure reason, valid once state is FAILED */
     unsigned inflight_tx;    /* sends handed to UCX, completion not yet delivered */
     unsigned inflight_rx;    /* rendezvous receives started, not yet finished */
+    /* UCX requests until their callbacks run: shutdown's flush, the endpoint's close. Each holds
+     * a reference. ucp_worker_destroy aborts on a close still in UCX's hands: tp_shutdown
+     * releases what is left. */
+    void *flush_req;
+    void *close_req;
     struct ps_tp_peer *hnext; /* ep -> peer hash chain */
     struct ps_tp_peer *fnext; /* tp->fail_head: failed, peer_failed not yet reported */
     tp_link_t link;           /* tp->peers: every peer not yet freed */
@@ -226,6 +233,9 @@ void tp_fail_dispatch(ps_tp_t *tp);
 size_t tp_peer_snapshot(ps_tp_t *tp, ps_tp_peer_t ***peers);
 /* Shutdown: closes every endpoint, gracefully unless force. */
 void tp_peer_close_all(ps_tp_t *tp, int force);
+/* Shutdown, just before ucp_worker_destroy: releases the flush and close requests still
+ * pending (their callbacks will not run) and drops what those callbacks would have. */
+void tp_peer_release_requests(ps_tp_t *tp);
 /* Frees every peer; only after the progress thread has exited. */
 void tp_peer_free_all(ps_tp_t *tp);
 void tp_peer_table_free(ps_tp_t *tp);

@@ -131,6 +131,7 @@ void tp_peer_table_free(ps_tp_t *tp)
 static void tp_ep_closed_cb(void *req, ucs_status_t st, void *user)
 {
     ps_tp_peer_t *peer = user;
+    peer->close_req = NULL;
     peer->tp->closing_eps--;
     ucp_request_free(req);
     tp_peer_unref(peer);
@@ -155,9 +156,14 @@ static void tp_ep_close(ps_tp_peer_t *peer, int force)
     /* Counted before the call: the callback may run before ucp_ep_close_nbx returns. */
     tp->closing_eps++;
     tp_peer_ref(peer);
+    peer->close_req = TP_REQ_STARTING;
     ucs_status_ptr_t sp = ucp_ep_close_nbx(peer->ep, &prm);
     peer->ep = NULL;
-    if (UCS_PTR_IS_PTR(sp)) return;
+    if (UCS_PTR_IS_PTR(sp)) {
+        if (peer->close_req != NULL) peer->close_req = sp; /* NULL: its callback already ran */
+        return;
+    }
+    peer->close_req = NULL;
     if (UCS_PTR_IS_ERR(sp))
         ps_debug("closing endpoint to %s: %s", peer->name, ucs_status_string(UCS_PTR_STATUS(sp)));
     tp->closing_eps--;
@@ -263,6 +269,29 @@ void tp_peer_close_all(ps_tp_t *tp, int force)
             tp_ep_close(peers[i], force || peers[i]->inflight_rx > 0);
         }
         tp_peer_unref(peers[i]);
+    }
+    free(peers);
+}
+
+void tp_peer_release_requests(ps_tp_t *tp)
+{
+    ps_tp_peer_t **peers;
+    size_t n = tp_peer_snapshot(tp, &peers);
+    for (size_t i = 0; i < n; i++) {
+        ps_tp_peer_t *peer = peers[i];
+        if (peer->flush_req != NULL) {
+            ucp_request_free(peer->flush_req);
+            peer->flush_req = NULL;
+            tp->flushing--;
+            tp_peer_unref(peer);
+        }
+        if (peer->close_req != NULL) {
+            ucp_request_free(peer->close_req);
+            peer->close_req = NULL;
+            tp->closing_eps--;
+            tp_peer_unref(peer);
+        }
+        tp_peer_unref(peer);
     }
     free(peers);
 }

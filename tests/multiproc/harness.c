@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "../tsan/fork.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -58,6 +59,7 @@ void harness_start_coordinator(harness_t *h, unsigned servers, unsigned workers,
                                size_t chunk_bytes)
 {
     int fds[2];
+    TSAN_SKIP_FORKED_THREADS();
     if (pipe(fds) != 0) abort();
     pid_t pid = fork();
     if (pid == 0) {
@@ -140,6 +142,7 @@ pid_t harness_start_coordinator_params(harness_t *h, const pserv_coordinator_par
 
 pid_t harness_start_server(harness_t *h, unsigned threads)
 {
+    TSAN_SKIP_FORKED_THREADS();
     pid_t pid = fork();
     if (pid == 0) {
         pserv_server_params_t p = PSERV_SERVER_PARAMS_INIT;
@@ -159,6 +162,7 @@ pid_t harness_start_server(harness_t *h, unsigned threads)
 pid_t harness_start(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), void *arg, int *rfd)
 {
     int fds[2];
+    TSAN_SKIP_FORKED_THREADS();
     if (pipe(fds) != 0) abort();
     pid_t pid = fork();
     if (pid == 0) {

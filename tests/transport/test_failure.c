@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "../tsan/fork.h"
 
 /* A port nobody listens on: bound once by the kernel, then released. */
 static uint16_t free_port(void)
@@ -126,6 +127,7 @@ static void child_stuck_receiver(int port_fd, int sig_fd)
 static pid_t start_child(void (*child)(int, int), uint16_t *port, int *aux_rd)
 {
     int port_pipe[2], aux_pipe[2];
+    TSAN_SKIP_FORKED_THREADS();
     cr_assert_eq(pipe(port_pipe), 0);
     cr_assert_eq(pipe(aux_pipe), 0);
     pid_t pid = fork();
@@ -343,6 +345,7 @@ static void child_sender(int port_fd)
 Test(failure, sender_killed_mid_stream, .timeout = 40)
 {
     int port_pipe[2];
+    TSAN_SKIP_FORKED_THREADS();
     cr_assert_eq(pipe(port_pipe), 0);
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
