@@ -20,7 +20,7 @@
 /* Every worker has left or died: tell the servers the job is over. */
 static void ps_coord_end_if_done(pserv_coordinator_h c)
 {
-    if (c->done || c->workers_done < c->job.num_workers) return;
+    if (c->done || c->workers_done < c->job.num_workers || c->cause_pending) return; /* the tick decides */
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
         if (!m->used || m->role != PS_ROLE_SERVER || m->failed) continue;
@@ -97,9 +97,24 @@ void ps_coord_on_leave(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wir
     if (h->flags & PS_WIRE_FLAG_FAILED) {
         char why[PS_WIRE_REASON_MAX + 16];
         size_t n = len < PS_WIRE_REASON_MAX ? len : PS_WIRE_REASON_MAX;
-        snprintf(why, sizeof(why), "it failed: %.*s", (int)n, (const char *)data);
+        snprintf(why, sizeof(why), "it gave up: %.*s", (int)n, (const char *)data);
         for (char *p = why; *p; p++)
             if ((unsigned char)*p < 0x20) *p = ' ';
+        if ((h->flags & PS_WIRE_FLAG_CAUSED) && c->job.on_worker_failure == PSERV_ON_FAILURE_FAIL && !c->done) {
+            /* Not the root cause: wait (a failure timeout at most) for the member that died. */
+            char name[PS_ADDR_MAX + 32];
+            ps_coord_member_name(m, name, sizeof(name));
+            m->left = 1;
+            c->workers_done++;
+            c->view.worker_state[m->rank] = PS_MEMBER_LEFT;
+            ps_coord_collectives_drop(c, m);
+            if (!c->cause_pending) {
+                c->cause_pending = 1;
+                c->cause_deadline_ms = ps_now_ms() + c->job.failure_timeout_ms;
+                snprintf(c->cause_fallback, sizeof(c->cause_fallback), "%.150s %.350s", name, why);
+            }
+            return;
+        }
         ps_coord_member_dead(c, m, why);
         m->failed = 0; /* it is alive and will disconnect: that is not a second failure */
         m->left = 1;
@@ -113,6 +128,7 @@ void ps_coord_tick(void *arg, int64_t now)
     pserv_coordinator_h c = arg;
     ps_wire_hdr_t h;
     pthread_mutex_lock(&c->lock);
+    if (c->cause_pending && !c->done && now >= c->cause_deadline_ms) ps_coord_abort(c, c->cause_fallback);
     ps_wire_hdr_init(&h, PS_MSG_HEARTBEAT);
     h.map_version = c->view.version;
     for (uint32_t i = 0; c->formed && !c->done && i < c->capacity; i++) {

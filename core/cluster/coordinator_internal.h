@@ -70,6 +70,11 @@ struct pserv_coordinator {
     int done;
     pserv_status_t result;
     char why[PS_WIRE_REASON_MAX]; /* why the job failed, for pserv_coordinator_last_error */
+    /* A worker gave up because another member died: the job fails, but the report of the member
+     * that died (its connection error, its silence) names the cause better; it has until then. */
+    int cause_pending;
+    int64_t cause_deadline_ms;
+    char cause_fallback[PS_WIRE_REASON_MAX];
     uint64_t rejected;
     ps_ticker_t ticker;
 };

@@ -115,9 +115,10 @@ static pserv_status_t ps_member_ctl(ps_member_t *m, ps_wire_hdr_t *h, const void
     m->ctl_expect = (uint16_t)expect;
     m->ctl_req = h->req_id;
     m->ctl_done = 0;
+    ps_tp_peer_t *coord = m->coord;
     pthread_mutex_unlock(&m->lock);
 
-    st = ps_send_msg(m->coord, h, data, len, NULL, ps_member_ctl_sent, m);
+    st = ps_send_msg(coord, h, data, len, NULL, ps_member_ctl_sent, m);
     pthread_mutex_lock(&m->lock);
     while (st == PSERV_OK && !m->ctl_done && !m->coord_failed && !m->aborted)
         if (ps_cond_wait(&m->cond, &m->lock, &deadline) == PSERV_ERR_TIMED_OUT) break;
@@ -156,9 +157,16 @@ pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const
     /* Members may start before the coordinator listens (mpirun starts every rank at once):
      * a refused connection is retried, with growing pauses, until the timeout. */
     for (;;) {
-        st = ps_tp_connect(m->tp, host, port, &m->coord);
+        ps_tp_peer_t *coord;
+        st = ps_tp_connect(m->tp, host, port, &coord);
         if (st < 0) return ps_member_error(m, PSERV_ERR_UNREACHABLE, "cannot reach the coordinator at %s: %s",
                                            m->coord_addr, pserv_strerror(st));
+        /* The progress thread compares peers with m->coord under the lock; a failure it handled
+         * before this store is caught by asking the peer. */
+        pthread_mutex_lock(&m->lock);
+        m->coord = coord;
+        if (ps_tp_peer_is_failed(coord)) m->coord_failed = 1;
+        pthread_mutex_unlock(&m->lock);
         ps_wire_hdr_init(&h, PS_MSG_JOIN);
         st = ps_member_ctl(m, &h, m->ctl_payload, w.len, PS_MSG_JOIN_REPLY, ps_deadline_left_ms(&deadline));
         int left = ps_deadline_left_ms(&deadline);
@@ -238,7 +246,7 @@ static void ps_member_tick(void *arg, int64_t now)
     h.sender = m->rank;
     pthread_mutex_lock(&m->lock);
     h.map_version = m->view ? m->view->version : 0;
-    int send = !m->coord_failed && m->coord != NULL;
+    ps_tp_peer_t *coord_peer = m->coord_failed ? NULL : m->coord;
     int64_t timeout = m->job.failure_timeout_ms;
     int cut_off = !m->aborted && !m->shutdown && now - coord > timeout && now - any > timeout;
     if (cut_off) {
@@ -249,7 +257,7 @@ static void ps_member_tick(void *arg, int64_t now)
         pthread_cond_broadcast(&m->cond);
     }
     pthread_mutex_unlock(&m->lock);
-    if (send) ps_send_msg(m->coord, &h, NULL, 0, NULL, NULL, NULL);
+    if (coord_peer) ps_send_msg(coord_peer, &h, NULL, 0, NULL, NULL, NULL);
     if (cut_off) ps_warn("%s", m->last_error);
 }
 
@@ -390,7 +398,10 @@ static void ps_member_on_abort(ps_member_t *m, const void *data, size_t len)
 
 int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len)
 {
-    if (peer != m->coord) return 0;
+    pthread_mutex_lock(&m->lock);
+    int from_coord = peer == m->coord;
+    pthread_mutex_unlock(&m->lock);
+    if (!from_coord) return 0;
     __atomic_store_n(&m->last_coord_ms, ps_now_ms(), __ATOMIC_RELAXED);
     switch (h->type) {
     case PS_MSG_HEARTBEAT:
@@ -428,8 +439,11 @@ int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, con
 
 int ps_member_peer_failed(ps_member_t *m, ps_tp_peer_t *peer)
 {
-    if (peer != m->coord) return 0;
     pthread_mutex_lock(&m->lock);
+    if (peer != m->coord) {
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
     m->coord_failed = 1;
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);

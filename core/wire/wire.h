@@ -55,6 +55,7 @@ typedef enum {
 /* Flags (per message): room for later features (compression, retries) without a new version. */
 #define PS_WIRE_FLAG_RETRY 0x1u
 #define PS_WIRE_FLAG_FAILED 0x2u /* LEAVE: the worker cannot go on (payload = why); the job's policy applies */
+#define PS_WIRE_FLAG_CAUSED 0x4u /* LEAVE, with FAILED: because another member died (the root cause is elsewhere) */
 /* Largest text an ABORT, a failed LEAVE or a refused TENSOR carries. */
 #define PS_WIRE_REASON_MAX 512
 

@@ -306,8 +306,10 @@ static void ps_worker_leave(pserv_worker_h worker, const char *failed)
     }
     size_t len = failed ? strlen(failed) : 0;
     if (len > PS_WIRE_REASON_MAX) len = PS_WIRE_REASON_MAX;
-    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_LEAVE, failed ? PS_WIRE_FLAG_FAILED : 0, 0, failed,
-                                            len, NULL, PS_LEAVE_TIMEOUT_MS);
+    pthread_mutex_lock(&worker->m.lock);
+    uint32_t flags = !failed ? 0 : worker->saw_failure ? PS_WIRE_FLAG_FAILED | PS_WIRE_FLAG_CAUSED : PS_WIRE_FLAG_FAILED;
+    pthread_mutex_unlock(&worker->m.lock);
+    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_LEAVE, flags, 0, failed, len, NULL, PS_LEAVE_TIMEOUT_MS);
     if (st < 0 && st != PSERV_ERR_JOB_FAILED)
         ps_info("leaving the job: %s (the coordinator sees the disconnect)", pserv_strerror(st));
 }

@@ -94,6 +94,7 @@ int64_t harness_now_ms(void)
 pid_t harness_start_coordinator_params(harness_t *h, const pserv_coordinator_params_t *params, int wait_ms,
                                        int *rfd)
 {
+    TSAN_SKIP_FORKED_THREADS();
     char host[48] = "127.0.0.1";
     int fds[2];
     if (params->listen) {
