@@ -104,15 +104,12 @@ void ps_coord_on_leave(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wir
             /* Not the root cause: wait (a failure timeout at most) for the member that died. */
             char name[PS_ADDR_MAX + 32];
             ps_coord_member_name(m, name, sizeof(name));
-            m->left = 1;
-            c->workers_done++;
-            c->view.worker_state[m->rank] = PS_MEMBER_LEFT;
-            ps_coord_collectives_drop(c, m);
             if (!c->cause_pending) {
-                c->cause_pending = 1;
+                c->cause_pending = 1; /* before it is out: the job must not end as a success */
                 c->cause_deadline_ms = ps_now_ms() + c->job.failure_timeout_ms;
                 snprintf(c->cause_fallback, sizeof(c->cause_fallback), "%.150s %.350s", name, why);
             }
+            ps_coord_worker_out(c, m, PS_MEMBER_LEFT);
             return;
         }
         ps_coord_member_dead(c, m, why);

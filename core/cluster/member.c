@@ -250,7 +250,7 @@ static void ps_member_tick(void *arg, int64_t now)
     int64_t timeout = m->job.failure_timeout_ms;
     int cut_off = !m->aborted && !m->shutdown && now - coord > timeout && now - any > timeout;
     if (cut_off) {
-        m->aborted = 1;
+        __atomic_store_n(&m->aborted, 1, __ATOMIC_RELAXED); /* also read without the lock */
         snprintf(m->last_error, sizeof(m->last_error),
                  "cut off: nothing heard from the coordinator at %s or any peer for %lld ms", m->coord_addr,
                  (long long)(now - (coord > any ? coord : any)));
@@ -386,7 +386,7 @@ static void ps_member_on_abort(ps_member_t *m, const void *data, size_t len)
     ps_member_reason(why, data, len);
     pthread_mutex_lock(&m->lock);
     int first = !m->aborted;
-    m->aborted = 1;
+    __atomic_store_n(&m->aborted, 1, __ATOMIC_RELAXED); /* also read without the lock */
     snprintf(m->last_error, sizeof(m->last_error), "%s", why); /* the status says the job failed */
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);

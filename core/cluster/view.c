@@ -85,7 +85,7 @@ static pserv_status_t ps_view_reserve(ps_view_t *v)
     return PSERV_OK;
 }
 
-static uint64_t ps_view_chunk_bytes(const ps_view_tensor_t *t, uint32_t c)
+uint64_t ps_view_chunk_bytes(const ps_view_tensor_t *t, uint32_t c)
 {
     uint64_t first = (uint64_t)c * t->chunk_elems;
     uint64_t n = t->desc.count - first < t->chunk_elems ? t->desc.count - first : t->chunk_elems;

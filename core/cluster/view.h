@@ -74,6 +74,8 @@ void ps_view_free(ps_view_t *v);
 
 /* The tensor of a key, or NULL. */
 const ps_view_tensor_t *ps_view_tensor(const ps_view_t *v, uint64_t key);
+/* Bytes of chunk c (< num_chunks) of a tensor: chunk_elems elements, the last one shorter. */
+uint64_t ps_view_chunk_bytes(const ps_view_tensor_t *t, uint32_t c);
 /* The primary of chunk c of key, or UINT32_MAX when the key or chunk is not in the view. */
 uint32_t ps_view_owner(const ps_view_t *v, uint64_t key, uint32_t c);
 /* 1 when server is the primary or a backup of chunk c of key. */

@@ -39,18 +39,32 @@ void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
 #define PS_PIPE_SLOT_BUDGET ((size_t)64 << 20)
 #define PS_PIPE_MAX_SLOTS 1024
 
+/* The shard cannot serve this job: it ends (pserv_server_wait returns), so the coordinator sees it go. */
+static void ps_server_setup_failed(pserv_server_h s, const char *what)
+{
+    free(s->live_node);
+    s->live_node = NULL;
+    pthread_mutex_lock(&s->m.lock);
+    snprintf(s->m.last_error, sizeof(s->m.last_error), "cannot set up the shard: %s", what);
+    __atomic_store_n(&s->m.aborted, 1, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&s->m.cond);
+    pthread_mutex_unlock(&s->m.lock);
+    ps_error("cannot set up the shard: %s", what);
+}
+
 void ps_server_setup(pserv_server_h s)
 {
     ps_store_init(&s->store, s->m.tp, &s->m.job, s->m.rank);
+    s->setup_done = 1; /* once, whatever the outcome */
     if ((s->live_node = calloc(s->m.job.num_nodes, 1)) == NULL) {
-        ps_error("no memory for the node groups");
+        ps_server_setup_failed(s, "no memory for the node groups");
         return;
     }
     ps_server_live_nodes(s, s->m.view, s->live_node, &s->num_live_nodes);
     size_t slot_bytes = s->m.job.chunk_bytes + PS_TENSOR_DESC_LEN;
     size_t slots = PS_MIN(8 * (size_t)s->m.job.num_workers + 16, PS_MAX(PS_PIPE_SLOT_BUDGET / slot_bytes, 4));
     if (ps_pipe_start(&s->pipe, (uint32_t)PS_MIN(slots, PS_PIPE_MAX_SLOTS), slot_bytes, ps_server_run, s) < 0) {
-        ps_error("cannot start the apply thread");
+        ps_server_setup_failed(s, "no memory or thread for the apply pipeline");
         return;
     }
     s->ready = 1;
@@ -162,7 +176,7 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
     if (server == NULL) return PSERV_OK;
     ps_member_stop(&server->m); /* no handler runs after this */
     ps_pipe_stop(&server->pipe); /* nor any work of the apply thread */
-    if (server->ready) ps_store_fini(&server->store); /* deregisters its memory: transport still up */
+    if (server->setup_done) ps_store_fini(&server->store); /* deregisters its memory: transport still up */
     ps_member_fini(&server->m);
     while (server->peers) {
         ps_server_peer_t *next = server->peers->next;

@@ -31,7 +31,8 @@ struct pserv_server {
     ps_member_t m;
     ps_pool_t *pool;
     ps_store_t store;
-    int ready;          /* the job is known, the store set up and the apply thread running */
+    int setup_done;     /* the job arrived and setup ran (progress thread) */
+    int ready;          /* ... and it worked: the store set up and the apply thread running */
     uint8_t *live_node; /* apply thread: by node group, 1 while it has a worker still in the job */
     uint32_t num_live_nodes; /* sync: a round completes when every live group pushed it */
     ps_pipe_t pipe;

@@ -10,13 +10,49 @@
 #include "server_internal.h"
 
 /* The bytes a data message must carry, by the view's geometry of its chunk. */
-static size_t ps_server_expected_len(const ps_view_tensor_t *vt, const ps_wire_hdr_t *h)
+static uint64_t ps_server_expected_len(const ps_view_tensor_t *vt, const ps_wire_hdr_t *h)
 {
-    size_t esize = ps_dtype_size(vt->desc.dtype);
-    uint64_t first = (uint64_t)h->chunk * vt->chunk_elems;
-    uint64_t n = vt->desc.count - first < vt->chunk_elems ? vt->desc.count - first : vt->chunk_elems;
     if (h->type == PS_MSG_PULL) return 0;
-    return (h->type == PS_MSG_REGISTER ? PS_TENSOR_DESC_LEN : 0) + n * esize;
+    return (h->type == PS_MSG_REGISTER ? PS_TENSOR_DESC_LEN : 0) + ps_view_chunk_bytes(vt, h->chunk);
+}
+
+/*
+ * Every routing decision goes through the view: a chunk this shard does not own there (moved, or
+ * placed by a view newer than ours) is refused, so the worker re-routes or retries. The size is
+ * checked too, before a byte of the payload moves, so a hostile length costs nothing.
+ */
+static pserv_status_t ps_server_check_route(pserv_server_h s, const ps_wire_hdr_t *h, const char **why)
+{
+    const ps_view_tensor_t *vt = ps_view_tensor(s->m.view, h->key);
+    if (vt == NULL && h->map_version > s->m.view->version) {
+        *why = "routed by a view this shard has not installed yet";
+        return PSERV_ERR_VIEW_CHANGED;
+    }
+    if (vt == NULL) {
+        *why = "key not placed in the view";
+        return PSERV_ERR_UNKNOWN_KEY;
+    }
+    if (h->chunk >= vt->num_chunks) {
+        *why = "chunk out of range";
+        return PSERV_ERR_BAD_MESSAGE;
+    }
+    if (ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
+        *why = "chunk not owned by this shard in its view";
+        return PSERV_ERR_VIEW_CHANGED;
+    }
+    if (h->offset != (uint64_t)h->chunk * vt->chunk_elems) {
+        *why = "offset does not match the chunk";
+        return PSERV_ERR_BAD_MESSAGE;
+    }
+    if (h->type != PS_MSG_PULL && h->type != PS_MSG_REGISTER && h->dtype != vt->desc.dtype) {
+        *why = "wrong dtype";
+        return PSERV_ERR_BAD_MESSAGE;
+    }
+    if (h->length != ps_server_expected_len(vt, h)) {
+        *why = "length does not match the chunk";
+        return PSERV_ERR_BAD_MESSAGE;
+    }
+    return PSERV_OK;
 }
 
 /* Checks a decoded data message against the job and the view; on failure answers it. */
@@ -24,40 +60,15 @@ static pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer,
 {
     const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     const char *why = NULL;
-    pserv_status_t st = PSERV_OK;
+    pserv_status_t st;
     if (!s->ready || p == NULL || !p->hello || p->rank != h->sender) {
         st = PSERV_ERR_INVALID_ARG;
         why = "sender did not say hello with this rank";
     } else if (__atomic_load_n(&s->m.aborted, __ATOMIC_RELAXED)) {
         st = PSERV_ERR_JOB_FAILED;
         why = "the job failed";
-    }
-    /* Every routing decision goes through the view: a chunk this shard does not own there (moved,
-     * or placed by a view newer than ours) is refused, so the worker re-routes or retries. */
-    const ps_view_tensor_t *vt = st == PSERV_OK ? ps_view_tensor(s->m.view, h->key) : NULL;
-    if (st < 0) {
-    } else if (vt == NULL && h->map_version > s->m.view->version) {
-        st = PSERV_ERR_VIEW_CHANGED;
-        why = "routed by a view this shard has not installed yet";
-    } else if (vt == NULL) {
-        st = PSERV_ERR_UNKNOWN_KEY;
-        why = "key not placed in the view";
-    } else if (h->chunk >= vt->num_chunks) {
-        st = PSERV_ERR_BAD_MESSAGE;
-        why = "chunk out of range";
-    } else if (ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
-        st = PSERV_ERR_VIEW_CHANGED;
-        why = "chunk not owned by this shard in its view";
-    } else if (h->offset != (uint64_t)h->chunk * vt->chunk_elems) {
-        st = PSERV_ERR_BAD_MESSAGE;
-        why = "offset does not match the chunk";
-    } else if (h->type != PS_MSG_PULL && h->type != PS_MSG_REGISTER && h->dtype != vt->desc.dtype) {
-        st = PSERV_ERR_BAD_MESSAGE;
-        why = "wrong dtype";
-    } else if (h->length != ps_server_expected_len(vt, h)) {
-        /* Refused before a byte of the payload moves, so a hostile length costs nothing. */
-        st = PSERV_ERR_BAD_MESSAGE;
-        why = "length does not match the chunk";
+    } else {
+        st = ps_server_check_route(s, h, &why);
     }
     if (st < 0) ps_server_reject(s, peer, h, st, why);
     return st;
@@ -156,7 +167,7 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         goto out;
     }
     if (ps_member_rx(&s->m, peer, &h, data, len)) {
-        if (!s->ready && s->m.job.servers != NULL) ps_server_setup(s);
+        if (!s->setup_done && s->m.job.servers != NULL) ps_server_setup(s);
         goto out;
     }
     switch (h.type) {

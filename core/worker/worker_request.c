@@ -108,6 +108,35 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
     r->per_server[server]++;
 }
 
+/*
+ * Sends chunk c of a request to its owner in the installed view (lock held): the whole message
+ * from the request (type, tensor, the caller's buffer) and the chunk's round. flags marks a
+ * re-send (PS_WIRE_FLAG_RETRY).
+ */
+static void ps_worker_send_chunk(pserv_worker_h w, ps_req_t *r, uint64_t id, uint32_t c, uint64_t round,
+                                 uint32_t flags)
+{
+    const ps_wtensor_t *t = r->tensor;
+    const ps_layout_t *l = &t->layout;
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, r->type);
+    h.flags = flags;
+    h.sender = w->m.rank;
+    h.req_id = id;
+    h.key = t->key;
+    h.chunk = c;
+    h.dtype = t->desc.dtype;
+    h.offset = ps_layout_chunk_offset(l, c);
+    h.round = round;
+    h.map_version = w->m.view->version;
+    const void *payload = NULL;
+    if (r->type != PS_MSG_PULL) {
+        h.length = ps_layout_chunk_len(l, c) * l->elem_size;
+        payload = r->src + (h.offset - r->base) * l->elem_size;
+    }
+    ps_worker_req_send(w, id, ps_view_owner(w->m.view, t->key, c), &h, payload, h.length, NULL, NULL);
+}
+
 /* The chunks [*first, *end) that elements [offset, offset + count) cover, if they are whole. */
 static pserv_status_t ps_worker_range_chunks(pserv_worker_h w, const ps_wtensor_t *t, size_t offset, size_t count,
                                              uint32_t *first, uint32_t *end)
@@ -154,24 +183,8 @@ static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint
     r->end = end;
     size_t esize = t->layout.elem_size;
     for (uint32_t c = first; c < end; c++) {
-        size_t off = ps_layout_chunk_offset(&t->layout, c), len = ps_layout_chunk_len(&t->layout, c);
-        ps_wire_hdr_t h;
-        ps_wire_hdr_init(&h, type);
-        h.sender = w->m.rank;
-        h.req_id = id;
-        h.key = key;
-        h.chunk = c;
-        h.dtype = t->desc.dtype;
-        h.offset = off;
-        h.round = t->rounds[c];
-        h.map_version = w->m.view->version;
-        const void *payload = NULL;
-        if (type != PS_MSG_PULL) {
-            h.length = len * esize;
-            payload = (const uint8_t *)grad + (off - offset) * esize;
-            t->rounds[c]++;
-        }
-        ps_worker_req_send(w, id, ps_view_owner(w->m.view, key, c), &h, payload, h.length, NULL, NULL);
+        ps_worker_send_chunk(w, r, id, c, t->rounds[c], 0);
+        if (type != PS_MSG_PULL) t->rounds[c]++;
     }
     if (type != PS_MSG_PULL) PS_WSTAT_ADD(w, bytes_pushed, count * esize);
     *req = id;
@@ -343,25 +356,8 @@ static int ps_worker_reroute(pserv_worker_h w, ps_req_t *r, const ps_wire_hdr_t 
     if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end) return 0;
     uint32_t owner = ps_view_owner(w->m.view, h->key, h->chunk);
     if (owner == UINT32_MAX || owner == h->sender || owner >= w->m.job.num_servers) return 0;
-    const ps_layout_t *l = &r->tensor->layout;
-    ps_wire_hdr_t m;
-    ps_wire_hdr_init(&m, r->type);
-    m.flags = PS_WIRE_FLAG_RETRY;
-    m.sender = w->m.rank;
-    m.req_id = h->req_id;
-    m.key = h->key;
-    m.chunk = h->chunk;
-    m.dtype = r->tensor->desc.dtype;
-    m.offset = ps_layout_chunk_offset(l, h->chunk);
-    m.round = h->round;
-    m.map_version = w->m.view->version;
-    const void *payload = NULL;
-    if (r->type != PS_MSG_PULL) {
-        m.length = ps_layout_chunk_len(l, h->chunk) * l->elem_size;
-        payload = r->src + (m.offset - r->base) * l->elem_size;
-    }
-    r->pending--; /* ps_worker_req_send counts the new message */
-    ps_worker_req_send(w, h->req_id, owner, &m, payload, m.length, NULL, NULL);
+    r->pending--; /* the re-send counts itself */
+    ps_worker_send_chunk(w, r, h->req_id, h->chunk, h->round, PS_WIRE_FLAG_RETRY);
     ps_debug("key %llu chunk %u re-sent to server %u (view %u)", (unsigned long long)h->key, h->chunk, owner,
              w->m.view->version);
     if (r->pending == 0) pthread_cond_broadcast(&w->m.cond);
@@ -401,9 +397,8 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         ps_debug("%s from %s dropped: %s", ps_wire_type_name(h.type), ps_tp_peer_name(peer), why);
         goto out;
     }
-    r->per_server[h.sender]--;
+    r->per_server[h.sender]--; /* answered, whether it is re-routed or completes */
     if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) goto out;
-    r->per_server[h.sender]++;
     if (h.status < 0) {
         /* Once aborted, last_error holds the coordinator's reason: nothing overwrites it. */
         if (r->status == PSERV_OK && !w->m.aborted && h.status != PSERV_ERR_JOB_FAILED)
@@ -416,7 +411,6 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         if (data != dst) memcpy(dst, data, len);
         PS_WSTAT_ADD(w, bytes_pulled, len);
     }
-    r->per_server[h.sender]--;
     if (--r->pending == 0) pthread_cond_broadcast(&w->m.cond);
 out:
     pthread_mutex_unlock(&w->m.lock);
