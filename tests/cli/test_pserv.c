@@ -5,6 +5,8 @@
  * launcher within seconds, and none of its processes is left.
  */
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -92,6 +94,24 @@ Test(cli, async_run_learns, .timeout = 300)
     free(r);
 }
 
+/*
+ * A port for mpirun's coordinator: below the kernel's ephemeral range (32768 and up), where the
+ * job's own connections take theirs, and free when probed.
+ */
+static int free_port(void)
+{
+    for (int i = 0; i < 1000; i++) {
+        int port = 10000 + (int)((getpid() + i * 7919) % 20000);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        if (fd >= 0) close(fd);
+        if (ok) return port;
+    }
+    return 10000 + (int)(getpid() % 20000);
+}
+
 Test(cli, mpirun_trains_like_the_local_launcher, .timeout = 300)
 {
     run_t *local = malloc(sizeof(*local)), *mpi = malloc(sizeof(*mpi));
@@ -101,7 +121,7 @@ Test(cli, mpirun_trains_like_the_local_launcher, .timeout = 300)
     snprintf(args, sizeof(args),
              "--allow-run-as-root --oversubscribe -np 4 %s train --servers 2 --coordinator 127.0.0.1:%d "
              "--epochs 1 --limit 6000 --seed 5",
-             PSERV_CLI, 20000 + (int)(getpid() % 20000));
+             PSERV_CLI, free_port());
     run_cmd(mpi, 240, NULL, MPIRUN, args);
     cr_assert_eq(mpi->code, 0, "mpirun failed:\n%s\n%s", mpi->out, mpi->err);
     const char *line = strstr(mpi->out, "worker 0: test accuracy ");
