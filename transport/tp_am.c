@@ -234,7 +234,7 @@ static void tp_rx_release(ps_tp_t *tp, tp_recv_t *rx)
     case TP_RX_EAGER_COPY:
         break;
     }
-    if (rx->data_owned) free(rx->data);
+    if (rx->data_owned) tp_rxbuf_put(tp, rx->data, rx->len);
     tp_rx_put(tp, rx);
     tp_peer_unref(peer);
 }
@@ -285,7 +285,7 @@ static ucs_status_t tp_am_recv_cb(void *arg, const void *header, size_t header_l
         rx->kind = TP_RX_EAGER_COPY;
         rx->data = rx->inline_data;
         if (length > TP_RX_INLINE) {
-            rx->data = malloc(length);
+            rx->data = tp_rxbuf_get(tp, length);
             rx->data_owned = 1;
             if (rx->data == NULL) {
                 ps_error("transport: no memory for %zu bytes from %s: message dropped", length, peer->name);
@@ -331,7 +331,7 @@ static void tp_rx_start(ps_tp_t *tp, tp_recv_t *rx)
         }
     }
     if (buf == NULL) {
-        buf = malloc(rx->len > 0 ? rx->len : 1);
+        buf = tp_rxbuf_get(tp, rx->len > 0 ? rx->len : 1);
         if (buf == NULL) {
             ps_error("transport: no memory for %zu bytes from %s: message dropped", rx->len, peer->name);
             goto err_release;
@@ -452,4 +452,5 @@ void tp_am_free_all(ps_tp_t *tp)
         free(rx);
     }
     tp->send_free_n = tp->rx_free_n = 0;
+    tp_rxbuf_free_all(tp);
 }

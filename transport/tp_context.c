@@ -42,8 +42,10 @@ pserv_status_t tp_cmd_post(ps_tp_t *tp, tp_cmd_t *cmd)
     cmd->next = NULL;
     *tp->cmd_tail = cmd;
     tp->cmd_tail = &cmd->next;
-    /* One write per batch; the progress thread itself drains before it sleeps. */
-    if (!tp->wake_pending && !tp_on_progress_thread(tp)) {
+    atomic_store_explicit(&tp->cmd_ready, 1, memory_order_release);
+    /* A thread that spins sees cmd_ready on its next turn; one that sleeps needs the eventfd,
+     * written once per batch (it set sleeping under this lock after finding no commands). */
+    if (tp->sleeping && !tp->wake_pending && !tp_on_progress_thread(tp)) {
         tp->wake_pending = 1;
         wake = 1;
     }
@@ -84,12 +86,14 @@ static void tp_cmds_exec(ps_tp_t *tp, tp_cmd_t *cmd)
 /* Runs the queued commands; returns 1 once ps_tp_stop() asked the thread to stop. */
 static int tp_cmds_run(ps_tp_t *tp)
 {
+    if (!atomic_load_explicit(&tp->cmd_ready, memory_order_acquire)) return 0;
     pthread_mutex_lock(&tp->lock);
     tp_cmd_t *head = tp->cmd_head;
     int stop = tp->stop;
     tp->cmd_head = NULL;
     tp->cmd_tail = &tp->cmd_head;
     tp->wake_pending = 0;
+    atomic_store_explicit(&tp->cmd_ready, 0, memory_order_relaxed);
     pthread_mutex_unlock(&tp->lock);
     tp_cmds_exec(tp, head);
     return stop;
@@ -97,10 +101,7 @@ static int tp_cmds_run(ps_tp_t *tp)
 
 static int tp_cmds_pending(ps_tp_t *tp)
 {
-    pthread_mutex_lock(&tp->lock);
-    int pending = tp->cmd_head != NULL;
-    pthread_mutex_unlock(&tp->lock);
-    return pending;
+    return atomic_load_explicit(&tp->cmd_ready, memory_order_acquire);
 }
 
 /* Handlers run here, after ucp_worker_progress() returned: never inside a UCX callback. */
@@ -121,28 +122,53 @@ static int tp_has_work(ps_tp_t *tp)
            tp_cmds_pending(tp);
 }
 
-/* Returns 1 when the batch ran out with UCX still busy. */
-static int tp_progress(ps_tp_t *tp)
+/* Progresses UCX until it has nothing more, at most TP_PROGRESS_BATCH times: the calls that did something. */
+static unsigned tp_progress(ps_tp_t *tp)
 {
-    for (int i = 0; i < TP_PROGRESS_BATCH; i++)
-        if (ucp_worker_progress(tp->worker) == 0) return 0;
-    return 1;
+    unsigned events = 0;
+    while (events < TP_PROGRESS_BATCH && ucp_worker_progress(tp->worker) != 0) events++;
+    return events;
 }
 
-/* Sleeps until UCX or another thread has something for us, or timeout_ms (-1: forever). */
+/*
+ * Sleeps until UCX or another thread has something for us, or timeout_ms (-1: forever). Posters
+ * write the eventfd only while `sleeping` is set, which is set under the lock after finding no
+ * command queued: a command posted after that wakes the poll, one posted before is run first.
+ */
 static void tp_wait(ps_tp_t *tp, int timeout_ms)
 {
-    struct pollfd fds[2] = {{.fd = tp->worker_fd, .events = POLLIN}, {.fd = tp->wake_fd, .events = POLLIN}};
-    int n = poll(fds, 2, timeout_ms);
-    if (n < 0 && errno != EINTR) {
-        ps_error("transport poll failed: %s", strerror(errno));
-        return;
+    pthread_mutex_lock(&tp->lock);
+    int ready = tp->cmd_head != NULL; /* ps_tp_stop() writes the eventfd whatever sleeping says */
+    tp->sleeping = !ready;
+    pthread_mutex_unlock(&tp->lock);
+    if (ready) return;
+
+    ucs_status_t st = ucp_worker_arm(tp->worker);
+    if (st != UCS_OK && st != UCS_ERR_BUSY) {
+        /* Cannot arm: fall back to a short poll rather than sleeping through events. */
+        ps_error("ucp_worker_arm failed: %s", ucs_status_string(st));
+        timeout_ms = (timeout_ms < 0 || timeout_ms > 10) ? 10 : timeout_ms;
     }
-    if (n > 0 && (fds[1].revents & POLLIN)) {
-        uint64_t v;
-        if (read(tp->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-            ps_error("transport wakeup read failed: %s", strerror(errno));
+    if (st != UCS_ERR_BUSY) {
+        struct pollfd fds[2] = {{.fd = tp->worker_fd, .events = POLLIN}, {.fd = tp->wake_fd, .events = POLLIN}};
+        int n = poll(fds, 2, timeout_ms);
+        if (n < 0 && errno != EINTR) ps_error("transport poll failed: %s", strerror(errno));
+        if (n > 0 && (fds[1].revents & POLLIN)) {
+            uint64_t v;
+            if (read(tp->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                ps_error("transport wakeup read failed: %s", strerror(errno));
+        }
     }
+    pthread_mutex_lock(&tp->lock);
+    tp->sleeping = 0;
+    pthread_mutex_unlock(&tp->lock);
+}
+
+/* Delivers what is queued and progresses UCX once; returns 1 if anything happened. */
+static int tp_poll_once(ps_tp_t *tp)
+{
+    tp_dispatch(tp);
+    return tp_progress(tp) > 0 || tp_has_work(tp);
 }
 
 /*
@@ -151,16 +177,8 @@ static void tp_wait(ps_tp_t *tp, int timeout_ms)
  */
 static void tp_turn(ps_tp_t *tp, int timeout_ms, int (*done)(ps_tp_t *tp))
 {
-    tp_dispatch(tp);
-    if (tp_progress(tp) || tp_has_work(tp)) return;
+    if (tp_poll_once(tp)) return;
     if (done != NULL && done(tp)) return;
-    ucs_status_t st = ucp_worker_arm(tp->worker);
-    if (st == UCS_ERR_BUSY) return;
-    if (st != UCS_OK) {
-        /* Cannot arm: fall back to a short poll rather than sleeping through events. */
-        ps_error("ucp_worker_arm failed: %s", ucs_status_string(st));
-        timeout_ms = (timeout_ms < 0 || timeout_ms > 10) ? 10 : timeout_ms;
-    }
     tp_wait(tp, timeout_ms);
 }
 
@@ -276,11 +294,28 @@ static void tp_shutdown(ps_tp_t *tp)
     tp_am_abandon(tp);
 }
 
+/*
+ * The loop: commands, handlers, UCX. With nothing to do it spins (yielding the CPU) until
+ * progress.spin_ns have passed since the last event, then sleeps (PSERV_PROGRESS).
+ */
 static void *tp_main(void *arg)
 {
     ps_tp_t *tp = arg;
+    const uint64_t spin_ns = tp->progress.spin_ns;
+    uint64_t last_event = ps_now_ns();
     tp_self = tp;
-    while (!tp_cmds_run(tp)) tp_turn(tp, -1, NULL);
+    while (!tp_cmds_run(tp)) {
+        if (tp_poll_once(tp)) {
+            if (spin_ns != 0 && spin_ns != UINT64_MAX) last_event = ps_now_ns();
+            continue;
+        }
+        if (spin_ns == UINT64_MAX || (spin_ns != 0 && ps_now_ns() - last_event < spin_ns)) {
+            ps_spin_pause();
+            continue;
+        }
+        tp_wait(tp, -1);
+        last_event = ps_now_ns();
+    }
     tp_shutdown(tp);
     tp_self = NULL;
     return NULL;
@@ -297,6 +332,13 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
     if (tp == NULL) return st;
 
     tp->h = params->handler;
+    char why[160];
+    if ((st = ps_progress_get(&tp->progress, why, sizeof(why))) < 0) {
+        ps_error("%s", why);
+        free(tp);
+        return st;
+    }
+    st = PSERV_ERR_NO_MEMORY;
     tp->cmd_tail = &tp->cmd_head;
     tp->done_tail = &tp->done_head;
     tp->rxq_tail = &tp->rxq_head;
@@ -387,6 +429,7 @@ void ps_tp_stop(ps_tp_t *tp)
     }
     pthread_mutex_lock(&tp->lock);
     tp->stop = 1;
+    atomic_store_explicit(&tp->cmd_ready, 1, memory_order_release);
     pthread_mutex_unlock(&tp->lock);
     tp_wake(tp);
     pthread_join(tp->thread, NULL);

@@ -3,8 +3,10 @@
  *
  * Threading model: the UCX worker is created UCS_THREAD_MODE_SINGLE and only the progress
  * thread ever touches it. Other threads hand work over through the command queue (tp->lock,
- * tp->cmd_head) and wake the progress thread with an eventfd. Fields marked "progress thread"
- * are touched by nobody else; fields marked "lock" need tp->lock.
+ * tp->cmd_head, flagged in tp->cmd_ready so the loop looks without the lock) and wake the progress
+ * thread with an eventfd, only when it sleeps (tp->sleeping): a spinning thread (PSERV_PROGRESS,
+ * core/base/progress.h) sees the flag on its next turn. Fields marked "progress thread" are
+ * touched by nobody else; fields marked "lock" need tp->lock.
  */
 #ifndef PS_TP_INTERNAL_H
 #define PS_TP_INTERNAL_H
@@ -18,6 +20,7 @@
 
 #include <ucp/api/ucp.h>
 
+#include "progress.h"
 #include "transport.h"
 
 /* Active message id of every pserv message: the transport moves opaque header + payload. */
@@ -32,6 +35,10 @@
 /* Bounds of the descriptor free lists: enough for a burst, no unbounded growth. */
 #define TP_SEND_FREE_MAX 1024
 #define TP_RX_FREE_MAX 256
+/* Receive buffer classes (tp_rxbuf.c): 1 KiB << 0 .. 1 KiB << 8 = 256 KiB, the largest eager payload. */
+#define TP_RXBUF_MIN_SHIFT 10
+#define TP_RXBUF_CLASSES 9
+#define TP_RXBUF_CLASS_BYTES (1u << 20)
 /* ucp_worker_progress calls per loop turn before queued handlers get a turn. */
 #define TP_PROGRESS_BATCH 64
 /* ps_tp_stop: time for in-flight sends to finish, then for endpoint closes to complete. */
@@ -143,7 +150,7 @@ typedef struct tp_recv {
     void *desc; /* UCX data pointer (EAGER_UCX) or rendezvous descriptor (RNDV) */
     void *data;
     size_t len;
-    int data_owned; /* data was malloc'd by us */
+    int data_owned; /* data is ours, from tp_rxbuf_get */
     int delivered;  /* handed to the rx handler */
     ucs_status_t ucs_status;
     uint32_t hdr_len;
@@ -180,12 +187,16 @@ struct ps_tp {
     int wake_fd;   /* eventfd: commands queued or stop requested */
     pthread_t thread;
     int joined; /* the progress thread has been joined (the ps_tp_stop/destroy caller's) */
+    ps_progress_t progress; /* how the progress thread waits */
+    /* Set (under lock) when commands are queued or stop is asked; read without it by the loop. */
+    atomic_int cmd_ready;
 
     /* lock */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* ps_tp_peer_close() waiters */
     tp_cmd_t *cmd_head, **cmd_tail;
     int wake_pending; /* wake_fd already written since the last drain */
+    int sleeping;     /* the progress thread is (about to be) in poll: posting must wake it */
     int stop;         /* ps_tp_stop() called */
     int cmds_closed;  /* the progress thread ran its last drain: posting fails */
     tp_send_t *send_free;
@@ -205,6 +216,8 @@ struct ps_tp {
     tp_link_t rx_active; /* rendezvous receives UCX owns */
     tp_recv_t *rx_free;
     unsigned rx_free_n;
+    struct tp_rxbuf *rxbuf_free[TP_RXBUF_CLASSES]; /* tp_rxbuf.c */
+    unsigned rxbuf_count[TP_RXBUF_CLASSES];
     tp_recv_t *rx_current; /* rendezvous receive whose rx_buffer handler is running */
     unsigned flushing; /* flush requests of shutdown not yet complete */
     unsigned closing_eps; /* ucp_ep_close_nbx requests not yet complete */
@@ -239,6 +252,11 @@ void tp_peer_release_requests(ps_tp_t *tp);
 /* Frees every peer; only after the progress thread has exited. */
 void tp_peer_free_all(ps_tp_t *tp);
 void tp_peer_table_free(ps_tp_t *tp);
+
+/* tp_rxbuf.c: payload buffers of the receive side (progress thread). */
+void *tp_rxbuf_get(ps_tp_t *tp, size_t len);
+void tp_rxbuf_put(ps_tp_t *tp, void *buf, size_t len);
+void tp_rxbuf_free_all(ps_tp_t *tp);
 
 /* tp_mem.c: releases registrations the user left behind, before ucp_cleanup. */
 void tp_mem_release_all(ps_tp_t *tp);

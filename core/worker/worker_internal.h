@@ -2,6 +2,8 @@
 #ifndef PS_WORKER_INTERNAL_H
 #define PS_WORKER_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "keymap.h"
 #include "log.h"
 #include "member.h"
@@ -50,6 +52,10 @@ struct pserv_worker {
     int leaving; /* destroy has begun: servers closing now is the normal end */
     int saw_failure; /* a request failed because a member died: leaving now is a failure, not the end */
     pserv_worker_stats_t stats;
+    /* Bumped (with the lock held) whenever a request completes or fails, so a waiter that spins
+     * without the lock sees it; spin_ns is how long a wait spins before it sleeps (PSERV_PROGRESS). */
+    atomic_uint wake_seq;
+    uint64_t spin_ns;
 };
 
 /* Request table: allocated once the job (and so the number of servers) is known. */
