@@ -1,8 +1,11 @@
 /*
  * Internals of the UCX transport. Everything here belongs to one ps_tp_t.
  *
- * Threading model: the UCX worker is created UCS_THREAD_MODE_SINGLE and only the progress
- * thread ever touches it. Other threads hand work over through the command queue (tp->lock,
+ * Threading model: the UCX worker is created UCS_THREAD_MODE_SERIALIZED and only the holder of
+ * the progress role (tp->role) touches it and every field marked "progress thread": the
+ * progress thread holds it except while it sleeps or yields; then ps_tp_send() takes it to send
+ * directly, and ps_tp_progress() to progress from a waiting caller. tp_on_progress_thread() is
+ * true on the holder. Other threads hand work over through the command queue (tp->lock,
  * tp->cmd_head, flagged in tp->cmd_ready so the loop looks without the lock) and wake the progress
  * thread with an eventfd, only when it sleeps (tp->sleeping): a spinning thread (PSERV_PROGRESS,
  * core/base/progress.h) sees the flag on its next turn. Fields marked "progress thread" are
@@ -192,6 +195,7 @@ struct ps_tp {
     atomic_int cmd_ready;
 
     /* lock */
+    pthread_mutex_t role; /* the progress role: see the top of this file */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* ps_tp_peer_close() waiters */
     tp_cmd_t *cmd_head, **cmd_tail;
@@ -227,7 +231,12 @@ struct ps_tp {
 pserv_status_t tp_status(ucs_status_t st);
 
 /* tp_context.c */
+/* 1 if this thread holds the progress role of tp (the progress thread, or a direct sender). */
 int tp_on_progress_thread(const ps_tp_t *tp);
+/* Takes the progress role if it is free (the role this thread held before goes to *prev). */
+int tp_role_try(ps_tp_t *tp, const ps_tp_t **prev);
+/* Gives the role back, waking a sleeping progress thread for whatever was left queued or in flight. */
+void tp_role_leave(ps_tp_t *tp, const ps_tp_t *prev);
 /* Queues cmd for the progress thread; PSERV_ERR_SHUTDOWN once it no longer takes commands. */
 pserv_status_t tp_cmd_post(ps_tp_t *tp, tp_cmd_t *cmd);
 
@@ -263,7 +272,9 @@ void tp_mem_release_all(ps_tp_t *tp);
 
 /* tp_am.c */
 pserv_status_t tp_am_init(ps_tp_t *tp);
-void tp_send_run(ps_tp_t *tp, tp_send_t *sd);
+/* Hands a send to UCX (role held). A direct sender (direct = 1) finishes a callback-less send
+ * that completed at once right there, instead of queueing its completion. */
+void tp_send_run(ps_tp_t *tp, tp_send_t *sd, int direct);
 void tp_send_dispatch(ps_tp_t *tp);
 void tp_rx_dispatch(ps_tp_t *tp);
 /* Gives back the receives queued for peer (all of them, or only not-yet-started rendezvous). */

@@ -263,13 +263,16 @@ pserv_status_t pserv_worker_tensor_info(pserv_worker_h worker, uint64_t key, siz
 
 /*
  * Spins with the lock released until a request completes (wake_seq moves) or until_ns; returns
- * with the lock held again. The caller re-checks its request under the lock.
+ * with the lock held again. The caller re-checks its request under the lock. While it spins it
+ * progresses the transport itself whenever the progress thread is not (Open MPI's progress on
+ * wait): a reply is then handled on this thread, with no hand-off at all.
  */
 static void ps_worker_spin(pserv_worker_h w, uint64_t until_ns)
 {
     unsigned seq = atomic_load_explicit(&w->wake_seq, memory_order_acquire);
     pthread_mutex_unlock(&w->m.lock);
-    while (atomic_load_explicit(&w->wake_seq, memory_order_acquire) == seq && ps_now_ns() < until_ns) ps_spin_pause();
+    while (atomic_load_explicit(&w->wake_seq, memory_order_acquire) == seq && ps_now_ns() < until_ns)
+        if (!ps_tp_progress(w->m.tp)) ps_spin_pause();
     pthread_mutex_lock(&w->m.lock);
 }
 
