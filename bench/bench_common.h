@@ -21,6 +21,19 @@ double bench_now(void);
 /* Median of t[0..n), n >= 1. Sorts t in place: t[0] is the minimum afterwards. */
 double bench_median(double *t, size_t n);
 
+/* The q-th quantile (0 < q <= 1) of t[0..n) sorted ascending (bench_median sorts), by nearest
+ * rank: the smallest value with at least q x n values at or below it. p99 = bench_percentile(t, n, 0.99). */
+double bench_percentile(const double *sorted, size_t n, double q);
+
+/* ---- the machine, for the results' header --------------------------------------------------- */
+
+/* The CPU's model name from /proc/cpuinfo ("unknown" if none). */
+void bench_cpu_model(char *buf, size_t cap);
+/* Now, in UTC, as "2026-12-02T02:30:00Z". */
+void bench_utc_date(char *buf, size_t cap);
+/* Writes s as a JSON string, quotes and escapes included; NULL as null. */
+void bench_json_str(FILE *f, const char *s);
+
 /* ---- command-line options: "--name VALUE" pairs, plus --help ---------------------------------- */
 
 typedef enum {
