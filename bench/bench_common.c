@@ -91,9 +91,10 @@ static void bench_usage(FILE *f, const char *prog, const bench_opt_t *opts, size
     /* The usage line wraps before 100 columns, continuation lines under the first option. */
     int col = fprintf(f, "usage: %s", prog), indent = col, width = 0;
     for (size_t i = 0; i < nopts; i++) {
-        int len = (int)(strlen(opts[i].name) + 1 + strlen(opts[i].metavar));
+        int flag = opts[i].kind == BENCH_OPT_FLAG;
+        int len = (int)(strlen(opts[i].name) + !flag + strlen(opts[i].metavar));
         if (col + len + 3 > 100) col = fprintf(f, "\n%*s", indent, "") - 1;
-        col += fprintf(f, " [%s %s]", opts[i].name, opts[i].metavar);
+        col += fprintf(f, " [%s%s%s]", opts[i].name, flag ? "" : " ", opts[i].metavar);
         width = len > width ? len : width;
     }
     fprintf(f, "\n");
@@ -132,6 +133,9 @@ static int bench_set_opt(const bench_opt_t *o, const char *text)
         return 0;
     case BENCH_OPT_PARSE:
         return o->parse(text, o->value);
+    case BENCH_OPT_FLAG:
+        *(int *)o->value = 1;
+        return 0;
     }
     return -1;
 }
@@ -149,6 +153,9 @@ int bench_parse_args(const char *prog, int argc, char **argv, const bench_opt_t 
             if (strcmp(a, opts[k].name) == 0) o = &opts[k];
         if (o == NULL) {
             fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+        } else if (o->kind == BENCH_OPT_FLAG) {
+            bench_set_opt(o, NULL);
+            continue;
         } else if (i + 1 == argc) {
             fprintf(stderr, "%s: %s needs a value (%s)\n", prog, a, o->metavar);
         } else if (bench_set_opt(o, argv[++i]) < 0) {

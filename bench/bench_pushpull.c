@@ -2,8 +2,8 @@
  * pserv_bench_pushpull: a worker's fused push-pull as a user runs it, against UCX alone.
  *
  *   pserv_bench_pushpull [--max-mib M] [--reps R] [--target-s S] [--quick] [--progress MODE]
- *                        [--pserv PATH] [--raw PATH] [--perftest PATH|none] [--worker-cpus LIST]
- *                        [--server-cpus LIST] [--json FILE] [--table FILE]
+ *                        [--pserv PATH] [--raw PATH] [--raw-rndv-min B] [--perftest PATH|none]
+ *                        [--worker-cpus LIST] [--server-cpus LIST] [--json FILE] [--table FILE]
  *
  * pserv: `pserv coordinator` and `pserv server` run as separate processes (the CLI), this
  * program is the job's one worker (pserv_worker_*, SGD), the server pinned to other CPUs than
@@ -46,7 +46,7 @@ typedef struct {
 typedef struct {
     const char *pserv, *raw, *perftest, *json, *table, *progress, *worker_cpus, *server_cpus;
     int reps, quick;
-    size_t max_mib;
+    size_t max_mib, rndv_min;
     double target_s, timeout_s;
 } cfg_t;
 
@@ -95,13 +95,6 @@ static int parse_seconds(const char *text, void *value)
     double d = strtod(text, &end);
     if (*text == '\0' || *end != '\0' || !(d > 0 && d <= 3600)) return -1;
     *(double *)value = d;
-    return 0;
-}
-
-static int parse_flag(const char *text, void *value)
-{
-    if (strcmp(text, "0") != 0 && strcmp(text, "1") != 0) return -1;
-    *(int *)value = text[0] == '1';
     return 0;
 }
 
@@ -301,7 +294,7 @@ static void json_perftest(FILE *f, const char *name, const perftest_row_t *p)
     fprintf(f, ", \"%s\": {", name);
     if (p->lat_ok) fprintf(f, "\"lat_one_way_s\": %.9f, \"lat_p50_one_way_s\": %.9f, \"round_trip_s\": %.9f", p->lat_s,
                            p->lat_p50_s, 2 * p->lat_s);
-    if (p->bw_ok) fprintf(f, "%s\"bw_one_way_GBps\": %.6f", p->lat_ok ? ", " : "", p->bw_Bps / 1e9);
+    if (p->bw_ok) fprintf(f, "%s\"bw_one_way_GBps\": %.6g", p->lat_ok ? ", " : "", p->bw_Bps / 1e9);
     fprintf(f, "}");
 }
 
@@ -324,16 +317,16 @@ static int write_json(const cfg_t *c, const cpus_t *k, const char *ucx_version, 
     fprintf(f, ", \"ucx_tls\": ");
     bench_json_str(f, getenv("UCX_TLS"));
     fprintf(f, ", \"worker_cpus\": \"%s\", \"server_cpus\": \"%s\", \"chunk_bytes\": %zu, \"target_s\": %g, "
-               "\"raw_window\": %d, \"perftest\": %s, \"rows\": [",
-            k->worker_s, k->server_s, j->chunk_bytes, c->target_s, window, have_pt ? "true" : "false");
+               "\"raw_window\": %d, \"raw_rndv_min\": %zu, \"perftest\": %s, \"rows\": [",
+            k->worker_s, k->server_s, j->chunk_bytes, c->target_s, window, c->rndv_min, have_pt ? "true" : "false");
     for (size_t i = 0; i < n; i++) {
         const row_t *r = &rows[i];
         double b = (double)r->bytes;
         fprintf(f,
                 "%s{\"bytes\": %zu, \"raw\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, "
-                "\"GBps_2way\": %.6f, \"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6f}, "
-                "\"pserv\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, \"GBps_2way\": %.6f, "
-                "\"GBps_1way\": %.6f}, \"time_ratio\": %.4f, \"goodput_ratio\": %.4f, \"vs_stream\": %.4f",
+                "\"GBps_2way\": %.6g, \"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6g}, "
+                "\"pserv\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, \"GBps_2way\": %.6g, "
+                "\"GBps_1way\": %.6g}, \"time_ratio\": %.4f, \"goodput_ratio\": %.4f, \"vs_stream\": %.4f",
                 i ? ", " : "", r->bytes, r->raw.reps, r->raw.p50_s, r->raw.p99_s, r->raw.mean_s,
                 gbs(2 * b, r->raw.p50_s), r->raw.bw_msgs, r->raw.bw_s, gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s),
                 r->ps.reps, r->ps.p50_s, r->ps.p99_s, r->ps.mean_s, gbs(2 * b, r->ps.p50_s), gbs(b, r->ps.p50_s),
@@ -385,11 +378,13 @@ int main(int argc, char **argv)
         BENCH_SIZE("--max-mib", "M", "largest message in MiB (default 64)", &c.max_mib, 1, 1024),
         BENCH_INT("--reps", "R", "timed round trips per size (default: enough for --target-s)", &c.reps, 1, MAX_REPS),
         BENCH_PARSE("--target-s", "S", "seconds each size is timed for (default 0.5)", &c.target_s, parse_seconds),
-        BENCH_PARSE("--quick", "0|1", "1: 0.1 s per size, up to 16 MiB (a check that it runs)", &c.quick, parse_flag),
+        BENCH_FLAG("--quick", "0.1 s per size, up to 16 MiB: a check that it runs, not numbers to keep", &c.quick),
         BENCH_PARSE("--progress", "MODE", "auto|spin|sleep: exported as PSERV_PROGRESS (default: not set)", &c.progress,
                     parse_progress),
         BENCH_STRING("--pserv", "PATH", "the pserv CLI (default: ../cli/pserv next to this program)", &c.pserv),
         BENCH_STRING("--raw", "PATH", "the raw UCX echo (default: raw/pserv_raw_ucx_am_echo next to it)", &c.raw),
+        BENCH_SIZE("--raw-rndv-min", "B", "the raw echo forces rendezvous from B bytes (default 0: UCX chooses)",
+                   &c.rndv_min, 0, 1ll << 34),
         BENCH_STRING("--perftest", "PATH", "ucx_perftest, or none (default: from PATH when installed)", &c.perftest),
         BENCH_STRING("--worker-cpus", "LIST", "CPUs of the worker (default: first half of ours)", &c.worker_cpus),
         BENCH_STRING("--server-cpus", "LIST", "CPUs of the server (default: second half)", &c.server_cpus),
@@ -438,6 +433,7 @@ int main(int argc, char **argv)
                             .target_s = c.target_s,
                             .reps = c.reps,
                             .window = 32,
+                            .rndv_min = c.rndv_min,
                             .timeout_s = c.timeout_s};
     fprintf(stderr, PROG ": raw UCX echo (%s)...\n", c.raw);
     if (ucx_raw_run(c.raw, &rc_cfg, sizes, n, raw, ucx_version, sizeof(ucx_version)) != 0) return 1;

@@ -63,7 +63,7 @@ static int read_tsv(const char *path, const size_t *sizes, size_t n, raw_row_t *
 int ucx_raw_run(const char *exe, const ucx_ref_cfg_t *cfg, const size_t *sizes, size_t n, raw_row_t *rows,
                 char *ucx_version, size_t cap)
 {
-    char max_bytes[32], timeout[32], cpu_s[16], cpu_c[16], target[32], window[16], reps[16], line[256];
+    char max_bytes[32], rndv[32], timeout[32], cpu_s[16], cpu_c[16], target[32], window[16], reps[16], line[256];
     char list[1024] = "", addr[64], tsv[] = "/tmp/pserv_bench_raw_XXXXXX";
     size_t max = 0, len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -71,6 +71,7 @@ int ucx_raw_run(const char *exe, const ucx_ref_cfg_t *cfg, const size_t *sizes, 
         len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%zu", i ? "," : "", sizes[i]);
     }
     snprintf(max_bytes, sizeof(max_bytes), "%zu", max);
+    snprintf(rndv, sizeof(rndv), "%zu", cfg->rndv_min);
     snprintf(timeout, sizeof(timeout), "%g", cfg->timeout_s);
     snprintf(cpu_s, sizeof(cpu_s), "%d", cfg->server_cpu);
     snprintf(cpu_c, sizeof(cpu_c), "%d", cfg->client_cpu);
@@ -86,8 +87,8 @@ int ucx_raw_run(const char *exe, const ucx_ref_cfg_t *cfg, const size_t *sizes, 
     close(fd);
     static proc_t server, client;
     int rc = -1;
-    char *sargv[12] = {(char *)exe, "server", "--max-bytes", max_bytes, "--timeout-s", timeout};
-    int k = 6;
+    char *sargv[12] = {(char *)exe, "server", "--max-bytes", max_bytes, "--timeout-s", timeout, "--rndv-min", rndv};
+    int k = 8;
     if (cfg->server_cpu >= 0) sargv[k++] = "--cpu", sargv[k++] = cpu_s;
     if (proc_start(&server, "raw UCX echo server", sargv, NULL, 1, NULL) != 0) goto out;
     unsigned port = 0;
@@ -98,8 +99,9 @@ int ucx_raw_run(const char *exe, const ucx_ref_cfg_t *cfg, const size_t *sizes, 
     }
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     char *cargv[24] = {(char *)exe, "client", "--connect", addr, "--sizes", list, "--max-bytes", max_bytes,
-                       "--target-s", target, "--window", window, "--timeout-s", timeout, "--tsv", tsv};
-    k = 16;
+                       "--target-s", target, "--window", window, "--timeout-s", timeout, "--tsv", tsv,
+                       "--rndv-min", rndv};
+    k = 18;
     if (cfg->client_cpu >= 0) cargv[k++] = "--cpu", cargv[k++] = cpu_c;
     if (cfg->reps > 0) cargv[k++] = "--reps", cargv[k++] = reps;
     if (proc_start(&client, "raw UCX echo client", cargv, NULL, 0, NULL) != 0) goto out;

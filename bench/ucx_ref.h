@@ -15,6 +15,7 @@ typedef struct {
     double target_s;            /* seconds per measurement */
     int reps;                   /* ping-pong round trips per size; 0: enough for target_s */
     int window;                 /* the raw stream's messages in flight */
+    size_t rndv_min;            /* the raw echo forces rendezvous from this size; 0: UCX chooses */
     double timeout_s;           /* longest any wait may take */
 } ucx_ref_cfg_t;
 
