@@ -243,21 +243,49 @@ static int pserv_size(const cfg_t *c, job_t *j, uint64_t key, size_t bytes, floa
 
 typedef struct {
     size_t bytes;
-    raw_row_t raw;
+    raw_row_t raw;               /* the baseline: per kind, the faster of the two below */
+    raw_row_t raw_ucx, raw_rndv; /* UCX's protocol choice; rendezvous forced (when have_rndv) */
+    int have_rndv, lat_rndv, stream_rndv; /* which one raw's ping-pong and stream come from */
     perftest_row_t pt, pt_tcp;
     lat_t ps;
 } row_t;
+
+static double stream_Bps(const raw_row_t *r)
+{
+    return r->bw_s > 0 ? (double)r->bytes * (double)r->bw_msgs / r->bw_s : 0;
+}
+
+/* The baseline of a size: the faster ping-pong (by p50) and the faster stream of the two runs. */
+static void pick_baseline(row_t *r)
+{
+    r->raw = r->raw_ucx;
+    if (!r->have_rndv) return;
+    if ((r->lat_rndv = r->raw_rndv.p50_s < r->raw_ucx.p50_s)) {
+        r->raw.reps = r->raw_rndv.reps;
+        r->raw.p50_s = r->raw_rndv.p50_s;
+        r->raw.p99_s = r->raw_rndv.p99_s;
+        r->raw.mean_s = r->raw_rndv.mean_s;
+    }
+    if ((r->stream_rndv = stream_Bps(&r->raw_rndv) > stream_Bps(&r->raw_ucx))) {
+        r->raw.bw_window = r->raw_rndv.bw_window;
+        r->raw.bw_msgs = r->raw_rndv.bw_msgs;
+        r->raw.bw_s = r->raw_rndv.bw_s;
+    }
+}
 
 static double gbs(double bytes, double s)
 {
     return s > 0 ? bytes / s / 1e9 : 0;
 }
 
-static void print_tables(const row_t *rows, size_t n, int have_pt)
+static void print_tables(const row_t *rows, size_t n, int have_pt, size_t rndv_min)
 {
+    if (rndv_min)
+        printf("raw UCX: per size the faster of UCX's protocol choice and rendezvous forced from %zu B (marked *)\n",
+               rndv_min);
     printf("\nround trip, us (p50 = median; p99 up to %d KiB)   time ratio = pserv p50 / raw UCX p50\n",
            P99_MAX_BYTES >> 10);
-    printf("%10s | %9s %9s | %9s %9s | %9s %9s | %6s\n", "bytes", "raw p50", "raw p99", "pserv p50", "pserv p99",
+    printf("%10s | %9s  %9s | %9s %9s | %9s %9s | %6s\n", "bytes", "raw p50", "raw p99", "pserv p50", "pserv p99",
            have_pt ? "perftest" : "", have_pt ? "pt tcp" : "", "time");
     for (size_t i = 0; i < n; i++) {
         const row_t *r = &rows[i];
@@ -268,14 +296,14 @@ static void print_tables(const row_t *rows, size_t n, int have_pt)
         }
         if (r->pt.lat_ok) snprintf(pt, sizeof(pt), "%.1f", 2 * r->pt.lat_s * 1e6);
         if (r->pt_tcp.lat_ok) snprintf(ptt, sizeof(ptt), "%.1f", 2 * r->pt_tcp.lat_s * 1e6);
-        printf("%10zu | %9.1f %9s | %9.1f %9s | %9s %9s | %6.2f\n", r->bytes, r->raw.p50_s * 1e6, rp99,
+        printf("%10zu | %9.1f%c %9s | %9.1f %9s | %9s %9s | %6.2f\n", r->bytes, r->raw.p50_s * 1e6,
+               r->lat_rndv ? '*' : ' ', rp99,
                r->ps.p50_s * 1e6, pp99, have_pt ? pt : "", have_pt ? ptt : "", r->ps.p50_s / r->raw.p50_s);
     }
     printf("\ngoodput, GB/s (1 GB = 1e9 B): 2-way = 2 x bytes / p50 round trip; 1-way = bytes / p50 round trip;\n"
-           "stream = raw UCX, one way, %s in flight; am_bw = ucx_perftest ucp_am_bw, one way\n"
-           "ratio = pserv 2-way / raw 2-way;  vs stream = pserv 1-way / raw stream\n",
-           "a window");
-    printf("%10s | %9s %9s %6s | %9s %9s %9s %9s | %9s\n", "bytes", "raw 2way", "pserv 2way", "ratio", "pserv 1way",
+           "stream = raw UCX, one way, 32 in flight (at most 64 MiB); am_bw = ucx_perftest ucp_am_bw, one way\n"
+           "ratio = pserv 2-way / raw 2-way;  vs stream = pserv 1-way / raw stream\n");
+    printf("%10s | %9s %9s %6s | %9s %9s  %9s %9s | %9s\n", "bytes", "raw 2way", "pserv 2way", "ratio", "pserv 1way",
            "stream", have_pt ? "am_bw" : "", have_pt ? "am_bw tcp" : "", "vs stream");
     for (size_t i = 0; i < n; i++) {
         const row_t *r = &rows[i];
@@ -284,9 +312,17 @@ static void print_tables(const row_t *rows, size_t n, int have_pt)
         char bw[16] = "-", bwt[16] = "-";
         if (r->pt.bw_ok) snprintf(bw, sizeof(bw), "%.3f", r->pt.bw_Bps / 1e9);
         if (r->pt_tcp.bw_ok) snprintf(bwt, sizeof(bwt), "%.3f", r->pt_tcp.bw_Bps / 1e9);
-        printf("%10zu | %9.3f %9.3f %6.2f | %9.3f %9.3f %9s %9s | %9.2f\n", r->bytes, raw2, ps2, ps2 / raw2, ps1,
-               stream, have_pt ? bw : "", have_pt ? bwt : "", stream > 0 ? ps1 / stream : 0);
+        printf("%10zu | %9.3f %9.3f %6.2f | %9.3f %9.3f%c %9s %9s | %9.2f\n", r->bytes, raw2, ps2, ps2 / raw2, ps1,
+               stream, r->stream_rndv ? '*' : ' ', have_pt ? bw : "", have_pt ? bwt : "",
+               stream > 0 ? ps1 / stream : 0);
     }
+}
+
+static void json_raw(FILE *f, const char *name, const raw_row_t *r)
+{
+    fprintf(f, ", \"%s\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, \"stream_window\": %d, "
+               "\"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6g}",
+            name, r->reps, r->p50_s, r->p99_s, r->mean_s, r->bw_window, r->bw_msgs, r->bw_s, stream_Bps(r) / 1e9);
 }
 
 static void json_perftest(FILE *f, const char *name, const perftest_row_t *p)
@@ -324,14 +360,18 @@ static int write_json(const cfg_t *c, const cpus_t *k, const char *ucx_version, 
         double b = (double)r->bytes;
         fprintf(f,
                 "%s{\"bytes\": %zu, \"raw\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, "
-                "\"GBps_2way\": %.6g, \"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6g}, "
+                "\"GBps_2way\": %.6g, \"stream_window\": %d, \"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6g}, "
                 "\"pserv\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, \"GBps_2way\": %.6g, "
                 "\"GBps_1way\": %.6g}, \"time_ratio\": %.4f, \"goodput_ratio\": %.4f, \"vs_stream\": %.4f",
                 i ? ", " : "", r->bytes, r->raw.reps, r->raw.p50_s, r->raw.p99_s, r->raw.mean_s,
-                gbs(2 * b, r->raw.p50_s), r->raw.bw_msgs, r->raw.bw_s, gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s),
+                gbs(2 * b, r->raw.p50_s), r->raw.bw_window, r->raw.bw_msgs, r->raw.bw_s, gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s),
                 r->ps.reps, r->ps.p50_s, r->ps.p99_s, r->ps.mean_s, gbs(2 * b, r->ps.p50_s), gbs(b, r->ps.p50_s),
                 r->ps.p50_s / r->raw.p50_s, r->raw.p50_s / r->ps.p50_s,
                 r->raw.bw_s > 0 ? gbs(b, r->ps.p50_s) / gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s) : 0);
+        fprintf(f, ", \"raw_protocol\": \"%s\", \"raw_stream_protocol\": \"%s\"", r->lat_rndv ? "rndv" : "ucx",
+                r->stream_rndv ? "rndv" : "ucx");
+        json_raw(f, "raw_ucx_choice", &r->raw_ucx);
+        if (r->have_rndv) json_raw(f, "raw_forced_rndv", &r->raw_rndv);
         if (have_pt) {
             json_perftest(f, "perftest", &r->pt);
             json_perftest(f, "perftest_tcp", &r->pt_tcp);
@@ -364,6 +404,17 @@ static int write_table(const char *path, const row_t *rows, size_t n)
     return bench_json_close(PROG, f, path);
 }
 
+/* The raw echo, tried twice: a loaded machine can starve a busy-polling peer into a UCX timeout. */
+static int raw_run(const cfg_t *c, const ucx_ref_cfg_t *cfg, const size_t *sizes, size_t n, raw_row_t *rows,
+                   char *ver, size_t cap)
+{
+    if (ucx_raw_run(c->raw, cfg, sizes, n, rows, ver, cap) == 0) return 0;
+    fprintf(stderr, PROG ": the raw UCX echo failed; once more\n");
+    if (ucx_raw_run(c->raw, cfg, sizes, n, rows, ver, cap) == 0) return 0;
+    fprintf(stderr, PROG ": the raw UCX echo failed twice: no baseline, no results\n");
+    return -1;
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -372,6 +423,7 @@ int main(int argc, char **argv)
     cfg_t c = {.pserv = next_to_me("../cli/pserv", pserv_buf, sizeof(pserv_buf)),
                .raw = next_to_me("raw/pserv_raw_ucx_am_echo", raw_buf, sizeof(raw_buf)),
                .max_mib = 64,
+               .rndv_min = 256 << 10, /* pserv's transport forces rendezvous from there */
                .target_s = 0.5,
                .timeout_s = 60};
     const bench_opt_t opts[] = {
@@ -383,7 +435,8 @@ int main(int argc, char **argv)
                     parse_progress),
         BENCH_STRING("--pserv", "PATH", "the pserv CLI (default: ../cli/pserv next to this program)", &c.pserv),
         BENCH_STRING("--raw", "PATH", "the raw UCX echo (default: raw/pserv_raw_ucx_am_echo next to it)", &c.raw),
-        BENCH_SIZE("--raw-rndv-min", "B", "the raw echo forces rendezvous from B bytes (default 0: UCX chooses)",
+        BENCH_SIZE("--raw-rndv-min", "B",
+                   "raw echo also run forcing rendezvous from B bytes, the faster kept (default 262144; 0: not)",
                    &c.rndv_min, 0, 1ll << 34),
         BENCH_STRING("--perftest", "PATH", "ucx_perftest, or none (default: from PATH when installed)", &c.perftest),
         BENCH_STRING("--worker-cpus", "LIST", "CPUs of the worker (default: first half of ours)", &c.worker_cpus),
@@ -414,7 +467,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < NSIZES; i++)
         if (all_sizes[i] <= max_bytes) sizes[n++] = all_sizes[i];
     row_t rows[NSIZES];
-    raw_row_t raw[NSIZES];
+    raw_row_t raw[NSIZES], rndv[NSIZES];
     perftest_row_t pt[NSIZES], pt_tcp[NSIZES];
     char ucx_version[64] = "unknown";
     memset(rows, 0, sizeof(rows));
@@ -433,10 +486,30 @@ int main(int argc, char **argv)
                             .target_s = c.target_s,
                             .reps = c.reps,
                             .window = 32,
-                            .rndv_min = c.rndv_min,
                             .timeout_s = c.timeout_s};
     fprintf(stderr, PROG ": raw UCX echo (%s)...\n", c.raw);
-    if (ucx_raw_run(c.raw, &rc_cfg, sizes, n, raw, ucx_version, sizeof(ucx_version)) != 0) return 1;
+    if (raw_run(&c, &rc_cfg, sizes, n, raw, ucx_version, sizeof(ucx_version)) != 0) return 1;
+    size_t first_rndv = n; /* sizes from here on also run with rendezvous forced */
+    for (size_t i = n; c.rndv_min && i-- > 0;)
+        if (sizes[i] >= c.rndv_min) first_rndv = i;
+    for (size_t i = 0; i < n; i++) {
+        rows[i].bytes = sizes[i];
+        rows[i].raw_ucx = raw[i];
+        rows[i].have_rndv = i >= first_rndv;
+    }
+    if (first_rndv < n) {
+        char ver[64];
+        fprintf(stderr, PROG ": raw UCX echo, rendezvous forced from %zu B...\n", c.rndv_min);
+        rc_cfg.rndv_min = c.rndv_min;
+        if (raw_run(&c, &rc_cfg, sizes + first_rndv, n - first_rndv, rndv + first_rndv, ver, sizeof(ver)) != 0)
+            return 1;
+        rc_cfg.rndv_min = 0;
+        for (size_t i = first_rndv; i < n; i++) rows[i].raw_rndv = rndv[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        pick_baseline(&rows[i]);
+        raw[i] = rows[i].raw; /* ucx_perftest's runs are sized from the baseline */
+    }
     int have_pt = 0;
     if (c.perftest) {
         fprintf(stderr, PROG ": %s ucp_am_lat, ucp_am_bw (UCX defaults, then UCX_TLS=tcp)...\n", c.perftest);
@@ -454,8 +527,6 @@ int main(int argc, char **argv)
     if (t == NULL || grad == NULL || out == NULL) goto out;
     if (job_start(&job, c.pserv, &k, c.timeout_s) != 0) goto out;
     for (size_t i = 0; i < n; i++) {
-        rows[i].bytes = sizes[i];
-        rows[i].raw = raw[i];
         rows[i].pt = pt[i];
         rows[i].pt_tcp = pt_tcp[i];
         if (pserv_size(&c, &job, (uint64_t)i + 1, sizes[i], grad, out, t, &rows[i].ps) != 0) goto out;
@@ -464,7 +535,7 @@ int main(int argc, char **argv)
     printf("UCX %s; raw UCX = pserv_raw_ucx_am_echo (bench/raw); perftest = ucx_perftest, round trip = 2 x its "
            "one-way latency; \"tcp\": with UCX_TLS=tcp\n",
            ucx_version);
-    print_tables(rows, n, have_pt);
+    print_tables(rows, n, have_pt, first_rndv < n ? c.rndv_min : 0);
     rc = 0;
     if (c.json && write_json(&c, &k, ucx_version, &job, rows, n, rc_cfg.window, have_pt) != 0) rc = 1;
     if (c.table && write_table(c.table, rows, n) != 0) rc = 1;

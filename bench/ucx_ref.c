@@ -44,13 +44,12 @@ static int read_tsv(const char *path, const size_t *sizes, size_t n, raw_row_t *
         for (size_t i = 0; i < n && r == NULL; i++)
             if (sizes[i] == bytes) r = &rows[i];
         if (r == NULL) continue;
-        int window;
         r->bytes = bytes;
         if (strcmp(kind, "lat") == 0 &&
             sscanf(line, "lat %*u %d %lf %lf %lf", &r->reps, &r->p50_s, &r->p99_s, &r->mean_s) == 4)
             got_lat++;
         else if (strcmp(kind, "bw") == 0)
-            sscanf(line, "bw %*u %d %llu %lf", &window, &r->bw_msgs, &r->bw_s);
+            sscanf(line, "bw %*u %d %llu %lf", &r->bw_window, &r->bw_msgs, &r->bw_s);
     }
     fclose(f);
     if (got_lat != n) {

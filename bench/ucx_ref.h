@@ -23,6 +23,7 @@ typedef struct {
     size_t bytes;
     int reps;
     double p50_s, p99_s, mean_s; /* ping-pong round trip */
+    int bw_window;               /* stream: messages in flight */
     unsigned long long bw_msgs;  /* stream: messages and their seconds, one way */
     double bw_s;
 } raw_row_t;

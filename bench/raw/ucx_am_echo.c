@@ -42,7 +42,7 @@ typedef struct {
 
 typedef struct {
     size_t bytes;
-    int reps;
+    int reps, window;
     double p50_s, p99_s, mean_s;
     unsigned long long bw_msgs;
     double bw_s;
@@ -64,7 +64,7 @@ static void usage(FILE *f)
                "  --max-bytes  largest message; the buffers' size (default 64 MiB; server and client alike)\n"
                "  --reps       timed round trips per size (default: enough for --target-s)\n"
                "  --target-s   seconds each measurement aims at (default 0.5)\n"
-               "  --window     bandwidth mode: messages in flight (default 32)\n"
+               "  --window     bandwidth mode: messages in flight (default 32; at most 64 MiB of them)\n"
                "  --no-bw      ping-pong only\n"
                "  --rndv-min   force rendezvous from this size (default 0: UCX chooses)\n"
                "  --timeout-s  longest wait for anything (default 60)\n"
@@ -294,6 +294,14 @@ static unsigned long long clamp_ull(double v, unsigned long long lo, unsigned lo
     return v < (double)lo ? lo : v > (double)hi ? hi : (unsigned long long)v;
 }
 
+/* Messages in flight for a stream of len-byte messages: --window, but at most 64 MiB in flight
+ * (and at least 2): enough to keep the link busy without queueing hundreds of MiB of rendezvous. */
+static int stream_window(const opts_t *o, size_t len)
+{
+    size_t cap = ((size_t)64 << 20) / (len ? len : 1);
+    return cap < 2 ? 2 : cap < (size_t)o->window ? (int)cap : o->window;
+}
+
 static int measure(raw_t *r, const opts_t *o, size_t len, double *t, row_t *row)
 {
     /* Warm-up: at least 10 round trips and a tenth of the target; it also sizes the run. */
@@ -317,17 +325,18 @@ static int measure(raw_t *r, const opts_t *o, size_t len, double *t, row_t *row)
     row->p99_s = t[(k99 ? k99 : 1) - 1];
     row->mean_s = sum / (double)n;
     if (!o->bw) return 0;
-    unsigned long long wn = (unsigned long long)(2 * o->window);
-    if (stream(r, len, wn, o->window, o->timeout_s, &s) != 0) return -1;
+    row->window = stream_window(o, len);
+    unsigned long long wn = (unsigned long long)(2 * row->window);
+    if (stream(r, len, wn, row->window, o->timeout_s, &s) != 0) return -1;
     row->bw_msgs = clamp_ull(o->target_s / (s / (double)wn), wn, MAX_MSGS);
-    return stream(r, len, row->bw_msgs, o->window, o->timeout_s, &row->bw_s);
+    return stream(r, len, row->bw_msgs, row->window, o->timeout_s, &row->bw_s);
 }
 
 static void print_row(const row_t *w, int bw)
 {
     printf("%10zu %8d %9.2f %9.2f %9.2f %9.3f", w->bytes, w->reps, w->p50_s * 1e6, w->p99_s * 1e6, w->mean_s * 1e6,
            2.0 * (double)w->bytes / w->p50_s / 1e9);
-    if (bw) printf(" %9llu %9.3f", w->bw_msgs, (double)w->bytes * (double)w->bw_msgs / w->bw_s / 1e9);
+    if (bw) printf(" %6d %9llu %9.3f", w->window, w->bw_msgs, (double)w->bytes * (double)w->bw_msgs / w->bw_s / 1e9);
     printf("\n");
     fflush(stdout);
 }
@@ -347,7 +356,7 @@ static int write_results(const opts_t *o, const row_t *rows, int n)
             const row_t *w = &rows[i];
             fprintf(f, "%s{\"bytes\": %zu, \"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f", i ? ", " : "",
                     w->bytes, w->reps, w->p50_s, w->p99_s, w->mean_s);
-            if (o->bw) fprintf(f, ", \"bw_msgs\": %llu, \"bw_s\": %.9f", w->bw_msgs, w->bw_s);
+            if (o->bw) fprintf(f, ", \"bw_window\": %d, \"bw_msgs\": %llu, \"bw_s\": %.9f", w->window, w->bw_msgs, w->bw_s);
             fprintf(f, "}");
         }
         fprintf(f, "]}\n");
@@ -366,7 +375,7 @@ static int write_results(const opts_t *o, const row_t *rows, int n)
         for (int i = 0; i < n; i++) {
             fprintf(f, "lat %zu %d %.9f %.9f %.9f\n", rows[i].bytes, rows[i].reps, rows[i].p50_s, rows[i].p99_s,
                     rows[i].mean_s);
-            if (o->bw) fprintf(f, "bw %zu %d %llu %.9f\n", rows[i].bytes, o->window, rows[i].bw_msgs, rows[i].bw_s);
+            if (o->bw) fprintf(f, "bw %zu %d %llu %.9f\n", rows[i].bytes, rows[i].window, rows[i].bw_msgs, rows[i].bw_s);
         }
         if (ferror(f) | fclose(f)) {
             fprintf(stderr, PROG ": cannot write %s\n", o->tsv);
@@ -388,12 +397,12 @@ static int run_client(raw_t *r, const opts_t *o)
     row_t rows[MAX_SIZES];
     double *t = malloc(MAX_REPS * sizeof(double));
     if (t == NULL) return -1;
-    printf(PROG ": UCX %s, CPU %d, ping-pong then a stream of %d in flight, ~%.2f s each\n"
+    printf(PROG ": UCX %s, CPU %d, ping-pong then a stream of %d in flight (at most 64 MiB), ~%.2f s each\n"
            "round trip: p50, p99, mean in us; GB/s = 2 x bytes / p50 round trip (both ways); "
            "bw_GB/s = bytes x msgs / time (one way)\n",
            ucp_get_version_string(), o->cpu, o->window, o->target_s);
     printf("%10s %8s %9s %9s %9s %9s", "bytes", "reps", "p50_us", "p99_us", "mean_us", "GB/s");
-    if (o->bw) printf(" %9s %9s", "bw_msgs", "bw_GB/s");
+    if (o->bw) printf(" %6s %9s %9s", "window", "bw_msgs", "bw_GB/s");
     printf("\n");
     int rc = 0;
     for (int i = 0; i < o->nsizes && rc == 0; i++) {
