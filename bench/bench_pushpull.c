@@ -458,8 +458,9 @@ int main(int argc, char **argv)
                 access(c.pserv, X_OK) != 0 ? c.pserv : c.raw);
         return 2;
     }
+    int pt_off = c.perftest && strcmp(c.perftest, "none") == 0;
     if (c.perftest == NULL) c.perftest = in_path("ucx_perftest", pt_buf, sizeof(pt_buf));
-    if (c.perftest && strcmp(c.perftest, "none") == 0) c.perftest = NULL;
+    if (pt_off) c.perftest = NULL;
     cpus_t k;
     if (choose_cpus(&c, &k) != 0) return 2;
 
@@ -516,7 +517,8 @@ int main(int argc, char **argv)
         have_pt = ucx_perftest_run(c.perftest, &rc_cfg, NULL, sizes, n, raw, pt) > 0;
         have_pt |= ucx_perftest_run(c.perftest, &rc_cfg, "tcp", sizes, n, raw, pt_tcp) > 0;
     } else {
-        fprintf(stderr, PROG ": ucx_perftest not installed (package ucx-utils): its columns are left out\n");
+        fprintf(stderr, PROG ": %s: its columns are left out\n",
+                pt_off ? "--perftest none" : "ucx_perftest is not installed (package ucx-utils)");
     }
 
     fprintf(stderr, PROG ": pserv push-pull (%s coordinator, server; this process the worker)...\n", c.pserv);
