@@ -18,12 +18,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void cpu_mask(int cpu, cpu_set_t *set)
-{
-    CPU_ZERO(set);
-    if (cpu >= 0) CPU_SET(cpu, set);
-}
-
 /* ---- pserv_raw_ucx_am_echo -------------------------------------------------------------------- */
 
 static int read_tsv(const char *path, const size_t *sizes, size_t n, raw_row_t *rows, char *ver, size_t cap)
@@ -170,16 +164,17 @@ static int perftest_once(const char *exe, const ucx_ref_cfg_t *cfg, const char *
     snprintf(size_s, sizeof(size_s), "%zu", size);
     snprintf(iters_s, sizeof(iters_s), "%llu", iters);
     snprintf(warm_s, sizeof(warm_s), "%llu", iters / 10 > 2 ? iters / 10 : 2);
-    cpu_set_t scpu, ccpu;
-    cpu_mask(cfg->server_cpu, &scpu);
-    cpu_mask(cfg->client_cpu, &ccpu);
-    /* Pinned with sched_setaffinity, the same as -c would, so that an unpinned run needs no option. */
-    char *sargv[] = {(char *)exe, "-t", (char *)test, "-p", port_s, NULL};
-    char *cargv[] = {(char *)exe, "127.0.0.1", "-t", (char *)test, "-p", port_s, "-s", size_s,
-                     "-n", iters_s, "-w", warm_s, "-f", "-v", NULL};
+    char scpu[16], ccpu[16];
+    snprintf(scpu, sizeof(scpu), "%d", cfg->server_cpu);
+    snprintf(ccpu, sizeof(ccpu), "%d", cfg->client_cpu);
+    /* Pinned by ucx_perftest itself (-c CPU), when we pin at all. */
+    char *sargv[8] = {(char *)exe, "-t", (char *)test, "-p", port_s};
+    char *cargv[20] = {(char *)exe, "127.0.0.1", "-t", (char *)test, "-p", port_s, "-s", size_s,
+                       "-n", iters_s, "-w", warm_s, "-f", "-v"};
+    if (cfg->server_cpu >= 0) sargv[5] = "-c", sargv[6] = scpu;
+    if (cfg->client_cpu >= 0) cargv[14] = "-c", cargv[15] = ccpu;
     int rc = -1;
-    if (proc_start(&server, "ucx_perftest server", sargv, cfg->server_cpu >= 0 ? &scpu : NULL, 1, env) != 0)
-        return -1;
+    if (proc_start(&server, "ucx_perftest server", sargv, NULL, 1, env) != 0) return -1;
     double end = now_s() + cfg->timeout_s;
     while (!port_listening(port)) {
         struct timespec tick = {0, 10 * 1000000L};
@@ -189,8 +184,7 @@ static int perftest_once(const char *exe, const ucx_ref_cfg_t *cfg, const char *
             goto out;
         }
     }
-    if (proc_start(&client, "ucx_perftest client", cargv, cfg->client_cpu >= 0 ? &ccpu : NULL, 1, env) != 0)
-        goto out;
+    if (proc_start(&client, "ucx_perftest client", cargv, NULL, 1, env) != 0) goto out;
     double budget = 10 * cfg->target_s + cfg->timeout_s;
     for (int header = 0;;) {
         if (proc_read_line(&client, line, sizeof(line), budget) != 0) goto out;
