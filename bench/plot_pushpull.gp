@@ -20,6 +20,7 @@ set xlabel 'message size (bytes per direction)'
 set key top left
 set grid
 set style data linespoints
+set offsets graph 0.03, graph 0.03, 0, 0
 
 set output out.'/pushpull_goodput.png'
 set title title.': round trip goodput, both directions'
