@@ -181,14 +181,19 @@ static int job_start(job_t *j, const char *pserv, const cpus_t *k, double timeou
     return 0;
 }
 
-/* The worker leaves, which ends the job: both processes exit by themselves. 0 if they did. */
+/*
+ * With a worker: it leaves, which ends the job, and both processes exit by themselves (0 if they
+ * did within timeout_s). Without one (the job never formed): they are stopped at once.
+ */
 static int job_stop(job_t *j, double timeout_s)
 {
     int rc = 0;
-    if (j->w) pserv_worker_destroy(j->w);
-    j->w = NULL;
-    if (j->server.pid > 0 && proc_wait(&j->server, timeout_s) != 0) rc = -1;
-    if (j->coord.pid > 0 && proc_wait(&j->coord, timeout_s) != 0) rc = -1;
+    if (j->w) {
+        pserv_worker_destroy(j->w);
+        j->w = NULL;
+        if (j->server.pid > 0 && proc_wait(&j->server, timeout_s) != 0) rc = -1;
+        if (j->coord.pid > 0 && proc_wait(&j->coord, timeout_s) != 0) rc = -1;
+    }
     proc_stop(&j->server, 1.0);
     proc_stop(&j->coord, 1.0);
     return rc;
