@@ -31,6 +31,59 @@ double bench_median(double *t, size_t n)
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
+double bench_percentile(const double *sorted, size_t n, double q)
+{
+    size_t rank = (size_t)(q * (double)n + 0.999999); /* ceil, forgiving q x n's rounding error */
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return sorted[rank - 1];
+}
+
+/* ---- the machine ------------------------------------------------------------------------------- */
+
+void bench_cpu_model(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL) return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || colon == NULL) continue;
+        colon += 1 + (colon[1] == ' ');
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(buf, cap, "%s", colon);
+        break;
+    }
+    fclose(f);
+}
+
+void bench_utc_date(char *buf, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void bench_json_str(FILE *f, const char *s)
+{
+    if (s == NULL) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", (unsigned char)*s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 /* ---- options ---------------------------------------------------------------------------------- */
 
 static void bench_usage(FILE *f, const char *prog, const bench_opt_t *opts, size_t nopts)
@@ -38,9 +91,10 @@ static void bench_usage(FILE *f, const char *prog, const bench_opt_t *opts, size
     /* The usage line wraps before 100 columns, continuation lines under the first option. */
     int col = fprintf(f, "usage: %s", prog), indent = col, width = 0;
     for (size_t i = 0; i < nopts; i++) {
-        int len = (int)(strlen(opts[i].name) + 1 + strlen(opts[i].metavar));
+        int flag = opts[i].kind == BENCH_OPT_FLAG;
+        int len = (int)(strlen(opts[i].name) + !flag + strlen(opts[i].metavar));
         if (col + len + 3 > 100) col = fprintf(f, "\n%*s", indent, "") - 1;
-        col += fprintf(f, " [%s %s]", opts[i].name, opts[i].metavar);
+        col += fprintf(f, " [%s%s%s]", opts[i].name, flag ? "" : " ", opts[i].metavar);
         width = len > width ? len : width;
     }
     fprintf(f, "\n");
@@ -79,6 +133,9 @@ static int bench_set_opt(const bench_opt_t *o, const char *text)
         return 0;
     case BENCH_OPT_PARSE:
         return o->parse(text, o->value);
+    case BENCH_OPT_FLAG:
+        *(int *)o->value = 1;
+        return 0;
     }
     return -1;
 }
@@ -96,6 +153,9 @@ int bench_parse_args(const char *prog, int argc, char **argv, const bench_opt_t 
             if (strcmp(a, opts[k].name) == 0) o = &opts[k];
         if (o == NULL) {
             fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+        } else if (o->kind == BENCH_OPT_FLAG) {
+            bench_set_opt(o, NULL);
+            continue;
         } else if (i + 1 == argc) {
             fprintf(stderr, "%s: %s needs a value (%s)\n", prog, a, o->metavar);
         } else if (bench_set_opt(o, argv[++i]) < 0) {

@@ -21,6 +21,19 @@ double bench_now(void);
 /* Median of t[0..n), n >= 1. Sorts t in place: t[0] is the minimum afterwards. */
 double bench_median(double *t, size_t n);
 
+/* The q-th quantile (0 < q <= 1) of t[0..n) sorted ascending (bench_median sorts), by nearest
+ * rank: the smallest value with at least q x n values at or below it. p99 = bench_percentile(t, n, 0.99). */
+double bench_percentile(const double *sorted, size_t n, double q);
+
+/* ---- the machine, for the results' header --------------------------------------------------- */
+
+/* The CPU's model name from /proc/cpuinfo ("unknown" if none). */
+void bench_cpu_model(char *buf, size_t cap);
+/* Now, in UTC, as "2026-12-02T02:30:00Z". */
+void bench_utc_date(char *buf, size_t cap);
+/* Writes s as a JSON string, quotes and escapes included; NULL as null. */
+void bench_json_str(FILE *f, const char *s);
+
 /* ---- command-line options: "--name VALUE" pairs, plus --help ---------------------------------- */
 
 typedef enum {
@@ -28,11 +41,12 @@ typedef enum {
     BENCH_OPT_SIZE,   /* size_t *, within [min, max] */
     BENCH_OPT_STRING, /* const char ** (points into argv) */
     BENCH_OPT_PARSE,  /* parse(text, value) fills value; 0 if the text is valid */
+    BENCH_OPT_FLAG,   /* int *, set to 1; takes no value */
 } bench_opt_kind_t;
 
 typedef struct {
     const char *name;    /* "--reps" */
-    const char *metavar; /* "R", shown in the usage line */
+    const char *metavar; /* "R", shown in the usage line; "" for a flag */
     const char *help;    /* one line for --help, or NULL */
     bench_opt_kind_t kind;
     void *value;
@@ -44,12 +58,13 @@ typedef struct {
 #define BENCH_SIZE(name, metavar, help, ptr, min, max) {name, metavar, help, BENCH_OPT_SIZE, ptr, min, max, NULL}
 #define BENCH_STRING(name, metavar, help, ptr) {name, metavar, help, BENCH_OPT_STRING, ptr, 0, 0, NULL}
 #define BENCH_PARSE(name, metavar, help, ptr, fn) {name, metavar, help, BENCH_OPT_PARSE, ptr, 0, 0, fn}
+#define BENCH_FLAG(name, help, ptr) {name, "", help, BENCH_OPT_FLAG, ptr, 0, 0, NULL}
 #define BENCH_JSON(ptr) BENCH_STRING("--json", "FILE", "also write the results as JSON", ptr)
 #define BENCH_DEVICE(ptr) BENCH_INT("--device", "D", "CUDA device (default 0)", ptr, 0, 1024)
 #define BENCH_NOPTS(opts) (sizeof(opts) / sizeof((opts)[0]))
 
 /*
- * Parses argv[1..argc) against opts. Returns BENCH_CONTINUE, or the code the program exits
+ * Parses argv[1..argc) against opts ("--name VALUE", or "--name" alone for a flag). Returns BENCH_CONTINUE, or the code the program exits
  * with: 0 after --help (usage on stdout), 2 for a bad or unknown option (reason and usage on
  * stderr).
  */

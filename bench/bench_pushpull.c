@@ -1,216 +1,555 @@
 /*
- * pserv_bench_pushpull: throughput of a worker's fused push-pull through a server shard over
- * UCX on loopback, against the raw transport moving the same bytes in the same run: a message
- * of S bytes to a peer that sends S bytes back (the transport's own echo, no pserv logic).
+ * pserv_bench_pushpull: a worker's fused push-pull as a user runs it, against UCX alone.
  *
- *   pserv_bench_pushpull [--reps R] [--max-mib M] [--json FILE]
+ *   pserv_bench_pushpull [--max-mib M] [--reps R] [--target-s S] [--quick] [--progress MODE]
+ *                        [--pserv PATH] [--raw PATH] [--raw-rndv-min B] [--perftest PATH|none]
+ *                        [--worker-cpus LIST] [--server-cpus LIST] [--json FILE] [--table FILE]
  *
- * GB/s counts the bytes sent plus the bytes received per round trip (2 S). The pserv row pays
- * for its protocol (headers, per-chunk messages, the server's SGD step over S/4 floats); the
- * ratio says how much of the raw transport's speed survives that. Chunks are 4 MiB.
+ * pserv: `pserv coordinator` and `pserv server` run as separate processes (the CLI), this
+ * program is the job's one worker (pserv_worker_*, SGD), the server pinned to other CPUs than
+ * the worker. Per size, 8 B to 64 MiB, it times pserv_worker_push_pull + wait: the gradient goes
+ * to the shard, which steps SGD, and the new values come back.
  *
- * The same push-pull also goes through the staging pipeline's host side (core/stager.h, with
- * nothing to stage: the CPU path), in pieces of one chunk and of four, against the direct
- * pserv_worker_push_pull: what the GPU pipeline's issuer and completer threads cost on the host.
- * Each round times every variant once (raw, direct, staged x1, staged x4), so a slow moment of
- * a shared machine hits them alike.
+ * Baseline, in the same run, on the same CPUs: pserv_raw_ucx_am_echo (bench/raw: a UCP active
+ * message echo, no pserv code, two processes) sends the same bytes and gets as many back. Reference
+ * columns: Debian's ucx_perftest ucp_am_lat / ucp_am_bw when installed, with UCX's default
+ * transports and with UCX_TLS=tcp.
+ *
+ * The phases run one after the other (raw echo, ucx_perftest, pserv), each size warmed up and
+ * then timed for about --target-s seconds.
  */
-#include <pthread.h>
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench_common.h"
-#include "stager.h"
-#include "transport.h"
+#include "procs.h"
 #include "pserv/pserv.h"
+#include "ucx_ref.h"
 
 #define PROG "pserv_bench_pushpull"
+#define MAX_REPS 1000000
 
-/* --- the baseline: raw transport echo ------------------------------------------------- */
+static const size_t all_sizes[] = {8, 64, 512, 4096, 16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
+#define NSIZES (sizeof(all_sizes) / sizeof(all_sizes[0]))
+#define P99_MAX_BYTES 65536 /* p99 is shown up to here; larger sizes have too few round trips */
 
 typedef struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int replies;
-    uint8_t *echo; /* the server's send buffer: the payload must outlive the send */
-    ps_tp_t *tp;
-} echo_t;
+    int reps;
+    double p50_s, p99_s, mean_s;
+} lat_t;
 
-static void echo_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
+typedef struct {
+    const char *pserv, *raw, *perftest, *json, *table, *progress, *worker_cpus, *server_cpus;
+    int reps, quick;
+    size_t max_mib, rndv_min;
+    double target_s, timeout_s;
+} cfg_t;
+
+/* ---- paths and options ----------------------------------------------------------------------- */
+
+/* dir/rel, where dir holds this program (/proc/self/exe). */
+static const char *next_to_me(const char *rel, char *buf, size_t cap)
 {
-    echo_t *e = arg;
-    memcpy(e->echo, data, len);
-    ps_tp_send(peer, hdr, hdr_len, e->echo, len, NULL, NULL, NULL);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) return rel;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    size_t dir = slash ? (size_t)(slash - self) : 0, len = strlen(rel);
+    if (dir == 0 || dir + 1 + len >= cap) return rel;
+    memcpy(buf, self, dir);
+    buf[dir] = '/';
+    memcpy(buf + dir + 1, rel, len + 1);
+    return buf;
 }
 
-static void echo_client_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
+/* The path of name in PATH, or NULL. */
+static const char *in_path(const char *name, char *buf, size_t cap)
 {
-    echo_t *e = arg;
-    (void)peer, (void)hdr, (void)hdr_len, (void)data, (void)len;
-    pthread_mutex_lock(&e->lock);
-    e->replies++;
-    pthread_cond_broadcast(&e->cond);
-    pthread_mutex_unlock(&e->lock);
+    const char *path = getenv("PATH");
+    if (path == NULL) return NULL;
+    for (const char *p = path; *p;) {
+        size_t len = strcspn(p, ":");
+        snprintf(buf, cap, "%.*s/%s", (int)len, p, name);
+        if (len && access(buf, X_OK) == 0) return buf;
+        p += len + (p[len] == ':');
+    }
+    return NULL;
 }
 
-/* Seconds of one round trip of `len` bytes each way. */
-static double raw_round_trip(ps_tp_peer_t *peer, echo_t *cli, const uint8_t *buf, size_t len)
+static int parse_progress(const char *text, void *value)
 {
-    uint8_t hdr[8] = {0};
-    double t0 = bench_now();
-    pthread_mutex_lock(&cli->lock);
-    int want = cli->replies + 1;
-    pthread_mutex_unlock(&cli->lock);
-    ps_tp_send(peer, hdr, sizeof(hdr), buf, len, NULL, NULL, NULL);
-    pthread_mutex_lock(&cli->lock);
-    while (cli->replies < want) pthread_cond_wait(&cli->cond, &cli->lock);
-    pthread_mutex_unlock(&cli->lock);
-    return bench_now() - t0;
+    if (strcmp(text, "auto") != 0 && strcmp(text, "spin") != 0 && strcmp(text, "sleep") != 0) return -1;
+    *(const char **)value = text;
+    return 0;
 }
 
-/* --- pserv: one coordinator, one server shard, one worker, in this process --------------- */
+static int parse_seconds(const char *text, void *value)
+{
+    char *end;
+    double d = strtod(text, &end);
+    if (*text == '\0' || *end != '\0' || !(d > 0 && d <= 3600)) return -1;
+    *(double *)value = d;
+    return 0;
+}
 
-/* Seconds of one fused push-pull; -1 if it failed. */
-static double pserv_round_trip(pserv_worker_h w, uint64_t key, const float *grad, float *out)
+/* ---- CPUs ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    cpu_set_t all, worker, server;
+    int pinned; /* 0 with one CPU: nothing is pinned */
+    char worker_s[128], server_s[128];
+} cpus_t;
+
+/* Default: the CPUs we may run on, first half for the worker, second half for the server. */
+static int choose_cpus(const cfg_t *c, cpus_t *k)
+{
+    if (sched_getaffinity(0, sizeof(k->all), &k->all) != 0) CPU_ZERO(&k->all);
+    int n = CPU_COUNT(&k->all), seen = 0;
+    CPU_ZERO(&k->worker);
+    CPU_ZERO(&k->server);
+    for (int cpu = 0; cpu < CPU_SETSIZE && n >= 2; cpu++)
+        if (CPU_ISSET(cpu, &k->all)) CPU_SET(cpu, seen++ < n / 2 ? &k->worker : &k->server);
+    if (c->worker_cpus && cpus_parse(c->worker_cpus, &k->worker) != 0) {
+        fprintf(stderr, PROG ": --worker-cpus '%s' is not a CPU list (e.g. 0-3,8)\n", c->worker_cpus);
+        return -1;
+    }
+    if (c->server_cpus && cpus_parse(c->server_cpus, &k->server) != 0) {
+        fprintf(stderr, PROG ": --server-cpus '%s' is not a CPU list (e.g. 4-7)\n", c->server_cpus);
+        return -1;
+    }
+    k->pinned = CPU_COUNT(&k->worker) > 0 && CPU_COUNT(&k->server) > 0;
+    if (k->pinned) {
+        cpus_format(&k->worker, k->worker_s, sizeof(k->worker_s));
+        cpus_format(&k->server, k->server_s, sizeof(k->server_s));
+    } else {
+        snprintf(k->worker_s, sizeof(k->worker_s), "any");
+        snprintf(k->server_s, sizeof(k->server_s), "any");
+    }
+    return 0;
+}
+
+/* ---- the pserv job: coordinator and server as processes, this process the worker ------------ */
+
+typedef struct {
+    proc_t coord, server;
+    pserv_worker_h w;
+    char addr[64];
+    size_t chunk_bytes;
+} job_t;
+
+static int job_start(job_t *j, const char *pserv, const cpus_t *k, double timeout_s)
+{
+    char line[512], timeout[16], job_s[16];
+    unsigned port;
+    snprintf(timeout, sizeof(timeout), "%.0f", timeout_s);
+    snprintf(job_s, sizeof(job_s), "%d", 3600); /* the coordinator's own end; we stop it before */
+    char *cargv[] = {(char *)pserv, "coordinator", "--listen", "127.0.0.1:0", "--servers", "1", "--workers", "1",
+                     "--timeout", job_s, NULL};
+    /* The coordinator only answers heartbeats in steady state: it runs anywhere. */
+    if (proc_start(&j->coord, "pserv coordinator", cargv, k->pinned ? &k->all : NULL, 1, NULL) != 0) return -1;
+    if (proc_read_line(&j->coord, line, sizeof(line), timeout_s) != 0) return -1;
+    const char *at = strstr(line, "(port ");
+    if (at == NULL || sscanf(at, "(port %u)", &port) != 1) {
+        fprintf(stderr, PROG ": the coordinator said '%s', not its port\n", line);
+        return -1;
+    }
+    snprintf(j->addr, sizeof(j->addr), "127.0.0.1:%u", port);
+    char *sargv[] = {(char *)pserv, "server", "--coordinator", j->addr, "--threads", "1", "--timeout", timeout, NULL};
+    if (proc_start(&j->server, "pserv server", sargv, k->pinned ? &k->server : NULL, 0, NULL) != 0) return -1;
+
+    if (k->pinned && sched_setaffinity(0, sizeof(k->worker), &k->worker) != 0) {
+        fprintf(stderr, PROG ": cannot pin the worker to CPUs %s: %s\n", k->worker_s, strerror(errno));
+        return -1;
+    }
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    wp.coordinator = j->addr;
+    wp.timeout_ms = (int)(timeout_s * 1000);
+    pserv_status_t st = pserv_worker_create(&wp, &j->w);
+    if (st != PSERV_OK) {
+        j->w = NULL;
+        fprintf(stderr, PROG ": cannot join the job at %s: %s (%s)\n", j->addr, pserv_strerror(st), pserv_last_error());
+        return -1;
+    }
+    pserv_job_info_t info = PSERV_JOB_INFO_INIT;
+    if (pserv_worker_job(j->w, &info) == PSERV_OK) j->chunk_bytes = info.chunk_bytes;
+    return 0;
+}
+
+/*
+ * With a worker: it leaves, which ends the job, and both processes exit by themselves (0 if they
+ * did within timeout_s). Without one (the job never formed): they are stopped at once.
+ */
+static int job_stop(job_t *j, double timeout_s)
+{
+    int rc = 0;
+    if (j->w) {
+        pserv_worker_destroy(j->w);
+        j->w = NULL;
+        if (j->server.pid > 0 && proc_wait(&j->server, timeout_s) != 0) rc = -1;
+        if (j->coord.pid > 0 && proc_wait(&j->coord, timeout_s) != 0) rc = -1;
+    }
+    proc_stop(&j->server, 1.0);
+    proc_stop(&j->coord, 1.0);
+    return rc;
+}
+
+/* Seconds of one push-pull, or -1. */
+static double push_pull(pserv_worker_h w, uint64_t key, const float *grad, float *out, double timeout_s)
 {
     pserv_request_t req;
     double t0 = bench_now();
-    if (pserv_worker_push_pull(w, key, grad, out, &req) != PSERV_OK || pserv_worker_wait(w, req, 60000) != PSERV_OK) {
+    if (pserv_worker_push_pull(w, key, grad, out, &req) != PSERV_OK ||
+        pserv_worker_wait(w, req, (int)(timeout_s * 1000)) != PSERV_OK) {
         fprintf(stderr, PROG ": push-pull failed: %s\n", pserv_worker_last_error(w));
         return -1;
     }
     return bench_now() - t0;
 }
 
-/*
- * Seconds of the same push-pull through the stager: one operation over the whole tensor in
- * pieces of piece_elems (whole chunks), already staged (staged = NULL), in place in buf, waited
- * for with a drain; -1 if it failed.
- */
-static double staged_round_trip(ps_stager_t *s, pserv_worker_h w, uint64_t key, size_t count, size_t piece_elems,
-                                 float *buf)
+static int pserv_size(const cfg_t *c, job_t *j, uint64_t key, size_t bytes, float *grad, float *out, double *t,
+                      lat_t *res)
 {
-    ps_stage_op_t op = {.kind = PS_STAGE_PUSH_PULL, .key = key, .count = count, .piece_elems = piece_elems, .host = buf};
-    double t0 = bench_now();
-    pserv_status_t st = ps_stager_submit(s, &op);
-    if (st != PSERV_OK) {
-        fprintf(stderr, PROG ": staged push-pull: %s (%s)\n", pserv_strerror(st), pserv_last_error());
+    pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
+    tp.key = key;
+    tp.count = bytes / sizeof(float);
+    tp.optim.type = PSERV_OPTIM_SGD;
+    tp.optim.lr = 1e-6f;
+    if (pserv_worker_register(j->w, &tp) != PSERV_OK) {
+        fprintf(stderr, PROG ": register %zu bytes: %s\n", bytes, pserv_worker_last_error(j->w));
         return -1;
     }
-    if ((st = ps_stager_drain(s, 60000)) != PSERV_OK) {
-        fprintf(stderr, PROG ": staged push-pull: %s (%s)\n", pserv_strerror(st), pserv_worker_last_error(w));
-        return -1;
+    /* Warm-up: at least 10 round trips and a tenth of the target; it also sizes the run. */
+    double w0 = bench_now(), s;
+    int warm = 0;
+    while (warm < 10 || (bench_now() - w0 < c->target_s / 10 && warm < MAX_REPS)) {
+        if ((s = push_pull(j->w, key, grad, out, c->timeout_s)) < 0) return -1;
+        warm++;
     }
-    return bench_now() - t0;
+    double per = (bench_now() - w0) / warm, want = c->target_s / per;
+    res->reps = c->reps ? c->reps : want < 10 ? 10 : want > MAX_REPS ? MAX_REPS : (int)want;
+    double sum = 0;
+    for (int i = 0; i < res->reps; i++) {
+        if ((t[i] = push_pull(j->w, key, grad, out, c->timeout_s)) < 0) return -1;
+        sum += t[i];
+    }
+    res->p50_s = bench_median(t, (size_t)res->reps);
+    res->p99_s = bench_percentile(t, (size_t)res->reps, 0.99);
+    res->mean_s = sum / res->reps;
+    return 0;
 }
+
+/* ---- output ----------------------------------------------------------------------------------- */
+
+typedef struct {
+    size_t bytes;
+    raw_row_t raw;               /* the baseline: per kind, the faster of the two below */
+    raw_row_t raw_ucx, raw_rndv; /* UCX's protocol choice; rendezvous forced (when have_rndv) */
+    int have_rndv, lat_rndv, stream_rndv; /* which one raw's ping-pong and stream come from */
+    perftest_row_t pt, pt_tcp;
+    lat_t ps;
+} row_t;
+
+static double stream_Bps(const raw_row_t *r)
+{
+    return r->bw_s > 0 ? (double)r->bytes * (double)r->bw_msgs / r->bw_s : 0;
+}
+
+/* The baseline of a size: the faster ping-pong (by p50) and the faster stream of the two runs. */
+static void pick_baseline(row_t *r)
+{
+    r->raw = r->raw_ucx;
+    if (!r->have_rndv) return;
+    if ((r->lat_rndv = r->raw_rndv.p50_s < r->raw_ucx.p50_s)) {
+        r->raw.reps = r->raw_rndv.reps;
+        r->raw.p50_s = r->raw_rndv.p50_s;
+        r->raw.p99_s = r->raw_rndv.p99_s;
+        r->raw.mean_s = r->raw_rndv.mean_s;
+    }
+    if ((r->stream_rndv = stream_Bps(&r->raw_rndv) > stream_Bps(&r->raw_ucx))) {
+        r->raw.bw_window = r->raw_rndv.bw_window;
+        r->raw.bw_msgs = r->raw_rndv.bw_msgs;
+        r->raw.bw_s = r->raw_rndv.bw_s;
+    }
+}
+
+static double gbs(double bytes, double s)
+{
+    return s > 0 ? bytes / s / 1e9 : 0;
+}
+
+static void print_tables(const row_t *rows, size_t n, int have_pt, size_t rndv_min)
+{
+    if (rndv_min)
+        printf("raw UCX: per size the faster of UCX's protocol choice and rendezvous forced from %zu B (marked *)\n",
+               rndv_min);
+    printf("\nround trip, us (p50 = median; p99 up to %d KiB)   time ratio = pserv p50 / raw UCX p50\n",
+           P99_MAX_BYTES >> 10);
+    printf("%10s | %9s  %9s | %9s %9s | %9s %9s | %6s\n", "bytes", "raw p50", "raw p99", "pserv p50", "pserv p99",
+           have_pt ? "perftest" : "", have_pt ? "pt tcp" : "", "time");
+    for (size_t i = 0; i < n; i++) {
+        const row_t *r = &rows[i];
+        char rp99[16] = "-", pp99[16] = "-", pt[16] = "-", ptt[16] = "-";
+        if (r->bytes <= P99_MAX_BYTES) {
+            snprintf(rp99, sizeof(rp99), "%.1f", r->raw.p99_s * 1e6);
+            snprintf(pp99, sizeof(pp99), "%.1f", r->ps.p99_s * 1e6);
+        }
+        if (r->pt.lat_ok) snprintf(pt, sizeof(pt), "%.1f", 2 * r->pt.lat_s * 1e6);
+        if (r->pt_tcp.lat_ok) snprintf(ptt, sizeof(ptt), "%.1f", 2 * r->pt_tcp.lat_s * 1e6);
+        printf("%10zu | %9.1f%c %9s | %9.1f %9s | %9s %9s | %6.2f\n", r->bytes, r->raw.p50_s * 1e6,
+               r->lat_rndv ? '*' : ' ', rp99,
+               r->ps.p50_s * 1e6, pp99, have_pt ? pt : "", have_pt ? ptt : "", r->ps.p50_s / r->raw.p50_s);
+    }
+    printf("\ngoodput, GB/s (1 GB = 1e9 B): 2-way = 2 x bytes / p50 round trip; 1-way = bytes / p50 round trip;\n"
+           "stream = raw UCX, one way, 32 in flight (at most 64 MiB); am_bw = ucx_perftest ucp_am_bw, one way\n"
+           "ratio = pserv 2-way / raw 2-way;  vs stream = pserv 1-way / raw stream\n");
+    printf("%10s | %9s %9s %6s | %9s %9s  %9s %9s | %9s\n", "bytes", "raw 2way", "pserv 2way", "ratio", "pserv 1way",
+           "stream", have_pt ? "am_bw" : "", have_pt ? "am_bw tcp" : "", "vs stream");
+    for (size_t i = 0; i < n; i++) {
+        const row_t *r = &rows[i];
+        double b = (double)r->bytes, raw2 = gbs(2 * b, r->raw.p50_s), ps2 = gbs(2 * b, r->ps.p50_s);
+        double ps1 = gbs(b, r->ps.p50_s), stream = gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s);
+        char bw[16] = "-", bwt[16] = "-";
+        if (r->pt.bw_ok) snprintf(bw, sizeof(bw), "%.3f", r->pt.bw_Bps / 1e9);
+        if (r->pt_tcp.bw_ok) snprintf(bwt, sizeof(bwt), "%.3f", r->pt_tcp.bw_Bps / 1e9);
+        printf("%10zu | %9.3f %9.3f %6.2f | %9.3f %9.3f%c %9s %9s | %9.2f\n", r->bytes, raw2, ps2, ps2 / raw2, ps1,
+               stream, r->stream_rndv ? '*' : ' ', have_pt ? bw : "", have_pt ? bwt : "",
+               stream > 0 ? ps1 / stream : 0);
+    }
+}
+
+static void json_raw(FILE *f, const char *name, const raw_row_t *r)
+{
+    fprintf(f, ", \"%s\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, \"stream_window\": %d, "
+               "\"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6g}",
+            name, r->reps, r->p50_s, r->p99_s, r->mean_s, r->bw_window, r->bw_msgs, r->bw_s, stream_Bps(r) / 1e9);
+}
+
+static void json_perftest(FILE *f, const char *name, const perftest_row_t *p)
+{
+    fprintf(f, ", \"%s\": {", name);
+    if (p->lat_ok) fprintf(f, "\"lat_one_way_s\": %.9f, \"lat_p50_one_way_s\": %.9f, \"round_trip_s\": %.9f", p->lat_s,
+                           p->lat_p50_s, 2 * p->lat_s);
+    if (p->bw_ok) fprintf(f, "%s\"bw_one_way_GBps\": %.6g", p->lat_ok ? ", " : "", p->bw_Bps / 1e9);
+    fprintf(f, "}");
+}
+
+static int write_json(const cfg_t *c, const cpus_t *k, const char *ucx_version, const job_t *j, const row_t *rows,
+                      size_t n, int window, int have_pt)
+{
+    FILE *f = bench_json_open(PROG, c->json);
+    char cpu[256], date[32];
+    if (f == NULL) return -1;
+    bench_cpu_model(cpu, sizeof(cpu));
+    bench_utc_date(date, sizeof(date));
+    fprintf(f, "{\"benchmark\": \"pushpull\", \"mode\": \"processes\", \"date\": \"%s\", \"cpu_model\": ", date);
+    bench_json_str(f, cpu);
+    fprintf(f, ", \"cores\": %ld, \"ucx_version\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    bench_json_str(f, ucx_version);
+    fprintf(f, ", \"pserv_version\": ");
+    bench_json_str(f, pserv_version());
+    fprintf(f, ", \"progress\": ");
+    bench_json_str(f, c->progress);
+    fprintf(f, ", \"ucx_tls\": ");
+    bench_json_str(f, getenv("UCX_TLS"));
+    fprintf(f, ", \"worker_cpus\": \"%s\", \"server_cpus\": \"%s\", \"chunk_bytes\": %zu, \"target_s\": %g, "
+               "\"raw_window\": %d, \"raw_rndv_min\": %zu, \"perftest\": %s, \"rows\": [",
+            k->worker_s, k->server_s, j->chunk_bytes, c->target_s, window, c->rndv_min, have_pt ? "true" : "false");
+    for (size_t i = 0; i < n; i++) {
+        const row_t *r = &rows[i];
+        double b = (double)r->bytes;
+        fprintf(f,
+                "%s{\"bytes\": %zu, \"raw\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, "
+                "\"GBps_2way\": %.6g, \"stream_window\": %d, \"stream_msgs\": %llu, \"stream_s\": %.9f, \"stream_GBps_1way\": %.6g}, "
+                "\"pserv\": {\"reps\": %d, \"p50_s\": %.9f, \"p99_s\": %.9f, \"mean_s\": %.9f, \"GBps_2way\": %.6g, "
+                "\"GBps_1way\": %.6g}, \"time_ratio\": %.4f, \"goodput_ratio\": %.4f, \"vs_stream\": %.4f",
+                i ? ", " : "", r->bytes, r->raw.reps, r->raw.p50_s, r->raw.p99_s, r->raw.mean_s,
+                gbs(2 * b, r->raw.p50_s), r->raw.bw_window, r->raw.bw_msgs, r->raw.bw_s, gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s),
+                r->ps.reps, r->ps.p50_s, r->ps.p99_s, r->ps.mean_s, gbs(2 * b, r->ps.p50_s), gbs(b, r->ps.p50_s),
+                r->ps.p50_s / r->raw.p50_s, r->raw.p50_s / r->ps.p50_s,
+                r->raw.bw_s > 0 ? gbs(b, r->ps.p50_s) / gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s) : 0);
+        fprintf(f, ", \"raw_protocol\": \"%s\", \"raw_stream_protocol\": \"%s\"", r->lat_rndv ? "rndv" : "ucx",
+                r->stream_rndv ? "rndv" : "ucx");
+        json_raw(f, "raw_ucx_choice", &r->raw_ucx);
+        if (r->have_rndv) json_raw(f, "raw_forced_rndv", &r->raw_rndv);
+        if (have_pt) {
+            json_perftest(f, "perftest", &r->pt);
+            json_perftest(f, "perftest_tcp", &r->pt_tcp);
+        }
+        fprintf(f, "}");
+    }
+    return bench_json_finish(PROG, &f, c->json);
+}
+
+/* Whitespace-separated columns for gnuplot; '-' where a value is missing. */
+static int write_table(const char *path, const row_t *rows, size_t n)
+{
+    FILE *f = bench_json_open(PROG, path);
+    if (f == NULL) return -1;
+    fprintf(f, "# bytes raw_p50_us pserv_p50_us raw_GBps_2way pserv_GBps_2way pserv_GBps_1way raw_stream_GBps "
+               "perftest_bw_GBps perftest_tcp_bw_GBps perftest_rt_us perftest_tcp_rt_us time_ratio goodput_ratio\n");
+    for (size_t i = 0; i < n; i++) {
+        const row_t *r = &rows[i];
+        double b = (double)r->bytes;
+        char v[4][32];
+        snprintf(v[0], 32, r->pt.bw_ok ? "%.6f" : "-", r->pt.bw_Bps / 1e9);
+        snprintf(v[1], 32, r->pt_tcp.bw_ok ? "%.6f" : "-", r->pt_tcp.bw_Bps / 1e9);
+        snprintf(v[2], 32, r->pt.lat_ok ? "%.3f" : "-", 2 * r->pt.lat_s * 1e6);
+        snprintf(v[3], 32, r->pt_tcp.lat_ok ? "%.3f" : "-", 2 * r->pt_tcp.lat_s * 1e6);
+        fprintf(f, "%zu %.3f %.3f %.6f %.6f %.6f %.6f %s %s %s %s %.4f %.4f\n", r->bytes, r->raw.p50_s * 1e6,
+                r->ps.p50_s * 1e6, gbs(2 * b, r->raw.p50_s), gbs(2 * b, r->ps.p50_s), gbs(b, r->ps.p50_s),
+                gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s), v[0], v[1], v[2], v[3], r->ps.p50_s / r->raw.p50_s,
+                r->raw.p50_s / r->ps.p50_s);
+    }
+    return bench_json_close(PROG, f, path);
+}
+
+/* The raw echo, tried twice: a loaded machine can starve a busy-polling peer into a UCX timeout. */
+static int raw_run(const cfg_t *c, const ucx_ref_cfg_t *cfg, const size_t *sizes, size_t n, raw_row_t *rows,
+                   char *ver, size_t cap)
+{
+    if (ucx_raw_run(c->raw, cfg, sizes, n, rows, ver, cap) == 0) return 0;
+    fprintf(stderr, PROG ": the raw UCX echo failed; once more\n");
+    if (ucx_raw_run(c->raw, cfg, sizes, n, rows, ver, cap) == 0) return 0;
+    fprintf(stderr, PROG ": the raw UCX echo failed twice: no baseline, no results\n");
+    return -1;
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
-    int reps = 30;
-    size_t max_mib = 64;
-    const char *json = NULL;
+    char pserv_buf[PATH_MAX], raw_buf[PATH_MAX], pt_buf[PATH_MAX];
+    cfg_t c = {.pserv = next_to_me("../cli/pserv", pserv_buf, sizeof(pserv_buf)),
+               .raw = next_to_me("raw/pserv_raw_ucx_am_echo", raw_buf, sizeof(raw_buf)),
+               .max_mib = 64,
+               .rndv_min = 256 << 10, /* pserv's transport forces rendezvous from there */
+               .target_s = 0.5,
+               .timeout_s = 60};
     const bench_opt_t opts[] = {
-        BENCH_INT("--reps", "R", "timed round trips per size, median reported (default 30)", &reps, 1, 1000000),
-        BENCH_SIZE("--max-mib", "M", "largest tensor in MiB (default 64)", &max_mib, 1, 4096),
-        BENCH_JSON(&json),
+        BENCH_SIZE("--max-mib", "M", "largest message in MiB (default 64)", &c.max_mib, 1, 1024),
+        BENCH_INT("--reps", "R", "timed round trips per size (default: enough for --target-s)", &c.reps, 1, MAX_REPS),
+        BENCH_PARSE("--target-s", "S", "seconds each size is timed for (default 0.5)", &c.target_s, parse_seconds),
+        BENCH_FLAG("--quick", "0.1 s per size, up to 16 MiB: a check that it runs, not numbers to keep", &c.quick),
+        BENCH_PARSE("--progress", "MODE", "auto|spin|sleep: exported as PSERV_PROGRESS (default: not set)", &c.progress,
+                    parse_progress),
+        BENCH_STRING("--pserv", "PATH", "the pserv CLI (default: ../cli/pserv next to this program)", &c.pserv),
+        BENCH_STRING("--raw", "PATH", "the raw UCX echo (default: raw/pserv_raw_ucx_am_echo next to it)", &c.raw),
+        BENCH_SIZE("--raw-rndv-min", "B",
+                   "raw echo also run forcing rendezvous from B bytes, the faster kept (default 262144; 0: not)",
+                   &c.rndv_min, 0, 1ll << 34),
+        BENCH_STRING("--perftest", "PATH", "ucx_perftest, or none (default: from PATH when installed)", &c.perftest),
+        BENCH_STRING("--worker-cpus", "LIST", "CPUs of the worker (default: first half of ours)", &c.worker_cpus),
+        BENCH_STRING("--server-cpus", "LIST", "CPUs of the server (default: second half)", &c.server_cpus),
+        BENCH_JSON(&c.json),
+        BENCH_STRING("--table", "FILE", "also write whitespace-separated columns (for gnuplot)", &c.table),
     };
     int rc = bench_parse_args(PROG, argc, argv, opts, BENCH_NOPTS(opts));
     if (rc != BENCH_CONTINUE) return rc;
-    size_t max_bytes = max_mib << 20;
+    if (c.quick) {
+        c.target_s = 0.1;
+        c.max_mib = c.max_mib < 16 ? c.max_mib : 16;
+    }
+    procs_install_cleanup();
+    /* Before any thread exists, so the worker's and the children's progress threads see it. */
+    if (c.progress && setenv("PSERV_PROGRESS", c.progress, 1) != 0) return 1;
+    if (access(c.pserv, X_OK) != 0 || access(c.raw, X_OK) != 0) {
+        fprintf(stderr, PROG ": cannot run %s (--pserv or --raw names the program)\n",
+                access(c.pserv, X_OK) != 0 ? c.pserv : c.raw);
+        return 2;
+    }
+    int pt_off = c.perftest && strcmp(c.perftest, "none") == 0;
+    if (c.perftest == NULL) c.perftest = in_path("ucx_perftest", pt_buf, sizeof(pt_buf));
+    if (pt_off) c.perftest = NULL;
+    cpus_t k;
+    if (choose_cpus(&c, &k) != 0) return 2;
 
-    /* raw transport pair */
-    echo_t srv = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, malloc(max_bytes), NULL};
-    echo_t cli = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, NULL};
-    ps_tp_params_t sp = {.listen_host = "127.0.0.1", .listen_port = 0, .handler = {.arg = &srv, .rx = echo_server_rx}};
-    ps_tp_params_t cp = {.handler = {.arg = &cli, .rx = echo_client_rx}};
-    ps_tp_peer_t *peer;
-    if (ps_tp_create(&sp, &srv.tp) != PSERV_OK || ps_tp_create(&cp, &cli.tp) != PSERV_OK ||
-        ps_tp_connect(cli.tp, "127.0.0.1", ps_tp_listen_port(srv.tp), &peer) != PSERV_OK) {
-        fprintf(stderr, PROG ": cannot start the raw transport pair\n");
-        return 1;
+    size_t sizes[NSIZES], n = 0, max_bytes = c.max_mib << 20;
+    for (size_t i = 0; i < NSIZES; i++)
+        if (all_sizes[i] <= max_bytes) sizes[n++] = all_sizes[i];
+    row_t rows[NSIZES];
+    raw_row_t raw[NSIZES], rndv[NSIZES];
+    perftest_row_t pt[NSIZES], pt_tcp[NSIZES];
+    char ucx_version[64] = "unknown";
+    memset(rows, 0, sizeof(rows));
+    memset(pt, 0, sizeof(pt));
+    memset(pt_tcp, 0, sizeof(pt_tcp));
+
+    char cpu[256];
+    bench_cpu_model(cpu, sizeof(cpu));
+    printf(PROG ": pserv %s, %s, %ld cores; worker CPUs %s, server CPUs %s; PSERV_PROGRESS=%s; ~%.2f s per size\n",
+           pserv_version(), cpu, sysconf(_SC_NPROCESSORS_ONLN), k.worker_s, k.server_s,
+           c.progress ? c.progress : "(unset)", c.target_s);
+    fflush(stdout);
+
+    ucx_ref_cfg_t rc_cfg = {.client_cpu = k.pinned ? cpus_first(&k.worker) : -1,
+                            .server_cpu = k.pinned ? cpus_first(&k.server) : -1,
+                            .target_s = c.target_s,
+                            .reps = c.reps,
+                            .window = 32,
+                            .timeout_s = c.timeout_s};
+    fprintf(stderr, PROG ": raw UCX echo (%s)...\n", c.raw);
+    if (raw_run(&c, &rc_cfg, sizes, n, raw, ucx_version, sizeof(ucx_version)) != 0) return 1;
+    size_t first_rndv = n; /* sizes from here on also run with rendezvous forced */
+    for (size_t i = n; c.rndv_min && i-- > 0;)
+        if (sizes[i] >= c.rndv_min) first_rndv = i;
+    for (size_t i = 0; i < n; i++) {
+        rows[i].bytes = sizes[i];
+        rows[i].raw_ucx = raw[i];
+        rows[i].have_rndv = i >= first_rndv;
+    }
+    if (first_rndv < n) {
+        char ver[64];
+        fprintf(stderr, PROG ": raw UCX echo, rendezvous forced from %zu B...\n", c.rndv_min);
+        rc_cfg.rndv_min = c.rndv_min;
+        if (raw_run(&c, &rc_cfg, sizes + first_rndv, n - first_rndv, rndv + first_rndv, ver, sizeof(ver)) != 0)
+            return 1;
+        rc_cfg.rndv_min = 0;
+        for (size_t i = first_rndv; i < n; i++) rows[i].raw_rndv = rndv[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        pick_baseline(&rows[i]);
+        raw[i] = rows[i].raw; /* ucx_perftest's runs are sized from the baseline */
+    }
+    int have_pt = 0;
+    if (c.perftest) {
+        fprintf(stderr, PROG ": %s ucp_am_lat, ucp_am_bw (UCX defaults, then UCX_TLS=tcp)...\n", c.perftest);
+        have_pt = ucx_perftest_run(c.perftest, &rc_cfg, NULL, sizes, n, raw, pt) > 0;
+        have_pt |= ucx_perftest_run(c.perftest, &rc_cfg, "tcp", sizes, n, raw, pt_tcp) > 0;
+    } else {
+        fprintf(stderr, PROG ": %s: its columns are left out\n",
+                pt_off ? "--perftest none" : "ucx_perftest is not installed (package ucx-utils)");
     }
 
-    pserv_local_h job;
-    pserv_worker_h w;
-    if (bench_job_start(PROG, &job, &w) != 0) return 1;
-
-    /* four samples per round: raw, pserv direct, staged in pieces of one chunk, of four */
-    enum { RAW, DIRECT, STAGED1, STAGED4, NVAR };
+    fprintf(stderr, PROG ": pserv push-pull (%s coordinator, server; this process the worker)...\n", c.pserv);
+    static job_t job;
+    double *t = malloc(MAX_REPS * sizeof(double));
+    float *grad = calloc(max_bytes / sizeof(float), sizeof(float)), *out = malloc(max_bytes);
     rc = 1;
-    ps_stager_t *stager = NULL;
-    float *grad = calloc(max_bytes / 4, sizeof(float)), *out = malloc(max_bytes);
-    float *sbuf = calloc(max_bytes / 4, sizeof(float)); /* the staged push-pull works in place */
-    double *t = calloc((size_t)reps * NVAR, sizeof(double));
-    FILE *jf = NULL;
-    if (grad == NULL || out == NULL || sbuf == NULL || t == NULL || srv.echo == NULL) goto out;
-    pserv_status_t st = ps_stager_create(w, &stager);
-    if (st != PSERV_OK) {
-        stager = NULL;
-        fprintf(stderr, PROG ": cannot start the stager: %s (%s)\n", pserv_strerror(st), pserv_last_error());
-        goto out;
+    if (t == NULL || grad == NULL || out == NULL) goto out;
+    if (job_start(&job, c.pserv, &k, c.timeout_s) != 0) goto out;
+    for (size_t i = 0; i < n; i++) {
+        rows[i].pt = pt[i];
+        rows[i].pt_tcp = pt_tcp[i];
+        if (pserv_size(&c, &job, (uint64_t)i + 1, sizes[i], grad, out, t, &rows[i].ps) != 0) goto out;
     }
-    if (json && (jf = bench_json_open(PROG, json)) == NULL) goto out;
-    size_t chunk_bytes = 0;
-    uint64_t key = 1;
-    for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 4, key++) {
-        pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
-        tp.key = key;
-        tp.count = bytes / 4;
-        tp.optim.lr = 1e-6f;
-        size_t count, chunk_elems;
-        if (pserv_worker_register(w, &tp) != PSERV_OK ||
-            pserv_worker_tensor_info(w, key, &count, &chunk_elems) != PSERV_OK) {
-            fprintf(stderr, PROG ": register: %s\n", pserv_worker_last_error(w));
-            goto out;
-        }
-        if (key == 1) { /* every tensor of the job has the job's chunk; small ones are one short chunk */
-            chunk_bytes = chunk_elems * sizeof(float);
-            if (jf)
-                fprintf(jf, "{\"benchmark\": \"pushpull\", \"reps\": %d, \"chunk_bytes\": %zu, \"rows\": [", reps,
-                        chunk_bytes);
-            printf(PROG ": 1 server, 1 worker, loopback, %zu-byte chunks, %d reps (median), rounds interleaved\n"
-                        "GB/s = 2 x bytes / round trip; ratio = pserv GB/s / raw GB/s; stg1, stg4 = staged in pieces of 1, 4 "
-                        "chunks, GB/s / direct GB/s (= direct time / staged time)\n",
-                   chunk_bytes, reps);
-            printf("%10s %10s %9s %10s %9s %7s %10s %6s %10s %6s\n", "bytes", "raw_us", "raw_GB/s", "pserv_us", "ps_GB/s",
-                   "ratio", "stg1_us", "stg1", "stg4_us", "stg4");
-        }
-        for (int r = -1; r < reps; r++) { /* r = -1 warms up */
-            double s[NVAR];
-            s[RAW] = raw_round_trip(peer, &cli, (const uint8_t *)grad, bytes);
-            s[DIRECT] = pserv_round_trip(w, key, grad, out);
-            s[STAGED1] = staged_round_trip(stager, w, key, count, 0, sbuf);
-            s[STAGED4] = staged_round_trip(stager, w, key, count, 4 * chunk_elems, sbuf);
-            for (int v = 0; v < NVAR; v++) {
-                if (s[v] < 0) goto out;
-                if (r >= 0) t[(size_t)v * (size_t)reps + (size_t)r] = s[v];
-            }
-        }
-        double m[NVAR];
-        for (int v = 0; v < NVAR; v++) m[v] = bench_median(t + (size_t)v * (size_t)reps, (size_t)reps);
-        double raw_gbs = 2.0 * (double)bytes / m[RAW] / 1e9, ps_gbs = 2.0 * (double)bytes / m[DIRECT] / 1e9;
-        double ratio = ps_gbs / raw_gbs, stg1 = m[DIRECT] / m[STAGED1], stg4 = m[DIRECT] / m[STAGED4];
-        printf("%10zu %10.1f %9.3f %10.1f %9.3f %7.3f %10.1f %6.3f %10.1f %6.3f\n", bytes, m[RAW] * 1e6, raw_gbs,
-               m[DIRECT] * 1e6, ps_gbs, ratio, m[STAGED1] * 1e6, stg1, m[STAGED4] * 1e6, stg4);
-        if (jf)
-            fprintf(jf,
-                    "%s{\"bytes\": %zu, \"raw_s\": %.9f, \"pserv_s\": %.9f, \"ratio\": %.4f, \"staged1_s\": %.9f, "
-                    "\"staged1_ratio\": %.4f, \"staged4_s\": %.9f, \"staged4_ratio\": %.4f}",
-                    key > 1 ? ", " : "", bytes, m[RAW], m[DIRECT], ratio, m[STAGED1], stg1, m[STAGED4], stg4);
-    }
-    if (jf && bench_json_finish(PROG, &jf, json) != 0) goto out;
+    if (job_stop(&job, c.timeout_s) != 0) fprintf(stderr, PROG ": the job did not end cleanly\n");
+    printf("UCX %s; raw UCX = pserv_raw_ucx_am_echo (bench/raw); perftest = ucx_perftest, round trip = 2 x its "
+           "one-way latency; \"tcp\": with UCX_TLS=tcp\n",
+           ucx_version);
+    print_tables(rows, n, have_pt, first_rndv < n ? c.rndv_min : 0);
     rc = 0;
+    if (c.json && write_json(&c, &k, ucx_version, &job, rows, n, rc_cfg.window, have_pt) != 0) rc = 1;
+    if (c.table && write_table(c.table, rows, n) != 0) rc = 1;
 out:
-    if (jf) fclose(jf);
-    if (stager) ps_stager_destroy(stager);
-    if (bench_job_stop(PROG, job, w) != 0) rc = 1;
-    ps_tp_destroy(cli.tp);
-    ps_tp_destroy(srv.tp);
-    free(srv.echo);
+    job_stop(&job, 5.0);
     free(t);
     free(grad);
     free(out);
-    free(sbuf);
     return rc;
 }

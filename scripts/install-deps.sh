@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs pserv's system dependencies from Debian 12's packages (sudo when not root).
 # Quiet and quick when everything is already there.
+#   scripts/install-deps.sh          what pserv needs to build, test and run (CI installs this)
+#   scripts/install-deps.sh bench    also what only the benchmarks need (bench/run.sh calls this)
 set -euo pipefail
+
+case "${1:-}" in
+  "" | bench) ;;
+  *) echo "usage: $0 [bench]" >&2; exit 2 ;;
+esac
 
 packages=(
   build-essential cmake pkg-config
@@ -13,6 +20,14 @@ packages=(
   openmpi-bin                   # multi-node launch (mpirun)
   iproute2                      # tests: a network namespace and a veth pair for a silent partition
 )
+
+# Benchmark-only packages: installed with the argument `bench`, never by default (CI must not).
+bench_packages=(
+  gnuplot-nox                   # bench/run.sh --plot: the PNG charts
+)
+if [ "${1:-}" = bench ]; then
+  packages+=("${bench_packages[@]}")
+fi
 
 missing=()
 for p in "${packages[@]}"; do

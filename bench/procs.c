@@ -1,0 +1,283 @@
+#include "procs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Every child ever started, so that any exit path can stop those still running. */
+static proc_t *registry[PROCS_MAX];
+static volatile sig_atomic_t nregistry;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void stop_all_at_exit(void)
+{
+    procs_stop_all(2.0);
+}
+
+/* Async-signal-safe: SIGKILL to the children still running, then end with the signal. */
+static void on_signal(int sig)
+{
+    for (int i = 0; i < nregistry; i++)
+        if (registry[i]->running && registry[i]->pid > 0) kill(registry[i]->pid, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void procs_install_cleanup(void)
+{
+    static int installed;
+    if (installed++) return;
+    atexit(stop_all_at_exit);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+/* The environment of a child: ours, with env's NAME=VALUE entries added or replacing. */
+static char **child_environ(const char *const *env)
+{
+    size_t n = 0, extra = 0;
+    while (environ[n]) n++;
+    while (env && env[extra]) extra++;
+    char **out = calloc(n + extra + 1, sizeof(char *));
+    if (out == NULL) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int replaced = 0;
+        for (size_t j = 0; j < extra && !replaced; j++) {
+            const char *eq = strchr(env[j], '=');
+            size_t len = eq ? (size_t)(eq - env[j]) + 1 : strlen(env[j]);
+            replaced = strncmp(environ[i], env[j], len) == 0;
+        }
+        if (!replaced) out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < extra; j++) out[k++] = (char *)env[j];
+    return out;
+}
+
+int proc_start(proc_t *p, const char *name, char *const argv[], const cpu_set_t *cpus, int capture,
+               const char *const *env)
+{
+    int known = 0;
+    for (int i = 0; i < nregistry; i++) known |= registry[i] == p;
+    if (known && p->running) {
+        fprintf(stderr, "%s: its slot still holds %s (pid %d)\n", name, p->name, (int)p->pid);
+        return -1;
+    }
+    memset(p, 0, sizeof(*p));
+    p->name = name;
+    p->out_fd = -1;
+    if (!known && nregistry == PROCS_MAX) {
+        fprintf(stderr, "more than %d child processes\n", PROCS_MAX);
+        return -1;
+    }
+    int fds[2] = {-1, -1};
+    if (capture && pipe2(fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "cannot make a pipe for %s: %s\n", name, strerror(errno));
+        return -1;
+    }
+    char **envp = child_environ(env);
+    if (envp == NULL) {
+        if (capture) close(fds[0]), close(fds[1]);
+        return -1;
+    }
+    pid_t parent = getpid();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Die with the benchmark, even one killed by SIGKILL; it may have died before this line. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        if (cpus && sched_setaffinity(0, sizeof(*cpus), cpus) != 0) _exit(126);
+        dup2(capture ? fds[1] : STDERR_FILENO, STDOUT_FILENO); /* dup2 clears FD_CLOEXEC */
+        if (strchr(argv[0], '/'))
+            execve(argv[0], argv, envp);
+        else
+            execvpe(argv[0], argv, envp);
+        static const char msg[] = "cannot run ";
+        if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0 || write(STDERR_FILENO, argv[0], strlen(argv[0])) < 0 ||
+            write(STDERR_FILENO, "\n", 1) < 0)
+            _exit(127);
+        _exit(127);
+    }
+    int err = errno;
+    free(envp);
+    if (capture) close(fds[1]);
+    if (pid < 0) {
+        fprintf(stderr, "cannot start %s: %s\n", name, strerror(err));
+        if (capture) close(fds[0]);
+        return -1;
+    }
+    p->pid = pid;
+    p->running = 1;
+    p->out_fd = capture ? fds[0] : -1;
+    if (!known) {
+        registry[nregistry] = p;
+        nregistry = nregistry + 1;
+    }
+    return 0;
+}
+
+int proc_read_line(proc_t *p, char *buf, size_t cap, double timeout_s)
+{
+    double end = now_s() + timeout_s;
+    for (;;) {
+        char *nl = memchr(p->buf, '\n', p->len);
+        if (nl) {
+            size_t n = (size_t)(nl - p->buf);
+            snprintf(buf, cap, "%.*s", (int)n, p->buf);
+            memmove(p->buf, nl + 1, p->len - n - 1);
+            p->len -= n + 1;
+            return 0;
+        }
+        if (p->out_fd < 0 || p->len == sizeof(p->buf)) break;
+        double left = end - now_s();
+        if (left <= 0) {
+            fprintf(stderr, "%s (pid %d) said nothing within %.0f s\n", p->name, (int)p->pid, timeout_s);
+            return -1;
+        }
+        struct pollfd pfd = {p->out_fd, POLLIN, 0};
+        int r = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (r < 0 && errno != EINTR) break;
+        if (r <= 0) continue;
+        ssize_t got = read(p->out_fd, p->buf + p->len, sizeof(p->buf) - p->len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            fprintf(stderr, "%s (pid %d) ended its output before the line expected\n", p->name, (int)p->pid);
+            return -1;
+        }
+        p->len += (size_t)got;
+    }
+    fprintf(stderr, "%s (pid %d): cannot read its output\n", p->name, (int)p->pid);
+    return -1;
+}
+
+/* Reaps p if it has ended; 1 if it has. */
+static int reap(proc_t *p)
+{
+    if (!p->running) return 1;
+    int status;
+    pid_t r = waitpid(p->pid, &status, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR)) return 0;
+    p->running = 0;
+    p->status = r == p->pid ? status : -1;
+    if (p->out_fd >= 0) close(p->out_fd);
+    p->out_fd = -1;
+    return 1;
+}
+
+int proc_running(proc_t *p)
+{
+    return !reap(p);
+}
+
+int proc_wait(proc_t *p, double timeout_s)
+{
+    double end = now_s() + timeout_s;
+    while (!reap(p)) {
+        if (now_s() > end) {
+            fprintf(stderr, "%s (pid %d) did not end within %.0f s\n", p->name, (int)p->pid, timeout_s);
+            return -1;
+        }
+        sleep_ms(5);
+    }
+    if (WIFEXITED(p->status)) return WEXITSTATUS(p->status);
+    if (WIFSIGNALED(p->status))
+        fprintf(stderr, "%s (pid %d) was killed by signal %d\n", p->name, (int)p->pid, WTERMSIG(p->status));
+    return -1;
+}
+
+void proc_stop(proc_t *p, double grace_s)
+{
+    if (p->pid <= 0 || reap(p)) return;
+    kill(p->pid, SIGTERM);
+    double end = now_s() + grace_s;
+    while (!reap(p) && now_s() < end) sleep_ms(5);
+    if (!p->running) return;
+    kill(p->pid, SIGKILL);
+    end = now_s() + 5.0; /* SIGKILL ends anything not stuck in the kernel */
+    while (!reap(p) && now_s() < end) sleep_ms(5);
+    if (p->running) fprintf(stderr, "%s (pid %d) could not be reaped\n", p->name, (int)p->pid);
+}
+
+void procs_stop_all(double grace_s)
+{
+    for (int i = 0; i < nregistry; i++) proc_stop(registry[i], grace_s);
+}
+
+/* ---- CPU sets ------------------------------------------------------------------------------------ */
+
+int cpus_parse(const char *text, cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    const char *s = text;
+    while (*s) {
+        char *end;
+        long a = strtol(s, &end, 10), b;
+        if (end == s || a < 0 || a >= CPU_SETSIZE) return -1;
+        b = a;
+        if (*end == '-') {
+            s = end + 1;
+            b = strtol(s, &end, 10);
+            if (end == s || b < a || b >= CPU_SETSIZE) return -1;
+        }
+        for (long c = a; c <= b; c++) CPU_SET((int)c, set);
+        if (*end == ',') end++;
+        else if (*end != '\0') return -1;
+        s = end;
+    }
+    return CPU_COUNT(set) > 0 ? 0 : -1;
+}
+
+void cpus_format(const cpu_set_t *set, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int c = 0; c < CPU_SETSIZE && n < cap; c++) {
+        if (!CPU_ISSET(c, set)) continue;
+        int e = c;
+        while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, set)) e++;
+        int w = e > c ? snprintf(buf + n, cap - n, "%s%d-%d", n ? "," : "", c, e)
+                      : snprintf(buf + n, cap - n, "%s%d", n ? "," : "", c);
+        if (w < 0) break;
+        n += (size_t)w;
+        c = e;
+    }
+}
+
+int cpus_first(const cpu_set_t *set)
+{
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, set)) return c;
+    return -1;
+}

@@ -1,0 +1,66 @@
+/*
+ * Child processes of a benchmark (pserv's coordinator and server, the raw UCX echo, ucx_perftest):
+ * started pinned to a CPU set, watched with deadlines, and never left behind. Each child dies
+ * with the benchmark even if it is killed outright (PR_SET_PDEATHSIG); every child still running
+ * is stopped at exit and on SIGINT, SIGTERM and SIGHUP (procs_install_cleanup).
+ *
+ * Start children while the benchmark has one thread (before a pserv worker exists): the child
+ * side between fork and exec calls only async-signal-safe functions all the same.
+ */
+#ifndef PS_BENCH_PROCS_H
+#define PS_BENCH_PROCS_H
+
+#include <sched.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define PROCS_MAX 16
+
+typedef struct {
+    const char *name; /* "pserv server", for messages */
+    pid_t pid;
+    int out_fd;  /* read end of its stdout when captured, else -1 */
+    int running; /* 1 until reaped */
+    int status;  /* waitpid status once reaped */
+    char buf[1024];
+    size_t len; /* unread bytes of a line in buf */
+} proc_t;
+
+/* Registers the atexit hook and the signal handlers that stop every running child. */
+void procs_install_cleanup(void);
+
+/*
+ * Starts argv[0] (a path, or a name looked up in PATH) with argv. cpus: its affinity, or NULL
+ * to inherit. capture: its stdout goes to a pipe read with proc_read_line (else to our stderr,
+ * so that a child's table does not mix with ours). env: "NAME=VALUE" strings added to (or
+ * replacing in) its environment, NULL-terminated, or NULL. 0, or -1 with a message on stderr.
+ */
+/* p may be a slot used before, once its child has ended: slots are registered once. */
+int proc_start(proc_t *p, const char *name, char *const argv[], const cpu_set_t *cpus, int capture,
+               const char *const *env);
+
+/* Reads one line of its stdout into buf (without the newline) within timeout_s; 0, or -1 with a message. */
+int proc_read_line(proc_t *p, char *buf, size_t cap, double timeout_s);
+
+/* 1 while it runs (reaps it once it has ended). */
+int proc_running(proc_t *p);
+
+/* Waits up to timeout_s for it to end; its exit code, or -1 (killed, or still running) with a message. */
+int proc_wait(proc_t *p, double timeout_s);
+
+/* SIGTERM, up to grace_s to end, then SIGKILL (and a bounded reap). Nothing if it has ended. */
+void proc_stop(proc_t *p, double grace_s);
+
+/* proc_stop of every child still running. */
+void procs_stop_all(double grace_s);
+
+/* ---- CPU sets ----------------------------------------------------------------------------------- */
+
+/* Parses "0-3,8" into set; 0, or -1 if the text is not a CPU list. */
+int cpus_parse(const char *text, cpu_set_t *set);
+/* Writes set as a CPU list ("0-3,8") into buf. */
+void cpus_format(const cpu_set_t *set, char *buf, size_t cap);
+/* The lowest CPU in set, or -1 if it is empty. */
+int cpus_first(const cpu_set_t *set);
+
+#endif
