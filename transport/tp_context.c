@@ -374,6 +374,24 @@ static void *tp_main(void *arg)
     return NULL;
 }
 
+/*
+ * Shared memory between processes of one host. Our endpoints ask for peer-failure handling, and
+ * UCX 1.13 leaves its shared-memory transports (posix, sysv) out of such endpoints unless they
+ * expose error handling, which they do only on request (they detect a dead peer by a keepalive,
+ * and the TCP lanes beside them and our heartbeats still see it sooner). Without this, two
+ * processes on one machine talk over TCP loopback at a fraction of the speed. A user's own
+ * UCX_*_ERROR_HANDLING setting wins.
+ */
+static void tp_config_shm(ucp_config_t *config)
+{
+    if (getenv("UCX_MM_ERROR_HANDLING") || getenv("UCX_POSIX_ERROR_HANDLING") || getenv("UCX_SYSV_ERROR_HANDLING"))
+        return;
+    ucs_status_t us = ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
+    if (us != UCS_OK)
+        ps_warn("cannot enable UCX's shared memory with error handling (%s): processes on one host use TCP",
+                ucs_status_string(us));
+}
+
 pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
 {
     PS_CHECK_ARG(params != NULL && out != NULL && params->handler.rx != NULL);
@@ -410,6 +428,7 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
         st = tp_status(us);
         goto err_cond;
     }
+    tp_config_shm(config);
     ucp_params_t cp = {
         .field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME,
         .features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,

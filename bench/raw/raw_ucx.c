@@ -140,6 +140,13 @@ int raw_init(raw_t *r, const char *prog, size_t max_bytes, size_t rndv_min)
         fprintf(stderr, "%s: ucp_config_read: %s\n", prog, ucs_status_string(st));
         return -1;
     }
+    /* Endpoints with peer-failure handling get UCX 1.13's shared-memory transports only when those
+     * expose error handling; otherwise two processes of one host talk over TCP loopback. The
+     * fastest path UCX offers here, unless the user set it. */
+    if (!getenv("UCX_MM_ERROR_HANDLING") && !getenv("UCX_POSIX_ERROR_HANDLING") && !getenv("UCX_SYSV_ERROR_HANDLING") &&
+        (st = ucp_config_modify(config, "MM_ERROR_HANDLING", "y")) != UCS_OK)
+        fprintf(stderr, "%s: shared memory with error handling unavailable (%s): TCP loopback\n", prog,
+                ucs_status_string(st));
     ucp_params_t cp = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
                        .features = UCP_FEATURE_AM,
                        .name = "raw_ucx_am_echo"};
