@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench_common.h"
@@ -340,7 +341,7 @@ static void json_perftest(FILE *f, const char *name, const perftest_row_t *p)
 }
 
 static int write_json(const cfg_t *c, const cpus_t *k, const char *ucx_version, const job_t *j, const row_t *rows,
-                      size_t n, int window, int have_pt)
+                      size_t n, int window, int have_pt, double idle)
 {
     FILE *f = bench_json_open(PROG, c->json);
     char cpu[256], date[32];
@@ -355,7 +356,7 @@ static int write_json(const cfg_t *c, const cpus_t *k, const char *ucx_version, 
     bench_json_str(f, pserv_version());
     fprintf(f, ", \"progress\": ");
     bench_json_str(f, c->progress);
-    fprintf(f, ", \"ucx_tls\": ");
+    fprintf(f, ", \"idle_server_cpu_fraction\": %.4f, \"ucx_tls\": ", idle);
     bench_json_str(f, getenv("UCX_TLS"));
     fprintf(f, ", \"worker_cpus\": \"%s\", \"server_cpus\": \"%s\", \"chunk_bytes\": %zu, \"target_s\": %g, "
                "\"raw_window\": %d, \"raw_rndv_min\": %zu, \"perftest\": %s, \"rows\": [",
@@ -418,6 +419,19 @@ static int raw_run(const cfg_t *c, const ucx_ref_cfg_t *cfg, const size_t *sizes
     if (ucx_raw_run(c->raw, cfg, sizes, n, rows, ver, cap) == 0) return 0;
     fprintf(stderr, PROG ": the raw UCX echo failed twice: no baseline, no results\n");
     return -1;
+}
+
+/* The share of a core the server uses over IDLE_S once requests have stopped (its progress and
+ * apply threads asleep, heartbeats only, in auto and sleep modes); -1 if /proc cannot say. */
+#define IDLE_S 2.0
+static double idle_cpu(const proc_t *server)
+{
+    struct timespec settle = {0, 200 * 1000 * 1000}, idle = {(time_t)IDLE_S, 0};
+    nanosleep(&settle, NULL);
+    double before = proc_cpu_s(server);
+    nanosleep(&idle, NULL);
+    double after = proc_cpu_s(server);
+    return before < 0 || after < 0 ? -1 : (after - before) / IDLE_S;
 }
 
 /* ---- main ------------------------------------------------------------------------------------- */
@@ -538,13 +552,16 @@ int main(int argc, char **argv)
         rows[i].pt_tcp = pt_tcp[i];
         if (pserv_size(&c, &job, (uint64_t)i + 1, sizes[i], grad, out, t, &rows[i].ps) != 0) goto out;
     }
+    double idle = idle_cpu(&job.server);
     if (job_stop(&job, c.timeout_s) != 0) fprintf(stderr, PROG ": the job did not end cleanly\n");
     printf("UCX %s; raw UCX = pserv_raw_ucx_am_echo (bench/raw); perftest = ucx_perftest, round trip = 2 x its "
            "one-way latency; \"tcp\": with UCX_TLS=tcp\n",
            ucx_version);
     print_tables(rows, n, have_pt, first_rndv < n ? c.rndv_min : 0);
+    printf("\nidle server: %.1f%% of a core over %.0f s after the last request (PSERV_PROGRESS=%s)\n", idle * 100,
+           IDLE_S, c.progress ? c.progress : "(unset)");
     rc = 0;
-    if (c.json && write_json(&c, &k, ucx_version, &job, rows, n, rc_cfg.window, have_pt) != 0) rc = 1;
+    if (c.json && write_json(&c, &k, ucx_version, &job, rows, n, rc_cfg.window, have_pt, idle) != 0) rc = 1;
     if (c.table && write_table(c.table, rows, n) != 0) rc = 1;
 out:
     job_stop(&job, 5.0);

@@ -281,3 +281,20 @@ int cpus_first(const cpu_set_t *set)
         if (CPU_ISSET(c, set)) return c;
     return -1;
 }
+
+double proc_cpu_s(const proc_t *p)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)p->pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *s = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long utime, stime;
+    /* after ")": state (3), then fields 4..13, utime (14), stime (15) */
+    if (s == NULL || sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}

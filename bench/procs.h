@@ -51,6 +51,9 @@ int proc_wait(proc_t *p, double timeout_s);
 /* SIGTERM, up to grace_s to end, then SIGKILL (and a bounded reap). Nothing if it has ended. */
 void proc_stop(proc_t *p, double grace_s);
 
+/* CPU seconds (user + system) it has used so far, from /proc; -1 if it cannot be read. */
+double proc_cpu_s(const proc_t *p);
+
 /* proc_stop of every child still running. */
 void procs_stop_all(double grace_s);
 
