@@ -328,7 +328,7 @@ def machine_info(a):
         pass
     return {"cpu_model": cpu or platform.processor(), "cores": os.cpu_count(),
             "cores_usable": len(os.sched_getaffinity(0)), "kernel": platform.release(),
-            "ucx_version": ucx.lstrip("# ").strip() if ucx else None,
+            "ucx_version": ucx.lstrip("# ").replace("Version ", "").strip() if ucx else None,
             "pserv_version": pserv_ver.split()[-1] if pserv_ver else None, "pserv_binary": os.path.abspath(a.pserv),
             "pserv_openblas": pserv_blas, "loadavg_before": os.getloadavg()}
 
