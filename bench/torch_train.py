@@ -12,7 +12,8 @@ arithmetic allows:
   biases 0), so both start from the same point;
 - data: Fashion-MNIST from the gzip'd IDX files, pixels / 255 as float32; the training set is
   cut into W equal contiguous shards (the first count/W samples go to worker 0, ...), each
-  shuffled every epoch with pserv's Fisher-Yates and seed; an epoch is count/W/B steps;
+  shuffled every epoch with pserv's Fisher-Yates and seed (in place: an epoch shuffles the last
+  epoch's order); an epoch is count/W/B steps;
 - a step's gradient is the mean over W x B samples, B from each shard, as pserv's sync mode sums
   the W workers' pushes scaled by 1/W. One process (default) takes a batch of W x B samples
   made of the W shards' B; with --ddp-rank, rank R of a W-rank DistributedDataParallel job over
@@ -68,9 +69,9 @@ def pserv_init(dims, seed):
     return params
 
 
-def pserv_shuffle(begin, n, seed):
-    """The order cli/worker_loop.c's shuffle() gives a worker's shard [begin, begin + n)."""
-    idx = list(range(begin, begin + n))
+def pserv_shuffle(idx, seed):
+    """cli/worker_loop.c's shuffle(), in place: every epoch shuffles the previous epoch's order."""
+    n = len(idx)
     if n < 2:
         return idx
     r = splitmix64(seed & MASK64, n - 1).tolist()
@@ -199,8 +200,10 @@ def main():
     # The shards a process trains on: its own with DDP, all W (one batch is B from each) without.
     ranks = [a.ddp_rank] if ddp else list(range(a.workers))
     orders = []
+    shards = [list(range(r * per, (r + 1) * per)) for r in ranks]
     for epoch in range(1, a.epochs + 1):
-        shards = [pserv_shuffle(r * per, per, a.seed * 1000003 + r * 7919 + epoch) for r in ranks]
+        for r, shard in zip(ranks, shards):
+            pserv_shuffle(shard, a.seed * 1000003 + r * 7919 + epoch)
         # step s takes rows [s*B, (s+1)*B) of every shard, in rank order
         per_step = np.stack([np.asarray(s[:steps * a.batch]).reshape(steps, a.batch) for s in shards], axis=1)
         orders.append(torch.from_numpy(per_step.reshape(steps, len(ranks) * a.batch)))
