@@ -333,6 +333,16 @@ def machine_info(a):
             "pserv_openblas": pserv_blas, "loadavg_before": os.getloadavg()}
 
 
+def typed_job(cfg):
+    """The job's settings as JSON numbers where they are numbers."""
+    out = dict(cfg)
+    for k in ("workers", "batch", "epochs", "seed", "limit"):
+        out[k] = int(out[k])
+    for k in ("lr", "target-accuracy"):
+        out[k] = float(out[k])
+    return out
+
+
 def median(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
@@ -474,7 +484,7 @@ def main():
     info["loadavg_after"] = os.getloadavg()
     if a.json:
         doc = {"benchmark": "train_vs_torch", "machine": info,
-               "settings": {"job": cfg, "pserv_args": a.pserv_args, "pserv_progress": progress,
+               "settings": {"job": typed_job(cfg), "pserv_args": a.pserv_args, "pserv_progress": progress,
                             "torch_python": a.torch_python, "candidates_torch_threads": a.torch_threads,
                             "candidates_ddp_threads": a.ddp_threads, "candidates_torch_blas": a.blas_choices,
                             "blas_dirs": a.blas_dirs, "chosen": chosen, "foreach": a.foreach, "repeat": a.repeat,
