@@ -360,7 +360,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="runs of each (median over them; default 3)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--progress", choices=["auto", "spin", "sleep"],
-                    help="exported to pserv train as PSERV_PROGRESS (how its progress threads wait)")
+                    help="exported to pserv train as PSERV_PROGRESS (how its data-path threads wait; default: "
+                    "the environment's, else pserv's own default, auto)")
     ap.add_argument("--pserv-args", default="", help="more arguments for pserv train (the PyTorch side follows "
                     "--workers --batch --hidden --optimizer --lr --epochs --seed --target-accuracy --limit --data)")
     ap.add_argument("--torch-python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3")
@@ -409,21 +410,24 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
 
     # pserv train reads every flag from PSERV_<FLAG> too: stray ones would change its defaults.
-    pserv_env = {k: v for k, v in os.environ.items() if not k.startswith("PSERV_")}
-    dropped = sorted(k for k in os.environ if k.startswith("PSERV_") and k != "PSERV_PROGRESS")
+    # How its threads wait (PSERV_PROGRESS, PSERV_SPIN_US) is what the benchmark may be asked to vary.
+    keep = ("PSERV_PROGRESS", "PSERV_SPIN_US")
+    pserv_env = {k: v for k, v in os.environ.items() if not k.startswith("PSERV_") or k in keep}
+    dropped = sorted(k for k in os.environ if k.startswith("PSERV_") and k not in keep)
     if dropped:
         print("note: not passing %s to pserv train" % ", ".join(dropped))
     progress = a.progress or os.environ.get("PSERV_PROGRESS")
     if progress:
         pserv_env["PSERV_PROGRESS"] = progress
+    spin_us = pserv_env.get("PSERV_SPIN_US")
 
     info = machine_info(a)
     runs = {w: [] for w in which}
     print("train_vs_torch: %s, %d cores; pserv %s, UCX %s; %d repeat(s) of %s" %
           (info["cpu_model"], info["cores"], info["pserv_version"], info["ucx_version"], a.repeat, ", ".join(which)))
-    print("job: %s workers x batch %s, hidden %s, %s lr %s, <= %s epochs to %s; PSERV_PROGRESS=%s" %
+    print("job: %s workers x batch %s, hidden %s, %s lr %s, <= %s epochs to %s; PSERV_PROGRESS=%s%s" %
           (cfg["workers"], cfg["batch"], cfg["hidden"], cfg["optimizer"], cfg["lr"], cfg["epochs"],
-           cfg["target-accuracy"], progress or "(unset)"))
+           cfg["target-accuracy"], progress or "(unset: auto)", " PSERV_SPIN_US=" + spin_us if spin_us else ""))
     try:
         chosen, trials = tune(a, cfg, which)
         for w in chosen:
@@ -484,7 +488,7 @@ def main():
     info["loadavg_after"] = os.getloadavg()
     if a.json:
         doc = {"benchmark": "train_vs_torch", "machine": info,
-               "settings": {"job": typed_job(cfg), "pserv_args": a.pserv_args, "pserv_progress": progress,
+               "settings": {"job": typed_job(cfg), "pserv_args": a.pserv_args, "pserv_progress": progress, "pserv_spin_us": spin_us,
                             "torch_python": a.torch_python, "candidates_torch_threads": a.torch_threads,
                             "candidates_ddp_threads": a.ddp_threads, "candidates_torch_blas": a.blas_choices,
                             "blas_dirs": a.blas_dirs, "chosen": chosen, "foreach": a.foreach, "repeat": a.repeat,
