@@ -91,9 +91,12 @@ if [ -x "$bench/pserv_bench_cuda_pushpull" ]; then
 fi
 
 # ---- end-to-end training against PyTorch ------------------------------------------------------
-# bench/train_vs_torch.py (being written) goes here: run it with `step train_vs_torch LIMIT
-# python3 "$here/train_vs_torch.py" ... --json "$out/train_vs_torch.json"`, honouring $quick,
-# and add its packages to bench_packages in scripts/install-deps.sh.
+# pserv train with its defaults against PyTorch one process and 2-rank DDP over gloo (Debian's
+# python3-torch, from bench_packages). --quick: one repeat of one epoch, no tuning of torch.
+e2e_args=(--pserv "$build/cli/pserv" --json "$out/train_vs_torch.json")
+[ "$quick" = 1 ] && e2e_args+=(--repeat 1 --pserv-args=--epochs=1 --torch-blas openmp --torch-threads 2)
+[ -n "$progress" ] && e2e_args+=(--progress "$progress")
+step train_vs_torch 3600 python3 "$here/train_vs_torch.py" "${e2e_args[@]}"
 # ------------------------------------------------------------------------------------------------
 
 if [ "$plot" = 1 ]; then

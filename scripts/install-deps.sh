@@ -24,6 +24,8 @@ packages=(
 # Benchmark-only packages: installed with the argument `bench`, never by default (CI must not).
 bench_packages=(
   gnuplot-nox                   # bench/run.sh --plot: the PNG charts
+  python3-torch                 # bench/train_vs_torch.py: the PyTorch baselines
+  libopenblas0-openmp           # the OpenMP OpenBLAS torch is tried with (LD_LIBRARY_PATH), its fastest here
 )
 if [ "${1:-}" = bench ]; then
   packages+=("${bench_packages[@]}")
