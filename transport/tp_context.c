@@ -375,21 +375,37 @@ static void *tp_main(void *arg)
 }
 
 /*
- * Shared memory between processes of one host. Our endpoints ask for peer-failure handling, and
- * UCX 1.13 leaves its shared-memory transports (posix, sysv) out of such endpoints unless they
- * expose error handling, which they do only on request (they detect a dead peer by a keepalive,
- * and the TCP lanes beside them and our heartbeats still see it sooner). Without this, two
- * processes on one machine talk over TCP loopback at a fraction of the speed. A user's own
- * UCX_*_ERROR_HANDLING setting wins.
+ * UCX settings pserv changes from UCX 1.13's defaults, each unless the user set it (or a variable
+ * it names) in the environment:
+ * - MM_ERROR_HANDLING=y: our endpoints ask for peer-failure handling, and UCX leaves its
+ *   shared-memory transports (posix, sysv) out of such endpoints unless they expose error
+ *   handling, which they do only on request (a keepalive finds a dead peer; the TCP lanes beside
+ *   them and our heartbeats see it sooner). Without it two processes of one host talk over TCP
+ *   loopback.
+ * - TCP_PUT_ENABLE=n: otherwise UCX makes TCP the rendezvous (zero-copy) lane of such endpoints
+ *   even between processes of one host, and a large message crawls through the kernel's loopback
+ *   instead of shared memory; without it, rendezvous data goes by active messages over the best
+ *   lane (shared memory here; RDMA lanes between hosts are not affected).
  */
-static void tp_config_shm(ucp_config_t *config)
+static const struct {
+    const char *name, *value, *user_vars[3];
+} tp_ucx_defaults[] = {
+    {"MM_ERROR_HANDLING", "y", {"UCX_MM_ERROR_HANDLING", "UCX_POSIX_ERROR_HANDLING", "UCX_SYSV_ERROR_HANDLING"}},
+    {"TCP_PUT_ENABLE", "n", {"UCX_TCP_PUT_ENABLE", NULL, NULL}},
+};
+
+static void tp_config_defaults(ucp_config_t *config)
 {
-    if (getenv("UCX_MM_ERROR_HANDLING") || getenv("UCX_POSIX_ERROR_HANDLING") || getenv("UCX_SYSV_ERROR_HANDLING"))
-        return;
-    ucs_status_t us = ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
-    if (us != UCS_OK)
-        ps_warn("cannot enable UCX's shared memory with error handling (%s): processes on one host use TCP",
-                ucs_status_string(us));
+    for (size_t i = 0; i < sizeof(tp_ucx_defaults) / sizeof(tp_ucx_defaults[0]); i++) {
+        int user = 0;
+        for (size_t v = 0; v < 3 && tp_ucx_defaults[i].user_vars[v] != NULL; v++)
+            user |= getenv(tp_ucx_defaults[i].user_vars[v]) != NULL;
+        if (user) continue;
+        ucs_status_t us = ucp_config_modify(config, tp_ucx_defaults[i].name, tp_ucx_defaults[i].value);
+        if (us != UCS_OK)
+            ps_warn("cannot set UCX's %s=%s (%s): the data path may be slower", tp_ucx_defaults[i].name,
+                    tp_ucx_defaults[i].value, ucs_status_string(us));
+    }
 }
 
 pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
@@ -428,7 +444,7 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
         st = tp_status(us);
         goto err_cond;
     }
-    tp_config_shm(config);
+    tp_config_defaults(config);
     ucp_params_t cp = {
         .field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME,
         .features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP,

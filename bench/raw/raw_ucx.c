@@ -140,13 +140,15 @@ int raw_init(raw_t *r, const char *prog, size_t max_bytes, size_t rndv_min)
         fprintf(stderr, "%s: ucp_config_read: %s\n", prog, ucs_status_string(st));
         return -1;
     }
-    /* Endpoints with peer-failure handling get UCX 1.13's shared-memory transports only when those
-     * expose error handling; otherwise two processes of one host talk over TCP loopback. The
-     * fastest path UCX offers here, unless the user set it. */
+    /* The fastest path UCX 1.13 offers here for endpoints with peer-failure handling, as pserv's
+     * transport sets it up (unless the user set these): shared memory exposes error handling, so
+     * it is used at all, and TCP is not made the rendezvous lane between processes of one host. */
     if (!getenv("UCX_MM_ERROR_HANDLING") && !getenv("UCX_POSIX_ERROR_HANDLING") && !getenv("UCX_SYSV_ERROR_HANDLING") &&
         (st = ucp_config_modify(config, "MM_ERROR_HANDLING", "y")) != UCS_OK)
         fprintf(stderr, "%s: shared memory with error handling unavailable (%s): TCP loopback\n", prog,
                 ucs_status_string(st));
+    if (!getenv("UCX_TCP_PUT_ENABLE") && (st = ucp_config_modify(config, "TCP_PUT_ENABLE", "n")) != UCS_OK)
+        fprintf(stderr, "%s: cannot keep rendezvous off TCP (%s)\n", prog, ucs_status_string(st));
     ucp_params_t cp = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
                        .features = UCP_FEATURE_AM,
                        .name = "raw_ucx_am_echo"};
