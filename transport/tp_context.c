@@ -382,7 +382,7 @@ static void *tp_main(void *arg)
  *   handling, which they do only on request (a keepalive finds a dead peer; the TCP lanes beside
  *   them and our heartbeats see it sooner). Without it two processes of one host talk over TCP
  *   loopback.
- * - TCP_PUT_ENABLE=n: otherwise UCX makes TCP the rendezvous (zero-copy) lane of such endpoints
+ * - (TCP_)PUT_ENABLE=n: otherwise UCX makes TCP the rendezvous (zero-copy) lane of such endpoints
  *   even between processes of one host, and a large message crawls through the kernel's loopback
  *   instead of shared memory; without it, rendezvous data goes by active messages over the best
  *   lane (shared memory here; RDMA lanes between hosts are not affected).
@@ -391,7 +391,8 @@ static const struct {
     const char *name, *value, *user_vars[3];
 } tp_ucx_defaults[] = {
     {"MM_ERROR_HANDLING", "y", {"UCX_MM_ERROR_HANDLING", "UCX_POSIX_ERROR_HANDLING", "UCX_SYSV_ERROR_HANDLING"}},
-    {"TCP_PUT_ENABLE", "n", {"UCX_TCP_PUT_ENABLE", NULL, NULL}},
+    /* UCX applies it to each transport's table by the name within it: only tcp has PUT_ENABLE */
+    {"PUT_ENABLE", "n", {"UCX_TCP_PUT_ENABLE", NULL, NULL}},
 };
 
 static void tp_config_defaults(ucp_config_t *config)

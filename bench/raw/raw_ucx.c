@@ -147,7 +147,7 @@ int raw_init(raw_t *r, const char *prog, size_t max_bytes, size_t rndv_min)
         (st = ucp_config_modify(config, "MM_ERROR_HANDLING", "y")) != UCS_OK)
         fprintf(stderr, "%s: shared memory with error handling unavailable (%s): TCP loopback\n", prog,
                 ucs_status_string(st));
-    if (!getenv("UCX_TCP_PUT_ENABLE") && (st = ucp_config_modify(config, "TCP_PUT_ENABLE", "n")) != UCS_OK)
+    if (!getenv("UCX_TCP_PUT_ENABLE") && (st = ucp_config_modify(config, "PUT_ENABLE", "n")) != UCS_OK) /* tcp's, by its name within the table */
         fprintf(stderr, "%s: cannot keep rendezvous off TCP (%s)\n", prog, ucs_status_string(st));
     ucp_params_t cp = {.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME,
                        .features = UCP_FEATURE_AM,
