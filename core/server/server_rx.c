@@ -56,7 +56,7 @@ static pserv_status_t ps_server_check_route(pserv_server_h s, const ps_wire_hdr_
 }
 
 /* Checks a decoded data message against the job and the view; on failure answers it. */
-static pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     const char *why = NULL;
@@ -100,7 +100,8 @@ pserv_status_t ps_server_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
     ps_wire_hdr_t h;
     pserv_status_t st = ps_server_admit(s, peer, hdr, hdr_len, len, &h);
     if (st < 0) return st;
-    if (!ps_server_is_data(h.type) || len > s->pipe.slot_bytes) return PSERV_OK; /* the transport allocates */
+    if ((!ps_server_is_data(h.type) && h.type != PS_MSG_BATCH) || len > s->pipe.slot_bytes)
+        return PSERV_OK; /* the transport allocates */
     int32_t slot = ps_pipe_slot_get(&s->pipe);
     if (slot < 0) return PSERV_OK; /* every slot busy: the transport allocates, rx copies nothing */
     /* The header travels with the payload: rx will not decode it again. */
@@ -166,6 +167,8 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     } else if (ps_server_admit(s, peer, hdr, hdr_len, len, &h) < 0) {
         goto out;
     }
+    if (h.type == PS_MSG_PUSH || h.type == PS_MSG_PULL || h.type == PS_MSG_PUSH_PULL || h.type == PS_MSG_BATCH)
+        PS_STAT_ADD(s, messages_in, 1);
     if (ps_member_rx(&s->m, peer, &h, data, len)) {
         if (!s->setup_done && s->m.job.servers != NULL) ps_server_setup(s);
         goto out;
@@ -183,6 +186,9 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     case PS_MSG_PULL:
         ps_server_queue(s, peer, &h, data, len, slot);
         return; /* the slot, if any, is the apply thread's now */
+    case PS_MSG_BATCH:
+        ps_server_on_batch(s, peer, &h, data, len, slot);
+        return; /* ... and so is the batch's */
     case PS_MSG_LEAVE: {
         ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
         if (p) p->left = 1;

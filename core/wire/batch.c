@@ -84,3 +84,17 @@ void ps_batch_hdr(const ps_batch_t *b, uint32_t sender, uint32_t map_version, ps
     h->length = b->len;
     h->map_version = map_version;
 }
+
+void ps_batch_each(const uint8_t *data, size_t len, void (*fn)(void *arg, const ps_wire_hdr_t *h), void *arg)
+{
+    size_t pos = 0;
+    while (len - pos >= PS_WIRE_HDR_LEN) {
+        ps_wire_hdr_t h;
+        const char *why;
+        uint64_t elen = ps_batch_entry_len(data + pos);
+        if (elen > len - pos - PS_WIRE_HDR_LEN || ps_wire_decode(data + pos, PS_WIRE_HDR_LEN, (size_t)elen, &h, &why) < 0)
+            return;
+        fn(arg, &h);
+        pos += PS_WIRE_HDR_LEN + (size_t)elen;
+    }
+}

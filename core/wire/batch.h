@@ -19,6 +19,10 @@
 
 #include "wire.h"
 
+/* The largest payload a sender puts in a batch: a bigger chunk goes alone (its copy into a batch
+ * would cost more than the message it saves, and rendezvous moves it without a copy). */
+#define PS_BATCH_ENTRY_MAX ((size_t)64 << 10)
+
 /* One decoded entry: its header and where its payload starts in the batch's payload. */
 typedef struct {
     ps_wire_hdr_t h;
@@ -38,6 +42,9 @@ typedef struct {
  */
 pserv_status_t ps_batch_decode(const ps_wire_hdr_t *outer, const uint8_t *data, size_t len, uint32_t allowed,
                                ps_batch_entry_t *out, uint32_t *n, const char **why);
+
+/* Calls fn for every entry's header of a batch this process built (its own bytes: trusted). */
+void ps_batch_each(const uint8_t *data, size_t len, void (*fn)(void *arg, const ps_wire_hdr_t *h), void *arg);
 
 /* A batch being filled in a caller's buffer. */
 typedef struct {

@@ -278,6 +278,9 @@ pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_stats_t *s
     stats->bytes_pulled = __atomic_load_n(&worker->stats.bytes_pulled, __ATOMIC_RELAXED);
     stats->requests = __atomic_load_n(&worker->stats.requests, __ATOMIC_RELAXED);
     stats->errors = __atomic_load_n(&worker->stats.errors, __ATOMIC_RELAXED);
+    stats->batches_sent = __atomic_load_n(&worker->stats.batches_sent, __ATOMIC_RELAXED);
+    stats->batched_messages = __atomic_load_n(&worker->stats.batched_messages, __ATOMIC_RELAXED);
+    stats->batches_received = __atomic_load_n(&worker->stats.batches_received, __ATOMIC_RELAXED);
     return PSERV_OK;
 }
 

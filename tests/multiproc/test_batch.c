@@ -1,0 +1,294 @@
+/*
+ * Groups and BATCH messages on real jobs: a model of 200 small tensors pushed and pulled through
+ * the group API reaches the test's own SGD reference, in far fewer messages than chunks; a bad
+ * request inside a group fails alone; a server killed mid-group fails the requests, no hang.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define NT 200
+#define ROUNDS 3
+#define LR 0.01f
+
+/* Tensor i's size: 1K .. 16K floats, spread deterministically. */
+static size_t tensor_count(int i) { return 1024 + (size_t)((i * 7919) % 15361); }
+static float init_value(int i, size_t j) { return (float)((i * 31 + (int)j) % 97) / 97.0f; }
+static float grad_value(int w, int r, int i, size_t j) { return (float)(((w + 1) * 13 + r * 7 + i * 3 + (int)j) % 11) - 5.0f; }
+
+typedef struct {
+    pserv_worker_h w;
+    int rank;
+    int use_many; /* push_pull_many instead of group_start / push_pull... / group_end */
+    float *grad[NT], *out[NT];
+    int failures;
+    char why[256];
+} model_worker_t;
+
+static void *model_worker_main(void *arg)
+{
+    model_worker_t *mw = arg;
+    uint64_t keys[NT];
+    pserv_request_t reqs[NT];
+    for (int i = 0; i < NT; i++) keys[i] = 100 + (uint64_t)i;
+    for (int r = 0; r < ROUNDS && mw->failures == 0; r++) {
+        for (int i = 0; i < NT; i++)
+            for (size_t j = 0; j < tensor_count(i); j++) mw->grad[i][j] = grad_value(mw->rank, r, i, j);
+        pserv_status_t st;
+        if (mw->use_many) {
+            st = pserv_worker_push_pull_many(mw->w, NT, keys, (const void *const *)mw->grad, (void *const *)mw->out, reqs);
+        } else {
+            st = pserv_worker_group_start(mw->w);
+            for (int i = 0; i < NT && st == PSERV_OK; i++)
+                st = pserv_worker_push_pull(mw->w, keys[i], mw->grad[i], mw->out[i], &reqs[i]);
+            if (st == PSERV_OK) st = pserv_worker_group_end(mw->w);
+        }
+        for (int i = 0; i < NT && st == PSERV_OK; i++) st = pserv_worker_wait(mw->w, reqs[i], 30000);
+        if (st != PSERV_OK) {
+            snprintf(mw->why, sizeof(mw->why), "round %d: %s: %s", r, pserv_strerror(st), pserv_worker_last_error(mw->w));
+            mw->failures++;
+        }
+    }
+    return NULL;
+}
+
+static void run_model(pserv_mode_t mode, unsigned servers, unsigned workers)
+{
+    inproc_job_t job;
+    static model_worker_t mws[2];
+    cr_assert_eq(inproc_group_start(&job, mode, 0, 1024, servers, workers, NULL), 0);
+    for (int i = 0; i < NT; i++) {
+        size_t n = tensor_count(i);
+        float *init = malloc(n * sizeof(float));
+        for (size_t j = 0; j < n; j++) init[j] = init_value(i, j);
+        pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
+        tp.key = 100 + (uint64_t)i;
+        tp.count = n;
+        tp.init = init;
+        tp.optim.lr = LR;
+        for (unsigned w = 0; w < workers; w++)
+            cr_assert_eq(pserv_worker_register(job.workers[w], &tp), PSERV_OK, "%s", pserv_worker_last_error(job.workers[w]));
+        free(init);
+    }
+    pthread_t th[2];
+    for (unsigned w = 0; w < workers; w++) {
+        memset(&mws[w], 0, sizeof(mws[w]));
+        mws[w].w = job.workers[w];
+        mws[w].rank = (int)w;
+        mws[w].use_many = w == 1;
+        for (int i = 0; i < NT; i++) {
+            mws[w].grad[i] = malloc(tensor_count(i) * sizeof(float));
+            mws[w].out[i] = malloc(tensor_count(i) * sizeof(float));
+        }
+        pthread_create(&th[w], NULL, model_worker_main, &mws[w]);
+    }
+    for (unsigned w = 0; w < workers; w++) pthread_join(th[w], NULL);
+    for (unsigned w = 0; w < workers; w++) cr_assert_eq(mws[w].failures, 0, "worker %u: %s", w, mws[w].why);
+
+    /* The final parameters, pulled after every worker is done, against init - lr * sum of every gradient. */
+    uint64_t keys[NT];
+    pserv_request_t reqs[NT];
+    cr_assert_eq(pserv_worker_group_start(job.workers[0]), PSERV_OK);
+    for (int i = 0; i < NT; i++) {
+        keys[i] = 100 + (uint64_t)i;
+        cr_assert_eq(pserv_worker_pull(job.workers[0], keys[i], mws[0].out[i], &reqs[i]), PSERV_OK);
+    }
+    cr_assert_eq(pserv_worker_group_end(job.workers[0]), PSERV_OK);
+    for (int i = 0; i < NT; i++) cr_assert_eq(pserv_worker_wait(job.workers[0], reqs[i], 30000), PSERV_OK);
+    size_t chunks = 0;
+    for (int i = 0; i < NT; i++) {
+        size_t n = tensor_count(i), count, chunk;
+        cr_assert_eq(pserv_worker_tensor_info(job.workers[0], keys[i], &count, &chunk), PSERV_OK);
+        chunks += (count + chunk - 1) / chunk;
+        for (size_t j = 0; j < n; j++) {
+            double ref = init_value(i, j);
+            for (int r = 0; r < ROUNDS; r++)
+                for (unsigned w = 0; w < workers; w++) ref -= LR * grad_value((int)w, r, i, j);
+            cr_assert(fabs(mws[0].out[i][j] - ref) < 1e-4 + 1e-5 * fabs(ref), "tensor %d element %zu: %g, expected %g", i, j,
+                      (double)mws[0].out[i][j], ref);
+        }
+    }
+    /* Coalescing happened: the shards received far fewer messages than the chunk messages sent. */
+    uint64_t messages = 0, batches_in = 0, batches_out = 0, pushes = 0;
+    for (unsigned s = 0; s < servers; s++) {
+        pserv_server_stats_t ss = PSERV_SERVER_STATS_INIT;
+        cr_assert_eq(pserv_server_stats(job.servers[s], &ss), PSERV_OK);
+        messages += ss.messages_in;
+        batches_in += ss.batches_in;
+        batches_out += ss.batches_out;
+        pushes += ss.pushes;
+    }
+    uint64_t chunk_messages = (uint64_t)chunks * (ROUNDS * workers + 1);
+    cr_assert_eq(pushes, (uint64_t)chunks * ROUNDS * workers, "every push applied once");
+    cr_assert(messages * 5 < chunk_messages, "%llu messages for %llu chunk messages", (unsigned long long)messages,
+              (unsigned long long)chunk_messages);
+    cr_assert(batches_in > 0 && batches_out > 0, "batches in %llu, out %llu", (unsigned long long)batches_in,
+              (unsigned long long)batches_out);
+    for (unsigned w = 0; w < workers; w++) {
+        pserv_worker_stats_t ws = PSERV_WORKER_STATS_INIT;
+        pserv_worker_stats(job.workers[w], &ws);
+        cr_assert(ws.batches_sent > 0 && ws.batched_messages >= (uint64_t)chunks * ROUNDS, "worker %u", w);
+        cr_assert(ws.batches_received > 0, "worker %u got no coalesced replies", w);
+        cr_assert_eq(ws.errors, 0);
+        for (int i = 0; i < NT; i++) {
+            free(mws[w].grad[i]);
+            free(mws[w].out[i]);
+        }
+    }
+    cr_assert_eq(inproc_job_stop(&job), 0);
+}
+
+Test(batch, model_of_200_tensors_sync_two_servers, .timeout = 120) { run_model(PSERV_MODE_SYNC, 2, 2); }
+Test(batch, model_of_200_tensors_async_one_server, .timeout = 120) { run_model(PSERV_MODE_ASYNC, 1, 2); }
+
+Test(batch, a_bad_request_fails_alone, .timeout = 60)
+{
+    inproc_job_t job;
+    enum { K = 8, N = 2048 };
+    static float init[N], grads[K][N], outs[K][N];
+    cr_assert_eq(inproc_group_start(&job, PSERV_MODE_ASYNC, 0, 64, 2, 1, NULL), 0);
+    for (size_t j = 0; j < N; j++) init[j] = 1.0f;
+    for (int k = 0; k < K; k++) {
+        pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
+        tp.key = 10 + (uint64_t)k;
+        tp.count = N;
+        tp.init = init;
+        tp.optim.lr = 0.5f;
+        cr_assert_eq(pserv_worker_register(job.worker, &tp), PSERV_OK);
+        for (size_t j = 0; j < N; j++) grads[k][j] = (float)k;
+    }
+    /* An unknown key among good ones: its request fails with UNKNOWN_KEY, the rest complete. */
+    uint64_t keys[K];
+    const void *g[K];
+    void *d[K];
+    pserv_request_t reqs[K];
+    for (int k = 0; k < K; k++) {
+        keys[k] = k == 3 ? 999 : 10 + (uint64_t)k;
+        g[k] = grads[k];
+        d[k] = outs[k];
+    }
+    cr_assert_eq(pserv_worker_push_pull_many(job.worker, K, keys, g, d, reqs), PSERV_ERR_UNKNOWN_KEY);
+    cr_assert(strstr(pserv_worker_last_error(job.worker), "999") != NULL, "%s", pserv_worker_last_error(job.worker));
+    for (int k = 0; k < K; k++) {
+        pserv_status_t st = pserv_worker_wait(job.worker, reqs[k], 20000);
+        cr_assert_eq(st, k == 3 ? PSERV_ERR_UNKNOWN_KEY : PSERV_OK, "request %d: %s", k, pserv_strerror(st));
+        if (k != 3) cr_assert_float_eq(outs[k][7], 1.0f - 0.5f * (float)k, 1e-6);
+    }
+    /* A bad range is refused at the call; a NaN gradient is refused by the shard, inside the batch:
+     * each fails its own request only. */
+    grads[5][100] = NAN;
+    cr_assert_eq(pserv_worker_group_start(job.worker), PSERV_OK);
+    pserv_request_t bad;
+    cr_assert_eq(pserv_worker_push_pull_range(job.worker, 10, 3, 100, grads[0], outs[0], &bad), PSERV_ERR_INVALID_ARG);
+    cr_assert(strstr(pserv_worker_last_error(job.worker), "whole chunks") != NULL);
+    for (int k = 0; k < K; k++)
+        if (k != 3) cr_assert_eq(pserv_worker_push_pull(job.worker, 10 + (uint64_t)k, grads[k], outs[k], &reqs[k]), PSERV_OK);
+    cr_assert_eq(pserv_worker_group_end(job.worker), PSERV_OK);
+    cr_assert_eq(pserv_worker_group_end(job.worker), PSERV_ERR_INVALID_ARG, "no group open any more");
+    for (int k = 0; k < K; k++) {
+        if (k == 3) continue;
+        pserv_status_t st = pserv_worker_wait(job.worker, reqs[k], 20000);
+        cr_assert_eq(st, k == 5 ? PSERV_ERR_NOT_FINITE : PSERV_OK, "request %d: %s", k, pserv_strerror(st));
+        if (k != 5) cr_assert_float_eq(outs[k][7], 1.0f - 2 * 0.5f * (float)k, 1e-6);
+    }
+    pserv_worker_stats_t ws = PSERV_WORKER_STATS_INIT;
+    pserv_worker_stats(job.worker, &ws);
+    cr_assert(ws.batches_sent >= 2 && ws.batches_received >= 2);
+    cr_assert_eq(inproc_job_stop(&job), 0);
+}
+
+typedef struct {
+    pserv_worker_h w;
+    pserv_status_t st;
+} try_start_t;
+
+static void *try_start(void *arg)
+{
+    try_start_t *a = arg;
+    a->st = pserv_worker_group_start(a->w);
+    return NULL;
+}
+
+Test(batch, a_group_belongs_to_its_thread, .timeout = 30)
+{
+    inproc_job_t job;
+    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, 0, 16), 0);
+    cr_assert_eq(pserv_worker_group_start(job.worker), PSERV_OK);
+    cr_assert_eq(pserv_worker_group_start(job.worker), PSERV_OK, "groups nest");
+    try_start_t a = {job.worker, PSERV_OK};
+    pthread_t t;
+    pthread_create(&t, NULL, try_start, &a);
+    pthread_join(t, NULL);
+    cr_assert_eq(a.st, PSERV_ERR_NO_RESOURCE);
+    cr_assert(strstr(pserv_worker_last_error(job.worker), "another thread") != NULL);
+    cr_assert_eq(pserv_worker_group_end(job.worker), PSERV_OK);
+    cr_assert_eq(pserv_worker_group_end(job.worker), PSERV_OK);
+    cr_assert_eq(pserv_worker_group_end(job.worker), PSERV_ERR_INVALID_ARG);
+    cr_assert_eq(inproc_job_stop(&job), 0);
+}
+
+/* Registers 100 small tensors, tells the parent, then pushes them in groups until a request fails. */
+static int group_worker(void *arg, const char *coord, int fd)
+{
+    (void)arg;
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    pserv_worker_h w;
+    wp.coordinator = coord;
+    wp.timeout_ms = 20000;
+    if (pserv_worker_create(&wp, &w) != PSERV_OK) return 50;
+    enum { K = 100, N = 4096 };
+    static float values[N], outs[K][N];
+    uint64_t keys[K];
+    const void *g[K];
+    void *d[K];
+    pserv_request_t reqs[K];
+    for (int k = 0; k < K; k++) {
+        pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
+        tp.key = keys[k] = 1 + (uint64_t)k;
+        tp.count = N;
+        tp.init = values;
+        if (pserv_worker_register(w, &tp) != PSERV_OK) return 51;
+        g[k] = values;
+        d[k] = outs[k];
+    }
+    char ready = 1;
+    harness_write(fd, &ready, 1);
+    pserv_status_t st = PSERV_OK;
+    for (int i = 0; i < 2000 && st == PSERV_OK; i++) {
+        pserv_status_t issued = pserv_worker_push_pull_many(w, K, keys, g, d, reqs);
+        for (int k = 0; k < K; k++) {
+            pserv_status_t one = pserv_worker_wait(w, reqs[k], 10000);
+            if (st == PSERV_OK) st = one;
+        }
+        if (st == PSERV_OK) st = issued;
+    }
+    int32_t result = st;
+    harness_write(fd, &result, sizeof(result));
+    pserv_worker_destroy(w);
+    return 0;
+}
+
+Test(batch, killed_server_fails_group_requests, .timeout = 90)
+{
+    harness_t h = {0};
+    int fd;
+    harness_start_coordinator(&h, 1, 1, PSERV_MODE_SYNC, 0);
+    pid_t server = harness_start_server(&h, 1);
+    harness_start(&h, group_worker, NULL, &fd);
+    char ready = 0;
+    cr_assert_eq(harness_read(fd, &ready, 1, 30000), 0, "worker never got ready");
+    usleep(200000); /* groups in flight */
+    kill(server, SIGKILL);
+    int32_t result = 0;
+    int ok = harness_read(fd, &result, sizeof(result), 40000) == 0;
+    harness_kill_all(&h);
+    cr_assert(ok, "worker hung after its server died");
+    cr_assert(result == PSERV_ERR_PEER_FAILED || result == PSERV_ERR_JOB_FAILED, "got %s", pserv_strerror(result));
+}
