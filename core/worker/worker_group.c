@@ -56,8 +56,37 @@ void ps_worker_group_fini(pserv_worker_h w)
     free(g->open);
     free(g->batch);
     free(w->rx_ents);
+    free(w->rx_bufs);
     w->rx_ents = NULL;
+    w->rx_bufs = NULL;
     memset(g, 0, sizeof(*g));
+}
+
+#define PS_WORKER_RX_BUFS 8u
+
+void *ps_worker_rx_get(pserv_worker_h w, size_t len)
+{
+    if (len > PS_WIRE_BATCH_MAX) return NULL;
+    if (w->rx_bufs == NULL) { /* once, at the first batch reply */
+        if ((w->rx_bufs = aligned_alloc(64, PS_WORKER_RX_BUFS * PS_WIRE_BATCH_MAX)) == NULL) return NULL;
+        for (uint32_t i = 0; i < PS_WORKER_RX_BUFS; i++) w->rx_free[i] = i;
+        w->rx_nfree = PS_WORKER_RX_BUFS;
+    }
+    if (w->rx_nfree == 0) return NULL;
+    return w->rx_bufs + (size_t)w->rx_free[--w->rx_nfree] * PS_WIRE_BATCH_MAX;
+}
+
+void ps_worker_rx_put(pserv_worker_h w, const void *buf)
+{
+    const uint8_t *b = buf;
+    if (w->rx_bufs == NULL || b < w->rx_bufs || b >= w->rx_bufs + PS_WORKER_RX_BUFS * PS_WIRE_BATCH_MAX) return;
+    w->rx_free[w->rx_nfree++] = (uint32_t)((size_t)(b - w->rx_bufs) / PS_WIRE_BATCH_MAX);
+}
+
+void ps_worker_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf)
+{
+    (void)peer, (void)hdr, (void)hdr_len;
+    ps_worker_rx_put(arg, buf);
 }
 
 /* The pool's tables, once (lock held); buffers come later, as needed. */
@@ -241,6 +270,7 @@ void ps_worker_rx_batch(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
     if (w->rx_ents == NULL || ps_batch_decode(h, data, len, PS_BATCH_REPLIES, w->rx_ents, &n, &why) < 0) {
         ps_warn("BATCH of %zu bytes from %s dropped whole: %s", len, ps_tp_peer_name(peer),
                 w->rx_ents ? why : "no entry table");
+        ps_worker_rx_put(w, data);
         return;
     }
     PS_WSTAT_ADD(w, batches_received, 1);
@@ -248,4 +278,5 @@ void ps_worker_rx_batch(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
     for (uint32_t i = 0; i < n; i++)
         ps_worker_on_reply(w, peer, &w->rx_ents[i].h, data + w->rx_ents[i].off, (size_t)w->rx_ents[i].h.length);
     pthread_mutex_unlock(&w->m.lock);
+    ps_worker_rx_put(w, data);
 }

@@ -80,6 +80,8 @@ struct pserv_worker {
     pserv_worker_stats_t stats;
     ps_wgroup_t group;
     ps_batch_entry_t *rx_ents; /* progress thread: a BATCH reply's decoded entries */
+    uint8_t *rx_bufs;          /* progress thread: where rendezvous BATCH replies land (PS_WORKER_RX_BUFS) */
+    uint32_t rx_free[8], rx_nfree;
 };
 
 /* Request table: allocated once the job (and so the number of servers) is known. */
@@ -96,6 +98,11 @@ pserv_status_t ps_worker_group_init(pserv_worker_h w);
 void ps_worker_group_fini(pserv_worker_h w);
 /* Appends a chunk message to the open group's batch for the server (lock held); 0 if it goes alone. */
 int ps_worker_group_add(pserv_worker_h w, uint32_t server, const ps_wire_hdr_t *h, const void *data, size_t len);
+/* Where a rendezvous BATCH reply of len bytes lands (progress thread): a buffer of a small pool
+ * kept for them, or NULL (the transport allocates). ps_worker_rx_put returns it. */
+void *ps_worker_rx_get(pserv_worker_h w, size_t len);
+void ps_worker_rx_put(pserv_worker_h w, const void *buf);
+void ps_worker_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf);
 /* A BATCH reply (progress thread): every entry handled as a reply of its own. */
 void ps_worker_rx_batch(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const uint8_t *data, size_t len);
 /* One reply of a server to a chunk message (lock held). */

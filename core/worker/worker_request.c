@@ -341,6 +341,10 @@ pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
         ps_warn("%zu-byte message from %s refused before it moved: %s", len, ps_tp_peer_name(peer), why);
         return PSERV_ERR_BAD_MESSAGE; /* a size its type may not carry: never allocated */
     }
+    if (h.type == PS_MSG_BATCH) {
+        *buf = ps_worker_rx_get(w, len); /* bounded by its type; NULL: the transport holds it */
+        return PSERV_OK;
+    }
     if (h.type != PS_MSG_PULL_REPLY || h.status < 0) return PSERV_OK; /* bounded by its type: the transport holds it */
     pthread_mutex_lock(&w->m.lock);
     ps_req_t *r = ps_worker_match(w, peer, &h, &why);
@@ -391,10 +395,14 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     const char *why;
     if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0) {
         ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
+        ps_worker_rx_put(w, data); /* (a no-op unless it landed in a batch buffer) */
         return;
     }
     ps_member_heard(&w->m);
-    if (ps_member_rx(&w->m, peer, &h, data, len)) return;
+    if (ps_member_rx(&w->m, peer, &h, data, len)) {
+        ps_worker_rx_put(w, data);
+        return;
+    }
     if (h.type == PS_MSG_BATCH) {
         ps_worker_rx_batch(w, peer, &h, data, len);
         return;
