@@ -161,6 +161,7 @@ static int ps_server_out_add(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire
     ps_server_out_t *o = &s->out;
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     if (p == NULL) return 0; /* set at its hello, before any data of it was queued */
+    if (len > o->cap - PS_WIRE_HDR_LEN) return 0; /* would not fit an empty batch (tiny chunk sizes) */
     if (p->out_buf >= 0 && !ps_batch_fits(&p->out, len)) ps_server_out_flush(s, peer, p); /* stays open */
     if (p->out_buf < 0) {
         int32_t index = -1;
