@@ -12,7 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "harness.h"
+#include "hostport.h"
+#include "server_internal.h"
+#include "transport.h"
 
 #define NT 200
 #define ROUNDS 3
@@ -291,4 +295,169 @@ Test(batch, killed_server_fails_group_requests, .timeout = 90)
     harness_kill_all(&h);
     cr_assert(ok, "worker hung after its server died");
     cr_assert(result == PSERV_ERR_PEER_FAILED || result == PSERV_ERR_JOB_FAILED, "got %s", pserv_strerror(result));
+}
+
+/* --- hostile batches to a live, in-process server ------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t lock;
+    int replies, ok, errors, batches;
+    int32_t last_error;
+} raw_rx_t;
+
+static void raw_count(raw_rx_t *r, const ps_wire_hdr_t *h)
+{
+    r->replies++;
+    if (h->status >= 0) r->ok++;
+    else r->errors++, r->last_error = h->status;
+}
+
+/* Counts the replies, each entry of a BATCH reply as one. */
+static void raw_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
+{
+    static ps_batch_entry_t ents[PS_WIRE_BATCH_MAX_ENTRIES];
+    raw_rx_t *r = arg;
+    ps_wire_hdr_t h;
+    const char *why;
+    uint32_t n;
+    (void)peer;
+    if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0) return;
+    pthread_mutex_lock(&r->lock);
+    if (h.type != PS_MSG_BATCH) {
+        raw_count(r, &h);
+    } else if (ps_batch_decode(&h, data, len, PS_BATCH_REPLIES, ents, &n, &why) == PSERV_OK) {
+        r->batches++;
+        for (uint32_t i = 0; i < n; i++) raw_count(r, &ents[i].h);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static raw_rx_t raw_wait(raw_rx_t *r, int want)
+{
+    raw_rx_t now = {0};
+    for (int i = 0; i < 300; i++) {
+        pthread_mutex_lock(&r->lock);
+        now = *r;
+        pthread_mutex_unlock(&r->lock);
+        if (now.replies >= want) break;
+        usleep(10000);
+    }
+    return now;
+}
+
+static ps_wire_hdr_t raw_push(uint64_t key, size_t bytes)
+{
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_PUSH);
+    h.sender = 0;
+    h.req_id = 77;
+    h.key = key;
+    h.dtype = PSERV_DTYPE_FLOAT32;
+    h.length = bytes;
+    return h;
+}
+
+static void send_batch(ps_tp_peer_t *peer, const ps_batch_t *b, size_t len)
+{
+    uint8_t hdr[PS_WIRE_HDR_LEN];
+    ps_wire_hdr_t h;
+    ps_batch_hdr(b, 0, 0, &h);
+    h.length = len;
+    ps_wire_encode(&h, hdr);
+    cr_assert_eq(ps_tp_send(peer, hdr, sizeof(hdr), b->buf, len, NULL, NULL, NULL), PSERV_OK);
+}
+
+static float pull_first(pserv_worker_h w)
+{
+    static float out[256];
+    pserv_request_t req;
+    cr_assert_eq(pserv_worker_pull(w, 9, out, &req), PSERV_OK);
+    cr_assert_eq(pserv_worker_wait(w, req, 10000), PSERV_OK);
+    for (int i = 1; i < 256; i++) cr_assert_eq(out[i], out[0]);
+    return out[0];
+}
+
+Test(batch, damaged_batches_are_refused_whole_and_entries_alone, .timeout = 60)
+{
+    inproc_job_t job;
+    cr_assert_eq(inproc_job_start(&job, PSERV_MODE_ASYNC, 0, 0), 0);
+    static float zeros[256], ones[256];
+    for (int i = 0; i < 256; i++) ones[i] = 1.0f;
+    pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
+    tp.key = 9;
+    tp.count = 256;
+    tp.init = zeros;
+    tp.optim.lr = 1.0f;
+    cr_assert_eq(pserv_worker_register(job.worker, &tp), PSERV_OK);
+
+    raw_rx_t rx = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    ps_tp_params_t tpp = {.handler = {.arg = &rx, .rx = raw_rx}};
+    ps_tp_t *tp_raw;
+    ps_tp_peer_t *peer;
+    char host[PS_HOST_MAX];
+    uint16_t sport;
+    cr_assert_eq(ps_tp_create(&tpp, &tp_raw), PSERV_OK);
+    cr_assert_eq(ps_hostport_parse(job.server->m.job.servers[0], 0, host, &sport), PSERV_OK);
+    cr_assert_eq(ps_tp_connect(tp_raw, host, sport, &peer), PSERV_OK);
+    uint8_t hb[PS_WIRE_HDR_LEN];
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_HELLO);
+    h.sender = 0;
+    ps_wire_encode(&h, hb);
+    ps_tp_send(peer, hb, sizeof(hb), NULL, 0, NULL, NULL, NULL);
+    cr_assert_eq(raw_wait(&rx, 1).ok, 1, "hello answered");
+
+    static uint8_t bytes[8192] __attribute__((aligned(64)));
+    ps_batch_t b;
+    ps_wire_hdr_t good = raw_push(9, sizeof(ones)), inner, hello;
+    ps_wire_hdr_init(&hello, PS_MSG_HELLO);
+    hello.sender = 0;
+    for (int damage = 0; damage < 3; damage++) {
+        pserv_server_stats_t before = PSERV_SERVER_STATS_INIT, after = PSERV_SERVER_STATS_INIT;
+        pserv_server_stats(job.server, &before);
+        ps_batch_init(&b, bytes, sizeof(bytes));
+        ps_batch_add(&b, &good, ones, sizeof(ones));
+        size_t len;
+        if (damage == 0) { /* a good push, then a second one cut short */
+            ps_batch_add(&b, &good, ones, sizeof(ones));
+            len = b.len - 100;
+        } else if (damage == 1) { /* a good push, then a batch inside */
+            ps_batch_t in;
+            ps_batch_init(&in, bytes + b.len + PS_WIRE_HDR_LEN, sizeof(bytes) - b.len - PS_WIRE_HDR_LEN);
+            ps_batch_add(&in, &good, ones, sizeof(ones));
+            ps_batch_hdr(&in, 0, 0, &inner);
+            ps_wire_encode(&inner, bytes + b.len);
+            b.len += PS_WIRE_HDR_LEN + in.len;
+            b.n++;
+            len = b.len;
+        } else { /* a good push, then a HELLO */
+            ps_batch_add(&b, &hello, NULL, 0);
+            len = b.len;
+        }
+        send_batch(peer, &b, len);
+        for (int i = 0; i < 200; i++) {
+            pserv_server_stats(job.server, &after);
+            if (after.rejected > before.rejected) break;
+            usleep(10000);
+        }
+        cr_assert_eq(after.rejected, before.rejected + 1, "damage %d not counted", damage);
+        cr_assert_eq(after.pushes, before.pushes, "damage %d: an entry was applied", damage);
+        cr_assert_eq(pull_first(job.worker), 0.0f, "damage %d: the parameters moved", damage);
+    }
+    cr_assert_eq(raw_wait(&rx, 1).replies, 1, "a damaged batch has nobody to answer");
+
+    /* A well-formed batch with one bad entry: that entry is answered with its error, the good one applied. */
+    ps_batch_init(&b, bytes, sizeof(bytes));
+    ps_batch_add(&b, &good, ones, sizeof(ones));
+    ps_wire_hdr_t unknown = raw_push(12345, sizeof(ones));
+    ps_batch_add(&b, &unknown, ones, sizeof(ones));
+    send_batch(peer, &b, b.len);
+    raw_rx_t got = raw_wait(&rx, 3);
+    cr_assert_eq(got.replies, 3);
+    cr_assert_eq(got.ok, 2);
+    cr_assert_eq(got.errors, 1);
+    cr_assert_eq(got.last_error, PSERV_ERR_UNKNOWN_KEY);
+    cr_assert_eq(pull_first(job.worker), -1.0f, "the good entry's SGD step (lr 1, gradient 1)");
+    ps_tp_destroy(tp_raw);
+    cr_assert_eq(inproc_job_stop(&job), 0);
 }
