@@ -407,7 +407,9 @@ Test(batch, damaged_batches_are_refused_whole_and_entries_alone, .timeout = 60)
     ps_tp_send(peer, hb, sizeof(hb), NULL, 0, NULL, NULL, NULL);
     cr_assert_eq(raw_wait(&rx, 1).ok, 1, "hello answered");
 
-    static uint8_t bytes[8192] __attribute__((aligned(64)));
+    /* One buffer per batch: a send's payload must outlive it (these sends have no completion). */
+    static uint8_t sent[4][8192] __attribute__((aligned(64)));
+    uint8_t *bytes;
     ps_batch_t b;
     ps_wire_hdr_t good = raw_push(9, sizeof(ones)), inner, hello;
     ps_wire_hdr_init(&hello, PS_MSG_HELLO);
@@ -415,7 +417,8 @@ Test(batch, damaged_batches_are_refused_whole_and_entries_alone, .timeout = 60)
     for (int damage = 0; damage < 3; damage++) {
         pserv_server_stats_t before = PSERV_SERVER_STATS_INIT, after = PSERV_SERVER_STATS_INIT;
         pserv_server_stats(job.server, &before);
-        ps_batch_init(&b, bytes, sizeof(bytes));
+        bytes = sent[damage];
+        ps_batch_init(&b, bytes, sizeof(sent[0]));
         ps_batch_add(&b, &good, ones, sizeof(ones));
         size_t len;
         if (damage == 0) { /* a good push, then a second one cut short */
@@ -423,7 +426,7 @@ Test(batch, damaged_batches_are_refused_whole_and_entries_alone, .timeout = 60)
             len = b.len - 100;
         } else if (damage == 1) { /* a good push, then a batch inside */
             ps_batch_t in;
-            ps_batch_init(&in, bytes + b.len + PS_WIRE_HDR_LEN, sizeof(bytes) - b.len - PS_WIRE_HDR_LEN);
+            ps_batch_init(&in, bytes + b.len + PS_WIRE_HDR_LEN, sizeof(sent[0]) - b.len - PS_WIRE_HDR_LEN);
             ps_batch_add(&in, &good, ones, sizeof(ones));
             ps_batch_hdr(&in, 0, 0, &inner);
             ps_wire_encode(&inner, bytes + b.len);
@@ -447,7 +450,7 @@ Test(batch, damaged_batches_are_refused_whole_and_entries_alone, .timeout = 60)
     cr_assert_eq(raw_wait(&rx, 1).replies, 1, "a damaged batch has nobody to answer");
 
     /* A well-formed batch with one bad entry: that entry is answered with its error, the good one applied. */
-    ps_batch_init(&b, bytes, sizeof(bytes));
+    ps_batch_init(&b, sent[3], sizeof(sent[3]));
     ps_batch_add(&b, &good, ones, sizeof(ones));
     ps_wire_hdr_t unknown = raw_push(12345, sizeof(ones));
     ps_batch_add(&b, &unknown, ones, sizeof(ones));
