@@ -3,9 +3,10 @@
  * a damaged batch is refused before any entry is used), then each entry is admitted exactly like
  * a message of its own (hello, live job, owner in the view, offset, dtype, exact length; a
  * refused entry is answered with its own error) and queued with its payload where it lies in the
- * batch's bytes: one slot holds the whole batch, released by the BATCH_END queued after its
- * entries. A batch's entries are checked after its bytes moved, unlike a single message's: the
- * batch is bounded (PS_WIRE_BATCH_MAX) and lands in a slot, so a hostile batch costs at most that.
+ * batch's bytes: one buffer of a pool kept for batches holds the whole batch, released by the
+ * BATCH_END queued after its entries. A batch's entries are checked after its bytes moved, unlike
+ * a single message's: the batch is bounded (PS_WIRE_BATCH_MAX) and lands in one of those
+ * buffers, so a hostile batch costs at most that.
  *
  * Apply thread: between a batch's first entry and its BATCH_END, every answer the shard sends
  * (the entries' own, and the parked pulls of other workers that a completing round releases) is
@@ -27,12 +28,16 @@ pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes)
     o->cap = PS_MIN(slot_bytes, (size_t)PS_WIRE_BATCH_MAX) / 64 * 64;
     o->nbufs = 2 * s->m.job.num_workers + 4;
     o->max_open = 2 * s->m.job.num_workers + 4;
+    o->in_n = PS_MIN(8 * s->m.job.num_workers + 16, 256u); /* what the pipeline's slots allow per worker, at most 64 MiB */
     s->rx_ents = malloc(PS_WIRE_BATCH_MAX_ENTRIES * sizeof(*s->rx_ents));
     o->bufs = aligned_alloc(64, o->cap * o->nbufs);
     o->meta = calloc(o->nbufs, sizeof(*o->meta));
     o->free_list = malloc(o->nbufs * sizeof(*o->free_list));
     o->open = calloc(o->max_open, sizeof(*o->open));
-    if (s->rx_ents == NULL || o->bufs == NULL || o->meta == NULL || o->free_list == NULL || o->open == NULL)
+    o->in_bufs = aligned_alloc(64, (size_t)o->in_n * PS_WIRE_BATCH_MAX);
+    o->in_free = malloc(o->in_n * sizeof(*o->in_free));
+    if (s->rx_ents == NULL || o->bufs == NULL || o->meta == NULL || o->free_list == NULL || o->open == NULL ||
+        o->in_bufs == NULL || o->in_free == NULL)
         goto err_free;
     if (pthread_mutex_init(&o->lock, NULL) != 0) goto err_free;
     for (uint32_t i = 0; i < o->nbufs; i++) {
@@ -40,6 +45,8 @@ pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes)
         o->free_list[i] = i;
     }
     o->nfree = o->nbufs;
+    for (uint32_t i = 0; i < o->in_n; i++) o->in_free[i] = i;
+    o->in_nfree = o->in_n;
     o->inited = 1;
     return PSERV_OK;
 
@@ -49,6 +56,8 @@ err_free:
     free(o->meta);
     free(o->free_list);
     free(o->open);
+    free(o->in_bufs);
+    free(o->in_free);
     memset(o, 0, sizeof(*o));
     s->rx_ents = NULL;
     return PSERV_ERR_NO_MEMORY;
@@ -64,12 +73,41 @@ void ps_server_batch_fini(pserv_server_h s)
     free(o->meta);
     free(o->free_list);
     free(o->open);
+    free(o->in_bufs);
+    free(o->in_free);
     memset(o, 0, sizeof(*o));
     s->rx_ents = NULL;
 }
 
-void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, void *data, size_t len,
-                        int32_t slot)
+void *ps_server_batch_buf_get(pserv_server_h s)
+{
+    ps_server_out_t *o = &s->out;
+    void *buf = NULL;
+    if (!o->inited) return NULL;
+    pthread_mutex_lock(&o->lock);
+    if (o->in_nfree > 0) buf = o->in_bufs + (size_t)o->in_free[--o->in_nfree] * PS_WIRE_BATCH_MAX;
+    pthread_mutex_unlock(&o->lock);
+    return buf;
+}
+
+int ps_server_batch_buf_put(pserv_server_h s, const void *buf)
+{
+    ps_server_out_t *o = &s->out;
+    const uint8_t *b = buf;
+    if (!o->inited || b < o->in_bufs || b >= o->in_bufs + (size_t)o->in_n * PS_WIRE_BATCH_MAX) return 0;
+    pthread_mutex_lock(&o->lock);
+    o->in_free[o->in_nfree++] = (uint32_t)((size_t)(b - o->in_bufs) / PS_WIRE_BATCH_MAX);
+    pthread_mutex_unlock(&o->lock);
+    return 1;
+}
+
+static int ps_server_batch_buf_owns(const pserv_server_h s, const void *buf)
+{
+    const uint8_t *b = buf;
+    return s->out.inited && b >= s->out.in_bufs && b < s->out.in_bufs + (size_t)s->out.in_n * PS_WIRE_BATCH_MAX;
+}
+
+void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, void *data, size_t len)
 {
     const char *why;
     uint32_t n = 0, queued = 0;
@@ -81,10 +119,8 @@ void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
     }
     if (ps_batch_decode(h, data, len, PS_BATCH_REQUESTS, s->rx_ents, &n, &why) < 0) goto err_refuse;
     /* The entries' payloads are used from the batch's bytes: those must outlive this call. */
-    if (slot < 0) {
-        if (len <= s->pipe.slot_bytes && (slot = ps_pipe_slot_get(&s->pipe)) >= 0) {
-            bytes = ps_pipe_slot_data(&s->pipe, slot);
-        } else if ((bytes = malloc(len)) == NULL) {
+    if (!ps_server_batch_buf_owns(s, data)) {
+        if ((bytes = ps_server_batch_buf_get(s)) == NULL && (bytes = malloc(len)) == NULL) {
             why = "no memory for the batch";
             goto err_refuse;
         }
@@ -99,17 +135,18 @@ void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
         queued++;
     }
     if (queued > 0) {
-        ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_BATCH_END, .peer = peer, .data = bytes, .slot = slot});
+        /* A pool buffer goes back at BATCH_END (borrowed: the pipe leaves it); a heap copy the pipe frees. */
+        ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_BATCH_END, .peer = peer, .data = bytes, .slot = -1,
+                                            .borrowed = (uint8_t)ps_server_batch_buf_owns(s, bytes)});
         return;
     }
-    if (slot >= 0) ps_pipe_slot_put(&s->pipe, slot);
-    else free(bytes);
+    if (!ps_server_batch_buf_put(s, bytes) && bytes != data) free(bytes);
     return;
 
 err_refuse:
     PS_STAT_ADD(s, rejected, 1);
     ps_warn("BATCH of %zu bytes from %s refused whole: %s", len, ps_tp_peer_name(peer), why);
-    if (slot >= 0) ps_pipe_slot_put(&s->pipe, slot);
+    ps_server_batch_buf_put(s, data);
 }
 
 static void ps_server_out_done(void *arg, pserv_status_t status)
@@ -147,11 +184,11 @@ void ps_server_out_begin(pserv_server_h s)
     if (s->out.inited) ps_out_server = s;
 }
 
-void ps_server_out_end(pserv_server_h s)
+void ps_server_out_end(pserv_server_h s, void *batch)
 {
-    if (ps_out_server != s) return;
-    ps_server_out_flush_all(s);
+    if (ps_out_server == s) ps_server_out_flush_all(s);
     ps_out_server = NULL;
+    ps_server_batch_buf_put(s, batch); /* its entries are done */
 }
 
 /* Appends a reply to the peer's batch; 0 if it cannot (no worker state, no free buffer). */

@@ -46,6 +46,12 @@ typedef struct {
     uint32_t nfree;
     ps_tp_peer_t **open; /* apply thread: peers with a batch being filled */
     uint32_t nopen, max_open;
+    /* Where incoming batches land (PS_WIRE_BATCH_MAX each): taken by the progress thread,
+     * returned by the apply thread at the batch's BATCH_END (under lock). A batch needs no
+     * chunk-sized pipeline slot, and none comes from the heap while one of these is free. */
+    uint8_t *in_bufs;
+    uint32_t in_n, in_nfree;
+    uint32_t *in_free;
     int inited;
 } ps_server_out_t;
 
@@ -109,12 +115,15 @@ void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t 
 /* server_batch.c: BATCH on the progress thread, reply coalescing on the apply thread. */
 pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes);
 void ps_server_batch_fini(pserv_server_h s);
-/* Splits a BATCH into its entries, each admitted like a message of its own and queued; owns slot. */
-void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, void *data, size_t len,
-                        int32_t slot);
+/* Splits a BATCH into its entries, each admitted like a message of its own and queued; data is
+ * the transport's (valid during the call) or a batch buffer, which it then owns. */
+void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, void *data, size_t len);
 /* The apply thread starts (entry of a batch) or ends (BATCH_END: sends them) coalescing replies. */
 void ps_server_out_begin(pserv_server_h s);
-void ps_server_out_end(pserv_server_h s);
+void ps_server_out_end(pserv_server_h s, void *batch);
+/* A buffer for an incoming batch, or NULL when none is free; _put returns one (0 if buf is not one). */
+void *ps_server_batch_buf_get(pserv_server_h s);
+int ps_server_batch_buf_put(pserv_server_h s, const void *buf);
 /* Every send of the shard's answers: coalesced on the apply thread inside a batch, else sent. */
 pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
                               size_t len, ps_tp_mem_t *mem);

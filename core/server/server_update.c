@@ -275,7 +275,7 @@ void ps_server_run(void *arg, ps_work_t *w)
         ps_server_drop_peer(s, w->peer);
         break;
     case PS_WORK_BATCH_END:
-        ps_server_out_end(s);
+        ps_server_out_end(s, w->data);
         break;
     }
 }
