@@ -31,7 +31,7 @@ typedef struct {
 } ps_server_outbuf_t;
 
 /*
- * Reply coalescing: while the apply thread works through a BATCH's entries, its replies to each
+ * Batches (server_batch.c). Reply coalescing: while the apply thread works through a BATCH's entries, its replies to each
  * worker (including pulls of other workers that a push completes) are appended to a batch per
  * worker and sent at the BATCH_END. Buffers come from a fixed pool; the progress thread's send
  * completions return them (under lock).
