@@ -15,6 +15,7 @@ int cmd_coordinator(int argc, char **argv)
     size_t chunk = 4u << 20;
     const char *policy = "fail";
     unsigned heartbeat_ms = 0, timeout_ms = 0;
+    const char *progress = NULL;
     const cli_opt_t opts[] = {
         {"listen", CLI_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:7777)", NULL, 0},
         {"servers", CLI_UINT, &servers, "N", "server shards in the job (default 2)", NULL, 1},
@@ -27,10 +28,12 @@ int cmd_coordinator(int argc, char **argv)
         {"heartbeat-ms", CLI_UINT, &heartbeat_ms, "MS", "heartbeat interval to every member (default 500)", NULL, 0},
         {"failure-timeout-ms", CLI_UINT, &timeout_ms, "MS", "a member silent this long is dead (default 3000)", NULL,
          0},
+        CLI_PROGRESS_OPT(&progress),
     };
     cli_result_t r = cli_parse("coordinator", "Runs the coordinator of a job: ranks, shard map, barriers.", opts,
                                ARRAY_LEN(opts), argc, argv);
     if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
+    cli_progress_apply(progress);
 
     pserv_coordinator_params_t p = PSERV_COORDINATOR_PARAMS_INIT;
     pserv_coordinator_h c;
@@ -63,7 +66,7 @@ int cmd_coordinator(int argc, char **argv)
 
 int cmd_server(int argc, char **argv)
 {
-    const char *coordinator = NULL, *listen = NULL;
+    const char *coordinator = NULL, *listen = NULL, *progress = NULL;
     unsigned threads = 1, timeout_s = 60;
     const cli_opt_t opts[] = {
         {"coordinator", CLI_STRING, &coordinator, "HOST:PORT", "the coordinator's address (required)", NULL, 0},
@@ -71,6 +74,7 @@ int cmd_server(int argc, char **argv)
          "address for workers (default 127.0.0.1:0 for a local coordinator, else 0.0.0.0:0)", NULL, 0},
         {"threads", CLI_UINT, &threads, "N", "optimizer threads (default 1)", NULL, 1},
         {"timeout", CLI_UINT, &timeout_s, "SECONDS", "how long to wait for the job to form (default 60)", NULL, 1},
+        CLI_PROGRESS_OPT(&progress),
     };
     cli_result_t r = cli_parse("server", "Runs one server shard of a job until the coordinator ends it.", opts,
                                ARRAY_LEN(opts), argc, argv);
@@ -79,6 +83,7 @@ int cmd_server(int argc, char **argv)
         fprintf(stderr, "pserv server: --coordinator HOST:PORT is required\n");
         return 2;
     }
+    cli_progress_apply(progress);
     pserv_server_params_t p = PSERV_SERVER_PARAMS_INIT;
     pserv_server_h s;
     int local = strncmp(coordinator, "127.", 4) == 0 || strncmp(coordinator, "localhost", 9) == 0;

@@ -196,6 +196,7 @@ int cmd_train(int argc, char **argv)
     size_t n = train_config_flags(&cfg, 1, 1, opts);
     cli_result_t r = cli_parse("train", SUMMARY, opts, n, argc, argv);
     if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
+    cli_progress_apply(cfg.progress);
     if (train_config_check_data("train", &cfg) != 0) return 2;
     int gpus = train_config_use_gpu("train", &cfg);
     if (gpus < 0) return 2;

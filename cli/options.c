@@ -171,3 +171,8 @@ cli_result_t cli_parse(const char *command, const char *summary, const cli_opt_t
     }
     return CLI_OK;
 }
+
+void cli_progress_apply(const char *mode)
+{
+    if (mode != NULL) setenv("PSERV_PROGRESS", mode, 1);
+}

@@ -44,6 +44,14 @@ typedef enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 } cli_result_t;
  */
 cli_result_t cli_parse(const char *command, const char *summary, const cli_opt_t *opts, size_t nopts, int argc,
                        char **argv);
+/* --progress (PSERV_PROGRESS): how the library's data-path threads wait; see docs/design.md. */
+#define CLI_PROGRESS_OPT(target)                                                                          \
+    (cli_opt_t){"progress", CLI_CHOICE, (target), "auto|spin|sleep",                                    \
+                "how waiting threads wait: spin briefly, then sleep (auto), always spin, always sleep "   \
+                "(default auto)",                                                                        \
+                "auto|spin|sleep", 0}
+/* Hands a --progress value (NULL: none given) to the library and to the processes this one starts. */
+void cli_progress_apply(const char *mode);
 /* Prints the usage of a command. */
 void cli_usage(const char *command, const char *summary, const cli_opt_t *opts, size_t nopts);
 

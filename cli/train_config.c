@@ -75,6 +75,7 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                             "auto|cuda|cpu", 0};
     opts[n++] = (cli_opt_t){"limit", CLI_UINT, &cfg->limit, "N", "train on the first N samples only (default all)",
                             NULL, 0};
+    opts[n++] = CLI_PROGRESS_OPT(&cfg->progress);
     opts[n++] = (cli_opt_t){"timeout", CLI_UINT, &cfg->timeout_s, "SECONDS",
                             "how long to wait for the job to form (default 60)", NULL, 1};
     if (!with_job)

@@ -26,6 +26,7 @@ typedef struct train_config {
     float target;          /* stop once test accuracy reaches this */
     /* data */
     const char *data;
+    const char *progress;  /* --progress: auto | spin | sleep, or NULL */
     const char *device;    /* auto | cuda | cpu: where workers compute gradients */
     const char *node;      /* a GPU worker's node group (NULL: the host name) */
     unsigned limit;        /* train on the first N samples only (0: all) */

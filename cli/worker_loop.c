@@ -316,6 +316,7 @@ int cmd_worker(int argc, char **argv)
     cli_result_t r = cli_parse("worker", "Runs one training worker of a job (see pserv train for the whole job).", opts,
                                n, argc, argv);
     if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
+    cli_progress_apply(cfg.progress);
     if (cfg.coordinator == NULL) {
         fprintf(stderr, "pserv worker: --coordinator HOST:PORT is required\n");
         return 2;

@@ -60,7 +60,7 @@ static void tp_send_fail(ps_tp_t *tp, tp_send_t *sd, ucs_status_t st)
     tp_done_push(tp, sd);
 }
 
-void tp_send_run(ps_tp_t *tp, tp_send_t *sd)
+void tp_send_run(ps_tp_t *tp, tp_send_t *sd, int direct)
 {
     ps_tp_peer_t *peer = sd->peer;
 
@@ -98,6 +98,13 @@ void tp_send_run(ps_tp_t *tp, tp_send_t *sd)
     if (UCS_PTR_IS_PTR(sp) || !tp_list_linked(&sd->active)) return;
     tp_list_del(&sd->active);
     sd->ucs_status = UCS_PTR_STATUS(sp); /* UCS_OK when it completed at once */
+    if (direct && sd->cb == NULL && sd->ucs_status == UCS_OK) {
+        /* Nobody to tell: done here, so a sleeping progress thread need not wake for it. */
+        peer->inflight_tx--;
+        tp_send_put(tp, sd);
+        tp_peer_unref(peer);
+        return;
+    }
     tp_done_push(tp, sd);
 }
 
@@ -167,8 +174,17 @@ pserv_status_t ps_tp_send(ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, c
     tp_peer_ref(peer);
 
     if (tp_on_progress_thread(tp)) {
-        tp_send_run(tp, sd);
+        tp_send_run(tp, sd, 0);
         return PSERV_OK;
+    }
+    /* Straight to UCX from this thread when the progress role is free (its thread sleeps or
+     * yields) and nothing queued before could be overtaken; otherwise through the queue. */
+    const ps_tp_t *prev;
+    if (!atomic_load_explicit(&tp->cmd_ready, memory_order_acquire) && tp_role_try(tp, &prev)) {
+        int direct = !tp->closing && !atomic_load_explicit(&tp->cmd_ready, memory_order_acquire);
+        if (direct) tp_send_run(tp, sd, 1);
+        tp_role_leave(tp, prev);
+        if (direct) return PSERV_OK;
     }
     if ((st = tp_cmd_post(tp, &sd->cmd)) < 0) {
         tp_peer_unref(peer);
@@ -234,7 +250,7 @@ static void tp_rx_release(ps_tp_t *tp, tp_recv_t *rx)
     case TP_RX_EAGER_COPY:
         break;
     }
-    if (rx->data_owned) free(rx->data);
+    if (rx->data_owned) tp_rxbuf_put(tp, rx->data, rx->len);
     tp_rx_put(tp, rx);
     tp_peer_unref(peer);
 }
@@ -285,7 +301,7 @@ static ucs_status_t tp_am_recv_cb(void *arg, const void *header, size_t header_l
         rx->kind = TP_RX_EAGER_COPY;
         rx->data = rx->inline_data;
         if (length > TP_RX_INLINE) {
-            rx->data = malloc(length);
+            rx->data = tp_rxbuf_get(tp, length);
             rx->data_owned = 1;
             if (rx->data == NULL) {
                 ps_error("transport: no memory for %zu bytes from %s: message dropped", length, peer->name);
@@ -331,7 +347,7 @@ static void tp_rx_start(ps_tp_t *tp, tp_recv_t *rx)
         }
     }
     if (buf == NULL) {
-        buf = malloc(rx->len > 0 ? rx->len : 1);
+        buf = tp_rxbuf_get(tp, rx->len > 0 ? rx->len : 1);
         if (buf == NULL) {
             ps_error("transport: no memory for %zu bytes from %s: message dropped", rx->len, peer->name);
             goto err_release;
@@ -452,4 +468,5 @@ void tp_am_free_all(ps_tp_t *tp)
         free(rx);
     }
     tp->send_free_n = tp->rx_free_n = 0;
+    tp_rxbuf_free_all(tp);
 }

@@ -14,12 +14,32 @@
 #include "log.h"
 #include "tp_internal.h"
 
-/* Which ps_tp_t's progress thread this is (NULL on every other thread). */
+/* The ps_tp_t whose progress role this thread holds (NULL when none). */
 static _Thread_local const ps_tp_t *tp_self;
 
 int tp_on_progress_thread(const ps_tp_t *tp)
 {
     return tp_self == tp;
+}
+
+static void tp_role_take(ps_tp_t *tp)
+{
+    pthread_mutex_lock(&tp->role);
+    tp_self = tp;
+}
+
+static void tp_role_drop(ps_tp_t *tp)
+{
+    tp_self = NULL;
+    pthread_mutex_unlock(&tp->role);
+}
+
+int tp_role_try(ps_tp_t *tp, const ps_tp_t **prev)
+{
+    if (pthread_mutex_trylock(&tp->role) != 0) return 0;
+    *prev = tp_self;
+    tp_self = tp;
+    return 1;
 }
 
 static void tp_wake(ps_tp_t *tp)
@@ -28,6 +48,32 @@ static void tp_wake(ps_tp_t *tp)
     /* EAGAIN means the counter is already non-zero: the thread wakes anyway. */
     if (write(tp->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         ps_error("transport wakeup failed: %s", strerror(errno));
+}
+
+/* Wakes the progress thread if it sleeps (once per sleep). */
+static void tp_wake_sleeper(ps_tp_t *tp)
+{
+    pthread_mutex_lock(&tp->lock);
+    int wake = tp->sleeping && !tp->wake_pending;
+    if (wake) tp->wake_pending = 1;
+    pthread_mutex_unlock(&tp->lock);
+    if (wake) tp_wake(tp);
+}
+
+/* Things only a holder of the role delivers, left queued. */
+static int tp_has_queued(const ps_tp_t *tp)
+{
+    return tp->done_head != NULL || tp->rxq_head != NULL || tp->acc_head != NULL || tp->fail_head != NULL;
+}
+
+void tp_role_leave(ps_tp_t *tp, const ps_tp_t *prev)
+{
+    /* What this thread left behind (a send UCX still works on, completions, receives) is the
+     * progress thread's to finish: a sleeping one must wake for it. */
+    int wake = tp_has_queued(tp) || !tp_list_empty(&tp->tx_active) || !tp_list_empty(&tp->rx_active);
+    tp_self = prev;
+    pthread_mutex_unlock(&tp->role);
+    if (wake) tp_wake_sleeper(tp);
 }
 
 pserv_status_t tp_cmd_post(ps_tp_t *tp, tp_cmd_t *cmd)
@@ -42,8 +88,10 @@ pserv_status_t tp_cmd_post(ps_tp_t *tp, tp_cmd_t *cmd)
     cmd->next = NULL;
     *tp->cmd_tail = cmd;
     tp->cmd_tail = &cmd->next;
-    /* One write per batch; the progress thread itself drains before it sleeps. */
-    if (!tp->wake_pending && !tp_on_progress_thread(tp)) {
+    atomic_store_explicit(&tp->cmd_ready, 1, memory_order_release);
+    /* A thread that spins sees cmd_ready on its next turn; one that sleeps needs the eventfd,
+     * written once per sleep (it set sleeping under this lock after finding no commands). */
+    if (tp->sleeping && !tp->wake_pending) {
         tp->wake_pending = 1;
         wake = 1;
     }
@@ -60,7 +108,7 @@ static void tp_cmds_exec(ps_tp_t *tp, tp_cmd_t *cmd)
 
         switch (cmd->type) {
         case TP_CMD_SEND:
-            tp_send_run(tp, tp_container_of(cmd, tp_send_t, cmd));
+            tp_send_run(tp, tp_container_of(cmd, tp_send_t, cmd), 0);
             break;
         case TP_CMD_CONNECT:
             peer = tp_container_of(cmd, ps_tp_peer_t, connect_cmd);
@@ -84,12 +132,14 @@ static void tp_cmds_exec(ps_tp_t *tp, tp_cmd_t *cmd)
 /* Runs the queued commands; returns 1 once ps_tp_stop() asked the thread to stop. */
 static int tp_cmds_run(ps_tp_t *tp)
 {
+    if (!atomic_load_explicit(&tp->cmd_ready, memory_order_acquire)) return 0;
     pthread_mutex_lock(&tp->lock);
     tp_cmd_t *head = tp->cmd_head;
     int stop = tp->stop;
     tp->cmd_head = NULL;
     tp->cmd_tail = &tp->cmd_head;
     tp->wake_pending = 0;
+    atomic_store_explicit(&tp->cmd_ready, 0, memory_order_relaxed);
     pthread_mutex_unlock(&tp->lock);
     tp_cmds_exec(tp, head);
     return stop;
@@ -97,10 +147,7 @@ static int tp_cmds_run(ps_tp_t *tp)
 
 static int tp_cmds_pending(ps_tp_t *tp)
 {
-    pthread_mutex_lock(&tp->lock);
-    int pending = tp->cmd_head != NULL;
-    pthread_mutex_unlock(&tp->lock);
-    return pending;
+    return atomic_load_explicit(&tp->cmd_ready, memory_order_acquire);
 }
 
 /* Handlers run here, after ucp_worker_progress() returned: never inside a UCX callback. */
@@ -117,32 +164,61 @@ static void tp_dispatch(ps_tp_t *tp)
  * unrelated event (a silent partition produces nothing else to wake us). */
 static int tp_has_work(ps_tp_t *tp)
 {
-    return tp->done_head != NULL || tp->rxq_head != NULL || tp->acc_head != NULL || tp->fail_head != NULL ||
-           tp_cmds_pending(tp);
+    return tp_has_queued(tp) || tp_cmds_pending(tp);
 }
 
-/* Returns 1 when the batch ran out with UCX still busy. */
-static int tp_progress(ps_tp_t *tp)
+/* Progresses UCX until it has nothing more, at most TP_PROGRESS_BATCH times: the calls that did something. */
+static unsigned tp_progress(ps_tp_t *tp)
 {
-    for (int i = 0; i < TP_PROGRESS_BATCH; i++)
-        if (ucp_worker_progress(tp->worker) == 0) return 0;
-    return 1;
+    unsigned events = 0;
+    while (events < TP_PROGRESS_BATCH && ucp_worker_progress(tp->worker) != 0) events++;
+    return events;
 }
 
-/* Sleeps until UCX or another thread has something for us, or timeout_ms (-1: forever). */
+/*
+ * Sleeps until UCX or another thread has something for us, or timeout_ms (-1: forever). Posters
+ * write the eventfd only while `sleeping` is set, which is set under the lock after finding no
+ * command queued: a command posted after that wakes the poll, one posted before is run first.
+ */
 static void tp_wait(ps_tp_t *tp, int timeout_ms)
 {
-    struct pollfd fds[2] = {{.fd = tp->worker_fd, .events = POLLIN}, {.fd = tp->wake_fd, .events = POLLIN}};
-    int n = poll(fds, 2, timeout_ms);
-    if (n < 0 && errno != EINTR) {
-        ps_error("transport poll failed: %s", strerror(errno));
-        return;
+    pthread_mutex_lock(&tp->lock);
+    int ready = tp->cmd_head != NULL; /* ps_tp_stop() writes the eventfd whatever sleeping says */
+    tp->sleeping = !ready;
+    pthread_mutex_unlock(&tp->lock);
+    if (ready) return;
+
+    ucs_status_t st = ucp_worker_arm(tp->worker);
+    if (st != UCS_OK && st != UCS_ERR_BUSY) {
+        /* Cannot arm: fall back to a short poll rather than sleeping through events. */
+        ps_error("ucp_worker_arm failed: %s", ucs_status_string(st));
+        timeout_ms = (timeout_ms < 0 || timeout_ms > 10) ? 10 : timeout_ms;
     }
-    if (n > 0 && (fds[1].revents & POLLIN)) {
-        uint64_t v;
-        if (read(tp->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-            ps_error("transport wakeup read failed: %s", strerror(errno));
+    if (st != UCS_ERR_BUSY) {
+        struct pollfd fds[2] = {{.fd = tp->worker_fd, .events = POLLIN}, {.fd = tp->wake_fd, .events = POLLIN}};
+        /* Asleep, the role is free: a caller may send (or progress) directly meanwhile, and wakes
+         * us if it leaves work behind. */
+        tp_role_drop(tp);
+        int n = poll(fds, 2, timeout_ms);
+        tp_role_take(tp);
+        if (n < 0 && errno != EINTR) ps_error("transport poll failed: %s", strerror(errno));
+        if (n > 0 && (fds[1].revents & POLLIN)) {
+            uint64_t v;
+            if (read(tp->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                ps_error("transport wakeup read failed: %s", strerror(errno));
+        }
     }
+    pthread_mutex_lock(&tp->lock);
+    tp->sleeping = 0;
+    tp->wake_pending = 0; /* awake now: the next sleep needs a write of its own */
+    pthread_mutex_unlock(&tp->lock);
+}
+
+/* Delivers what is queued and progresses UCX once; returns 1 if anything happened. */
+static int tp_poll_once(ps_tp_t *tp)
+{
+    tp_dispatch(tp);
+    return tp_progress(tp) > 0 || tp_has_work(tp);
 }
 
 /*
@@ -151,16 +227,8 @@ static void tp_wait(ps_tp_t *tp, int timeout_ms)
  */
 static void tp_turn(ps_tp_t *tp, int timeout_ms, int (*done)(ps_tp_t *tp))
 {
-    tp_dispatch(tp);
-    if (tp_progress(tp) || tp_has_work(tp)) return;
+    if (tp_poll_once(tp)) return;
     if (done != NULL && done(tp)) return;
-    ucs_status_t st = ucp_worker_arm(tp->worker);
-    if (st == UCS_ERR_BUSY) return;
-    if (st != UCS_OK) {
-        /* Cannot arm: fall back to a short poll rather than sleeping through events. */
-        ps_error("ucp_worker_arm failed: %s", ucs_status_string(st));
-        timeout_ms = (timeout_ms < 0 || timeout_ms > 10) ? 10 : timeout_ms;
-    }
     tp_wait(tp, timeout_ms);
 }
 
@@ -276,13 +344,33 @@ static void tp_shutdown(ps_tp_t *tp)
     tp_am_abandon(tp);
 }
 
+/*
+ * The loop: commands, handlers, UCX. With nothing to do it spins (yielding the CPU) until
+ * progress.spin_ns have passed since the last event, then sleeps (PSERV_PROGRESS).
+ */
 static void *tp_main(void *arg)
 {
     ps_tp_t *tp = arg;
-    tp_self = tp;
-    while (!tp_cmds_run(tp)) tp_turn(tp, -1, NULL);
-    tp_shutdown(tp);
-    tp_self = NULL;
+    const uint64_t spin_ns = tp->progress.spin_ns;
+    uint64_t last_event = ps_now_ns();
+    tp_role_take(tp);
+    while (!tp_cmds_run(tp)) {
+        if (tp_poll_once(tp)) {
+            if (spin_ns != 0 && spin_ns != UINT64_MAX) last_event = ps_now_ns();
+            continue;
+        }
+        if (spin_ns == UINT64_MAX || (spin_ns != 0 && ps_now_ns() - last_event < spin_ns)) {
+            /* The role is free while we yield: a sender or a waiter may take it. */
+            tp_role_drop(tp);
+            ps_spin_pause();
+            tp_role_take(tp);
+            continue;
+        }
+        tp_wait(tp, -1);
+        last_event = ps_now_ns();
+    }
+    tp_shutdown(tp); /* tp->closing from here on: a thread that takes the role does nothing */
+    tp_role_drop(tp);
     return NULL;
 }
 
@@ -297,6 +385,13 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
     if (tp == NULL) return st;
 
     tp->h = params->handler;
+    char why[160];
+    if ((st = ps_progress_get(&tp->progress, why, sizeof(why))) < 0) {
+        ps_error("%s", why);
+        free(tp);
+        return st;
+    }
+    st = PSERV_ERR_NO_MEMORY;
     tp->cmd_tail = &tp->cmd_head;
     tp->done_tail = &tp->done_head;
     tp->rxq_tail = &tp->rxq_head;
@@ -307,6 +402,7 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
     tp_list_init(&tp->tx_active);
     tp_list_init(&tp->rx_active);
     if (pthread_mutex_init(&tp->lock, NULL) != 0) goto err_free;
+    if (pthread_mutex_init(&tp->role, NULL) != 0) goto err_lock;
     if (pthread_cond_init(&tp->cond, NULL) != 0) goto err_mutex;
 
     if ((us = ucp_config_read(NULL, NULL, &config)) != UCS_OK) {
@@ -330,7 +426,8 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
     }
 
     ucp_worker_params_t wp = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-                              .thread_mode = UCS_THREAD_MODE_SINGLE};
+                              /* one thread at a time: whoever holds the progress role */
+                              .thread_mode = UCS_THREAD_MODE_SERIALIZED};
     if ((us = ucp_worker_create(tp->context, &wp, &tp->worker)) != UCS_OK) {
         ps_error("ucp_worker_create failed: %s", ucs_status_string(us));
         st = tp_status(us);
@@ -371,6 +468,8 @@ err_cleanup:
 err_cond:
     pthread_cond_destroy(&tp->cond);
 err_mutex:
+    pthread_mutex_destroy(&tp->role);
+err_lock:
     pthread_mutex_destroy(&tp->lock);
 err_free:
     free(tp);
@@ -387,6 +486,7 @@ void ps_tp_stop(ps_tp_t *tp)
     }
     pthread_mutex_lock(&tp->lock);
     tp->stop = 1;
+    atomic_store_explicit(&tp->cmd_ready, 1, memory_order_release);
     pthread_mutex_unlock(&tp->lock);
     tp_wake(tp);
     pthread_join(tp->thread, NULL);
@@ -406,8 +506,18 @@ void ps_tp_destroy(ps_tp_t *tp)
     ucp_cleanup(tp->context);
     close(tp->wake_fd);
     pthread_cond_destroy(&tp->cond);
+    pthread_mutex_destroy(&tp->role);
     pthread_mutex_destroy(&tp->lock);
     free(tp);
+}
+
+int ps_tp_progress(ps_tp_t *tp)
+{
+    const ps_tp_t *prev;
+    if (tp == NULL || tp_on_progress_thread(tp) || !tp_role_try(tp, &prev)) return 0;
+    int did = !tp->closing && tp_poll_once(tp);
+    tp_role_leave(tp, prev);
+    return did;
 }
 
 uint16_t ps_tp_listen_port(const ps_tp_t *tp)

@@ -1,10 +1,15 @@
 /*
  * Internals of the UCX transport. Everything here belongs to one ps_tp_t.
  *
- * Threading model: the UCX worker is created UCS_THREAD_MODE_SINGLE and only the progress
- * thread ever touches it. Other threads hand work over through the command queue (tp->lock,
- * tp->cmd_head) and wake the progress thread with an eventfd. Fields marked "progress thread"
- * are touched by nobody else; fields marked "lock" need tp->lock.
+ * Threading model: the UCX worker is created UCS_THREAD_MODE_SERIALIZED and only the holder of
+ * the progress role (tp->role) touches it and every field marked "progress thread": the
+ * progress thread holds it except while it sleeps or yields; then ps_tp_send() takes it to send
+ * directly, and ps_tp_progress() to progress from a waiting caller. tp_on_progress_thread() is
+ * true on the holder. Other threads hand work over through the command queue (tp->lock,
+ * tp->cmd_head, flagged in tp->cmd_ready so the loop looks without the lock) and wake the progress
+ * thread with an eventfd, only when it sleeps (tp->sleeping): a spinning thread (PSERV_PROGRESS,
+ * core/base/progress.h) sees the flag on its next turn. Fields marked "progress thread" are
+ * touched by nobody else; fields marked "lock" need tp->lock.
  */
 #ifndef PS_TP_INTERNAL_H
 #define PS_TP_INTERNAL_H
@@ -18,6 +23,7 @@
 
 #include <ucp/api/ucp.h>
 
+#include "progress.h"
 #include "transport.h"
 
 /* Active message id of every pserv message: the transport moves opaque header + payload. */
@@ -32,6 +38,10 @@
 /* Bounds of the descriptor free lists: enough for a burst, no unbounded growth. */
 #define TP_SEND_FREE_MAX 1024
 #define TP_RX_FREE_MAX 256
+/* Receive buffer classes (tp_rxbuf.c): 1 KiB << 0 .. 1 KiB << 8 = 256 KiB, the largest eager payload. */
+#define TP_RXBUF_MIN_SHIFT 10
+#define TP_RXBUF_CLASSES 9
+#define TP_RXBUF_CLASS_BYTES (1u << 20)
 /* ucp_worker_progress calls per loop turn before queued handlers get a turn. */
 #define TP_PROGRESS_BATCH 64
 /* ps_tp_stop: time for in-flight sends to finish, then for endpoint closes to complete. */
@@ -143,7 +153,7 @@ typedef struct tp_recv {
     void *desc; /* UCX data pointer (EAGER_UCX) or rendezvous descriptor (RNDV) */
     void *data;
     size_t len;
-    int data_owned; /* data was malloc'd by us */
+    int data_owned; /* data is ours, from tp_rxbuf_get */
     int delivered;  /* handed to the rx handler */
     ucs_status_t ucs_status;
     uint32_t hdr_len;
@@ -180,12 +190,17 @@ struct ps_tp {
     int wake_fd;   /* eventfd: commands queued or stop requested */
     pthread_t thread;
     int joined; /* the progress thread has been joined (the ps_tp_stop/destroy caller's) */
+    ps_progress_t progress; /* how the progress thread waits */
+    /* Set (under lock) when commands are queued or stop is asked; read without it by the loop. */
+    atomic_int cmd_ready;
 
     /* lock */
+    pthread_mutex_t role; /* the progress role: see the top of this file */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* ps_tp_peer_close() waiters */
     tp_cmd_t *cmd_head, **cmd_tail;
     int wake_pending; /* wake_fd already written since the last drain */
+    int sleeping;     /* the progress thread is (about to be) in poll: posting must wake it */
     int stop;         /* ps_tp_stop() called */
     int cmds_closed;  /* the progress thread ran its last drain: posting fails */
     tp_send_t *send_free;
@@ -205,6 +220,8 @@ struct ps_tp {
     tp_link_t rx_active; /* rendezvous receives UCX owns */
     tp_recv_t *rx_free;
     unsigned rx_free_n;
+    struct tp_rxbuf *rxbuf_free[TP_RXBUF_CLASSES]; /* tp_rxbuf.c */
+    unsigned rxbuf_count[TP_RXBUF_CLASSES];
     tp_recv_t *rx_current; /* rendezvous receive whose rx_buffer handler is running */
     unsigned flushing; /* flush requests of shutdown not yet complete */
     unsigned closing_eps; /* ucp_ep_close_nbx requests not yet complete */
@@ -214,7 +231,12 @@ struct ps_tp {
 pserv_status_t tp_status(ucs_status_t st);
 
 /* tp_context.c */
+/* 1 if this thread holds the progress role of tp (the progress thread, or a direct sender). */
 int tp_on_progress_thread(const ps_tp_t *tp);
+/* Takes the progress role if it is free (the role this thread held before goes to *prev). */
+int tp_role_try(ps_tp_t *tp, const ps_tp_t **prev);
+/* Gives the role back, waking a sleeping progress thread for whatever was left queued or in flight. */
+void tp_role_leave(ps_tp_t *tp, const ps_tp_t *prev);
 /* Queues cmd for the progress thread; PSERV_ERR_SHUTDOWN once it no longer takes commands. */
 pserv_status_t tp_cmd_post(ps_tp_t *tp, tp_cmd_t *cmd);
 
@@ -240,12 +262,19 @@ void tp_peer_release_requests(ps_tp_t *tp);
 void tp_peer_free_all(ps_tp_t *tp);
 void tp_peer_table_free(ps_tp_t *tp);
 
+/* tp_rxbuf.c: payload buffers of the receive side (progress thread). */
+void *tp_rxbuf_get(ps_tp_t *tp, size_t len);
+void tp_rxbuf_put(ps_tp_t *tp, void *buf, size_t len);
+void tp_rxbuf_free_all(ps_tp_t *tp);
+
 /* tp_mem.c: releases registrations the user left behind, before ucp_cleanup. */
 void tp_mem_release_all(ps_tp_t *tp);
 
 /* tp_am.c */
 pserv_status_t tp_am_init(ps_tp_t *tp);
-void tp_send_run(ps_tp_t *tp, tp_send_t *sd);
+/* Hands a send to UCX (role held). A direct sender (direct = 1) finishes a callback-less send
+ * that completed at once right there, instead of queueing its completion. */
+void tp_send_run(ps_tp_t *tp, tp_send_t *sd, int direct);
 void tp_send_dispatch(ps_tp_t *tp);
 void tp_rx_dispatch(ps_tp_t *tp);
 /* Gives back the receives queued for peer (all of them, or only not-yet-started rendezvous). */

@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "coordinator_internal.h"
+#include "progress.h"
 #include "deadline.h"
 #include "hostport.h"
 
@@ -398,6 +399,12 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
         .listen_port = port,
         .handler = {.arg = c, .rx_buffer = ps_coord_rx_buffer, .rx = ps_coord_rx, .peer_failed = ps_coord_peer_failed},
     };
+    ps_progress_t progress;
+    char why[160];
+    if ((st = ps_progress_get(&progress, why, sizeof(why))) < 0) {
+        ps_set_last_error("%s", why);
+        goto err_destroy_cond;
+    }
     st = ps_tp_create(&tp_params, &c->tp);
     if (st < 0) {
         ps_set_last_error("the coordinator cannot listen on %s:%u: %s", host, port,

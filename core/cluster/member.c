@@ -41,6 +41,11 @@ pserv_status_t ps_member_init(ps_member_t *m, ps_role_t role, const char *coord_
     if (pthread_mutex_init(&m->lock, NULL) != 0) return PSERV_ERR_NO_RESOURCE;
     PS_CHECK_GOTO(ps_cond_init(&m->cond), st, err_destroy_lock);
 
+    char why[160];
+    if ((st = ps_progress_get(&m->progress, why, sizeof(why))) < 0) {
+        ps_member_error(m, st, "%s", why);
+        goto err_destroy_cond;
+    }
     ps_tp_params_t tp_params = {.handler = *handler};
     if (listen_addr) {
         st = ps_hostport_parse(listen_addr, 0, host, &port);

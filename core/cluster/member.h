@@ -19,6 +19,7 @@
 
 #include "deadline.h"
 #include "job.h"
+#include "progress.h"
 #include "send.h"
 #include "ticker.h"
 #include "transport.h"
@@ -68,6 +69,7 @@ typedef struct {
     ps_view_t *view; /* the installed view: swapped under lock on the progress thread, which reads it freely */
     ps_member_hooks_t hooks;
     ps_ticker_t ticker;
+    ps_progress_t progress; /* PSERV_PROGRESS: how this member's data-path threads wait */
     int64_t last_coord_ms, last_any_ms; /* when we last heard the coordinator / anyone (atomics) */
     char last_error[PS_WIRE_REASON_MAX + 128];
 } ps_member_t;

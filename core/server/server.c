@@ -64,7 +64,8 @@ void ps_server_setup(pserv_server_h s)
     ps_server_live_nodes(s, s->m.view, s->live_node, &s->num_live_nodes);
     size_t slot_bytes = s->m.job.chunk_bytes + PS_TENSOR_DESC_LEN;
     size_t slots = PS_MIN(8 * (size_t)s->m.job.num_workers + 16, PS_MAX(PS_PIPE_SLOT_BUDGET / slot_bytes, 4));
-    if (ps_pipe_start(&s->pipe, (uint32_t)PS_MIN(slots, PS_PIPE_MAX_SLOTS), slot_bytes, ps_server_run, s) < 0) {
+    if (ps_pipe_start(&s->pipe, (uint32_t)PS_MIN(slots, PS_PIPE_MAX_SLOTS), slot_bytes, s->m.progress.spin_ns,
+                      ps_server_run, s) < 0) {
         ps_server_setup_failed(s, "no memory or thread for the apply pipeline");
         return;
     }

@@ -6,6 +6,7 @@
 #include "deadline.h"
 #include "log.h"
 #include "pinned.h"
+#include "progress.h"
 
 static void ps_pipe_release(ps_pipe_t *p, ps_work_t *w)
 {
@@ -13,33 +14,59 @@ static void ps_pipe_release(ps_pipe_t *p, ps_work_t *w)
     else if (!w->borrowed) free(w->data); /* a heap copy (an oversized payload) or a VIEW's array, or NULL */
 }
 
+/*
+ * Waits (lock held) until work is queued or stop is asked. First it spins with the lock released
+ * until spin_ns have passed since the last work (PSERV_PROGRESS): count and stop are written
+ * under the lock with atomic stores, so the spinner reads them without it.
+ */
+static void ps_pipe_wait(ps_pipe_t *p, uint64_t last_work_ns)
+{
+    while (p->count == 0 && !p->stop) {
+        uint64_t now = p->spin_ns != 0 ? ps_now_ns() : 0;
+        if (p->spin_ns == UINT64_MAX || now - last_work_ns < p->spin_ns) {
+            pthread_mutex_unlock(&p->lock);
+            while (__atomic_load_n(&p->count, __ATOMIC_ACQUIRE) == 0 && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE) &&
+                   (p->spin_ns == UINT64_MAX || ps_now_ns() - last_work_ns < p->spin_ns))
+                ps_spin_pause();
+            pthread_mutex_lock(&p->lock);
+            continue;
+        }
+        p->sleeping = 1;
+        pthread_cond_wait(&p->cond, &p->lock);
+        p->sleeping = 0;
+    }
+}
+
 static void *ps_pipe_main(void *arg)
 {
     ps_pipe_t *p = arg;
+    uint64_t last_work_ns = ps_now_ns();
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (p->count == 0 && !p->stop) pthread_cond_wait(&p->cond, &p->lock);
+        ps_pipe_wait(p, last_work_ns);
         if (p->stop) break;
         ps_work_t w = p->ring[p->head];
         p->head = (p->head + 1) % p->cap;
-        p->count--;
-        pthread_cond_broadcast(&p->cond); /* room in the queue */
+        __atomic_store_n(&p->count, p->count - 1, __ATOMIC_RELAXED);
+        if (p->pushers_waiting) pthread_cond_broadcast(&p->cond); /* room in the queue */
         pthread_mutex_unlock(&p->lock);
         p->run(p->arg, &w);
         if (w.kind != PS_WORK_VIEW) ps_pipe_release(p, &w); /* a VIEW's array now belongs to the shard */
+        if (p->spin_ns != 0 && p->spin_ns != UINT64_MAX) last_work_ns = ps_now_ns();
         pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
-pserv_status_t ps_pipe_start(ps_pipe_t *p, uint32_t nslots, size_t slot_bytes, void (*run)(void *, ps_work_t *),
-                             void *arg)
+pserv_status_t ps_pipe_start(ps_pipe_t *p, uint32_t nslots, size_t slot_bytes, uint64_t spin_ns,
+                             void (*run)(void *, ps_work_t *), void *arg)
 {
     pserv_status_t st = PSERV_ERR_NO_MEMORY;
     memset(p, 0, sizeof(*p));
     p->run = run;
     p->arg = arg;
+    p->spin_ns = spin_ns;
     p->nslots = nslots;
     /* Slots are cache-line multiples, so one chunk's optimizer loop never shares a line with the next slot. */
     p->slot_bytes = (slot_bytes + 63) / 64 * 64;
@@ -79,7 +106,7 @@ void ps_pipe_stop(ps_pipe_t *p)
 {
     if (!p->started) return;
     pthread_mutex_lock(&p->lock);
-    p->stop = 1;
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
@@ -124,14 +151,17 @@ void ps_pipe_slot_put(ps_pipe_t *p, int32_t slot)
 {
     pthread_mutex_lock(&p->lock);
     p->free_slots[p->nfree++] = (uint32_t)slot;
-    pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
 
 void ps_pipe_push(ps_pipe_t *p, const ps_work_t *work)
 {
     pthread_mutex_lock(&p->lock);
-    while (p->count == p->cap && !p->stop) pthread_cond_wait(&p->cond, &p->lock);
+    while (p->count == p->cap && !p->stop) {
+        p->pushers_waiting++;
+        pthread_cond_wait(&p->cond, &p->lock);
+        p->pushers_waiting--;
+    }
     if (p->stop) {
         pthread_mutex_unlock(&p->lock);
         ps_work_t w = *work;
@@ -139,7 +169,7 @@ void ps_pipe_push(ps_pipe_t *p, const ps_work_t *work)
         return;
     }
     p->ring[(p->head + p->count) % p->cap] = *work;
-    p->count++;
-    pthread_cond_broadcast(&p->cond);
+    __atomic_store_n(&p->count, p->count + 1, __ATOMIC_RELEASE);
+    if (p->sleeping) pthread_cond_broadcast(&p->cond); /* a spinning apply thread sees count */
     pthread_mutex_unlock(&p->lock);
 }

@@ -54,8 +54,11 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     ps_work_t *ring;
-    uint32_t cap, head, count;
-    int stop;
+    uint32_t cap, head, count; /* count: atomic stores under lock (the apply thread spins on it) */
+    int stop;                  /* atomic store under lock */
+    int sleeping;              /* lock: the apply thread waits on cond, a push must signal */
+    unsigned pushers_waiting;  /* lock: pushes waiting for room */
+    uint64_t spin_ns;          /* how long the apply thread spins after its last work (PSERV_PROGRESS) */
     uint8_t *slots; /* pinned: nslots x slot_bytes */
     size_t slot_bytes, region_bytes;
     uint32_t nslots, nfree;
@@ -67,9 +70,13 @@ typedef struct {
     void *arg;
 } ps_pipe_t;
 
-/* Slots of slot_bytes each, a queue, and the apply thread calling run(arg, work) for each item. */
-pserv_status_t ps_pipe_start(ps_pipe_t *p, uint32_t nslots, size_t slot_bytes, void (*run)(void *, ps_work_t *),
-                             void *arg);
+/*
+ * Slots of slot_bytes each, a queue, and the apply thread calling run(arg, work) for each item.
+ * With nothing queued the apply thread spins for spin_ns after its last work (UINT64_MAX: always,
+ * 0: never), then sleeps (core/base/progress.h).
+ */
+pserv_status_t ps_pipe_start(ps_pipe_t *p, uint32_t nslots, size_t slot_bytes, uint64_t spin_ns,
+                             void (*run)(void *, ps_work_t *), void *arg);
 /* Stops the apply thread (work still queued is dropped, its slots freed) and frees everything. */
 void ps_pipe_stop(ps_pipe_t *p);
 /* A free slot (progress thread), or -1 when none is free (never waits). */

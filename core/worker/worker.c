@@ -74,6 +74,7 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
                                .rx_abort = ps_worker_rx_abort, .peer_failed = ps_worker_peer_failed};
     ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted};
     if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler, &hooks)) < 0) goto err_free;
+    w->spin_ns = w->m.progress.spin_ns;
     if (params->node && strlen(params->node) >= PS_NODE_MAX) {
         st = ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "node group name longer than %d bytes", PS_NODE_MAX - 1);
         goto err_member;

@@ -147,7 +147,7 @@ static void ps_worker_group_fail_entry(void *arg, const ps_wire_hdr_t *h)
     if (r == NULL || r->per_server[f->server] == 0) return; /* already failed with its server */
     r->per_server[f->server]--;
     if (r->status == PSERV_OK) r->status = f->st;
-    if (--r->pending == 0) pthread_cond_broadcast(&f->w->m.cond);
+    if (--r->pending == 0) ps_worker_wake(f->w);
 }
 
 /* Sends the server's batch (lock held). */

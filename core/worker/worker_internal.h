@@ -2,6 +2,8 @@
 #ifndef PS_WORKER_INTERNAL_H
 #define PS_WORKER_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "batch.h"
 #include "keymap.h"
 #include "log.h"
@@ -78,11 +80,22 @@ struct pserv_worker {
     int leaving; /* destroy has begun: servers closing now is the normal end */
     int saw_failure; /* a request failed because a member died: leaving now is a failure, not the end */
     pserv_worker_stats_t stats;
+    /* Bumped (with the lock held) whenever a request completes or fails, so a waiter that spins
+     * without the lock sees it; spin_ns is how long a wait spins before it sleeps (PSERV_PROGRESS). */
+    atomic_uint wake_seq;
+    uint64_t spin_ns;
     ps_wgroup_t group;
-    ps_batch_entry_t *rx_ents; /* progress thread: a BATCH reply's decoded entries */
-    uint8_t *rx_bufs;          /* progress thread: where rendezvous BATCH replies land (PS_WORKER_RX_BUFS) */
+    ps_batch_entry_t *rx_ents; /* transport handlers: a BATCH reply's decoded entries */
+    uint8_t *rx_bufs;          /* transport handlers: where rendezvous BATCH replies land (PS_WORKER_RX_BUFS) */
     uint32_t rx_free[8], rx_nfree;
 };
+
+/* A request completed or failed (lock held): wakes waiters, spinning or asleep. */
+static inline void ps_worker_wake(pserv_worker_h w)
+{
+    atomic_fetch_add_explicit(&w->wake_seq, 1, memory_order_release);
+    pthread_cond_broadcast(&w->m.cond);
+}
 
 /* Request table: allocated once the job (and so the number of servers) is known. */
 pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests);

@@ -11,9 +11,12 @@
 #include <string.h>
 
 #include "check.h"
+#include "progress.h"
 #include "worker_internal.h"
 
 #define PS_REQ_ID(gen, slot) (((uint64_t)(gen) << 32) | (uint32_t)(slot))
+/* A spinning wait looks at the request under the lock at least this often (an abort, a deadline). */
+#define PS_WAIT_SPIN_SLICE_NS 1000000u
 
 pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests)
 {
@@ -256,18 +259,42 @@ pserv_status_t pserv_worker_tensor_info(pserv_worker_h worker, uint64_t key, siz
     return t ? PSERV_OK : PSERV_ERR_UNKNOWN_KEY;
 }
 
+/*
+ * Spins with the lock released until a request completes (wake_seq moves) or until_ns; returns
+ * with the lock held again. The caller re-checks its request under the lock. While it spins it
+ * progresses the transport itself whenever the progress thread is not (Open MPI's progress on
+ * wait): a reply is then handled on this thread, with no hand-off at all.
+ */
+static void ps_worker_spin(pserv_worker_h w, uint64_t until_ns)
+{
+    unsigned seq = atomic_load_explicit(&w->wake_seq, memory_order_acquire);
+    pthread_mutex_unlock(&w->m.lock);
+    while (atomic_load_explicit(&w->wake_seq, memory_order_acquire) == seq && ps_now_ns() < until_ns)
+        if (!ps_tp_progress(w->m.tp)) ps_spin_pause();
+    pthread_mutex_lock(&w->m.lock);
+}
+
 pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int timeout_ms)
 {
     ps_deadline_t deadline;
     PS_CHECK_ARG(worker);
     ps_deadline_set(&deadline, timeout_ms);
+    /* PSERV_PROGRESS: spin for spin_ns (bounded by the deadline), then sleep on the condition. */
+    uint64_t now = worker->spin_ns != 0 ? ps_now_ns() : 0;
+    uint64_t spin_end = worker->spin_ns == UINT64_MAX ? UINT64_MAX : now + worker->spin_ns;
+    if (timeout_ms >= 0 && spin_end - now > (uint64_t)timeout_ms * 1000000u) spin_end = now + (uint64_t)timeout_ms * 1000000u;
     pthread_mutex_lock(&worker->m.lock);
     ps_req_t *r = ps_worker_req_find(worker, req);
     pserv_status_t st = PSERV_ERR_INVALID_ARG;
     if (r == NULL) goto out;
     st = PSERV_OK;
-    while (r->pending > 0 && !worker->m.aborted && st == PSERV_OK)
+    while (r->pending > 0 && !worker->m.aborted && st == PSERV_OK) {
+        if (now < spin_end && (now = ps_now_ns()) < spin_end) {
+            ps_worker_spin(worker, spin_end - now > PS_WAIT_SPIN_SLICE_NS ? now + PS_WAIT_SPIN_SLICE_NS : spin_end);
+            continue;
+        }
         st = ps_cond_wait(&worker->m.cond, &worker->m.lock, &deadline);
+    }
     if (r->pending > 0 && !worker->m.aborted) {
         st = PSERV_ERR_TIMED_OUT;
         goto out;
@@ -369,7 +396,7 @@ static int ps_worker_reroute(pserv_worker_h w, ps_req_t *r, const ps_wire_hdr_t 
     ps_worker_send_chunk(w, r, h->req_id, h->chunk, h->round, PS_WIRE_FLAG_RETRY);
     ps_debug("key %llu chunk %u re-sent to server %u (view %u)", (unsigned long long)h->key, h->chunk, owner,
              w->m.view->version);
-    if (r->pending == 0) pthread_cond_broadcast(&w->m.cond);
+    if (r->pending == 0) ps_worker_wake(w);
     return 1;
 }
 
@@ -384,7 +411,7 @@ void ps_worker_aborted(void *arg)
         r->pending = 0;
         memset(r->per_server, 0, w->m.job.num_servers * sizeof(*r->per_server));
     }
-    pthread_cond_broadcast(&w->m.cond);
+    ps_worker_wake(w);
     pthread_mutex_unlock(&w->m.lock);
 }
 
@@ -435,7 +462,7 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
         if (data != dst) memcpy(dst, data, len);
         PS_WSTAT_ADD(w, bytes_pulled, len);
     }
-    if (--r->pending == 0) pthread_cond_broadcast(&w->m.cond);
+    if (--r->pending == 0) ps_worker_wake(w);
 }
 
 void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
@@ -461,7 +488,7 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
             r->per_server[s] = 0;
             ps_worker_req_fail(r, PSERV_ERR_PEER_FAILED);
         }
-        pthread_cond_broadcast(&w->m.cond);
+        ps_worker_wake(w);
     }
     pthread_mutex_unlock(&w->m.lock);
 }

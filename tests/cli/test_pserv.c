@@ -157,6 +157,8 @@ Test(cli, bad_flags_are_exit_2_with_one_line, .timeout = 60)
         {NULL, "train --chunk-bytes 4Q", "--chunk-bytes must be a size"},
         {NULL, "train --lr", "--lr needs a value"},
         {"PSERV_EPOCHS=-3", "train", "PSERV_EPOCHS (from the environment)"},
+        {"PSERV_PROGRESS=fast", "train", "PSERV_PROGRESS (from the environment) for --progress must be one of auto|spin|sleep, not 'fast'"},
+        {NULL, "server --coordinator 127.0.0.1:1 --progress busy", "--progress must be one of auto|spin|sleep"},
         {NULL, "frobnicate", "unknown command 'frobnicate'"},
         {NULL, "server", "--coordinator HOST:PORT is required"},
     };

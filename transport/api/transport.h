@@ -6,9 +6,14 @@
  * peers (endpoints) it connected to or accepted. A message is a small header (opaque bytes,
  * copied by the transport, at most PS_TP_MAX_HDR) plus an optional payload.
  *
- * Threading: every handler runs on the progress thread, never inside a UCX callback, so a
- * handler may call ps_tp_send(). ps_tp_send(), ps_tp_connect() and the peer accessors are
+ * Threading: one thread at a time holds the transport's progress role: its progress thread,
+ * except while that sleeps or yields, when a caller of ps_tp_send() (which then sends straight
+ * from its own thread) or of ps_tp_progress() may take it. Handlers and send callbacks run on the
+ * holder, one at a time, never inside a UCX callback, so a handler may call ps_tp_send().
+ * ps_tp_send() never runs a callback or handler itself (except the synchronous-failure case
+ * below). ps_tp_send(), ps_tp_connect(), ps_tp_progress() and the peer accessors are
  * thread-safe. Handlers must not block for long: they hold up all traffic of this ps_tp_t.
+ * How the progress thread waits for work follows PSERV_PROGRESS (core/base/progress.h).
  *
  * Ordering and completion: a rendezvous message may be delivered after later eager messages
  * of the same peer. A send's success means UCX finished it, not that the receiver accepted
@@ -77,6 +82,14 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **tp);
 void ps_tp_stop(ps_tp_t *tp);
 /* Stops the progress thread (if still running), closes every peer and the listener, frees everything. */
 void ps_tp_destroy(ps_tp_t *tp);
+/*
+ * Progresses the transport from the calling thread if no other thread holds the progress role:
+ * delivers what is queued and polls UCX once; handlers run here then. Returns 1 if anything
+ * happened, 0 if nothing did or the role was taken. For a caller that spins on a result (a wait
+ * in spin mode): its reply is handled without a hand-off to the progress thread. Not while
+ * holding a lock a handler takes.
+ */
+int ps_tp_progress(ps_tp_t *tp);
 /* The port the listener is bound to. */
 uint16_t ps_tp_listen_port(const ps_tp_t *tp);
 
