@@ -33,7 +33,8 @@ typedef enum {
     PS_WORK_ABORT,     /* the job failed: answer every parked pull with the error */
     PS_WORK_PEER_GONE, /* a worker's connection is gone: drop its parked pulls */
     PS_WORK_BATCH_END, /* the entries of a BATCH (queued before it) are done: send the replies they
-                        * coalesced; data/slot = the batch's bytes, released after it */
+                        * coalesced; data = the batch's bytes (a batch buffer, borrowed and returned
+                        * by the shard, or a heap copy freed after it) */
 } ps_work_kind_t;
 
 typedef struct {
@@ -44,7 +45,7 @@ typedef struct {
     size_t len;
     int32_t slot; /* the slot data is in, or -1 (no payload, or a heap copy freed after the work) */
     uint64_t chunk_elems; /* REGISTER: the view's geometry of the tensor */
-    uint8_t borrowed; /* data lies in a batch's bytes, released by that batch's BATCH_END */
+    uint8_t borrowed; /* data is not the pipe's to free: it lies in a batch's bytes (returned at its BATCH_END) */
     uint8_t in_batch; /* an entry of a BATCH: its replies are coalesced until BATCH_END */
 } ps_work_t;
 
