@@ -25,6 +25,7 @@ void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
             ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_ERR_NO_MEMORY);
             return;
         }
+        p->out_buf = -1;
         ps_tp_peer_set_ctx(peer, p);
         p->next = s->peers;
         s->peers = p;
@@ -66,6 +67,10 @@ void ps_server_setup(pserv_server_h s)
     if (ps_pipe_start(&s->pipe, (uint32_t)PS_MIN(slots, PS_PIPE_MAX_SLOTS), slot_bytes, s->m.progress.spin_ns,
                       ps_server_run, s) < 0) {
         ps_server_setup_failed(s, "no memory or thread for the apply pipeline");
+        return;
+    }
+    if (ps_server_batch_init(s, s->pipe.slot_bytes) < 0) {
+        ps_server_setup_failed(s, "no memory for the batch buffers");
         return;
     }
     s->ready = 1;
@@ -164,6 +169,9 @@ pserv_status_t pserv_server_stats(pserv_server_h server, pserv_server_stats_t *s
     stats->bytes_in = __atomic_load_n(&server->stats.bytes_in, __ATOMIC_RELAXED);
     stats->bytes_out = __atomic_load_n(&server->stats.bytes_out, __ATOMIC_RELAXED);
     stats->rejected = __atomic_load_n(&server->stats.rejected, __ATOMIC_RELAXED);
+    stats->messages_in = __atomic_load_n(&server->stats.messages_in, __ATOMIC_RELAXED);
+    stats->batches_in = __atomic_load_n(&server->stats.batches_in, __ATOMIC_RELAXED);
+    stats->batches_out = __atomic_load_n(&server->stats.batches_out, __ATOMIC_RELAXED);
     return PSERV_OK;
 }
 
@@ -179,6 +187,7 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
     ps_pipe_stop(&server->pipe); /* nor any work of the apply thread */
     if (server->setup_done) ps_store_fini(&server->store); /* deregisters its memory: transport still up */
     ps_member_fini(&server->m);
+    ps_server_batch_fini(server); /* after the transport: no send of a reply batch is in flight */
     while (server->peers) {
         ps_server_peer_t *next = server->peers->next;
         free(server->peers);

@@ -7,6 +7,7 @@
 #ifndef PS_SERVER_INTERNAL_H
 #define PS_SERVER_INTERNAL_H
 
+#include "batch.h"
 #include "log.h"
 #include "member.h"
 #include "server_pipe.h"
@@ -19,7 +20,40 @@ typedef struct ps_server_peer {
     int hello;
     int left; /* said LEAVE: its disconnect is the normal end, not a failure */
     struct ps_server_peer *next; /* all of them, freed with the server */
+    int32_t out_buf;  /* apply thread: the reply batch being filled for this worker, or -1 */
+    ps_batch_t out;
 } ps_server_peer_t;
+
+/* A reply batch buffer (server_batch.c); its send completion hands it back. */
+typedef struct {
+    struct pserv_server *s;
+    uint32_t index;
+} ps_server_outbuf_t;
+
+/*
+ * Batches (server_batch.c). Reply coalescing: while the apply thread works through a BATCH's entries, its replies to each
+ * worker (including pulls of other workers that a push completes) are appended to a batch per
+ * worker and sent at the BATCH_END. Buffers come from a fixed pool; the progress thread's send
+ * completions return them (under lock).
+ */
+typedef struct {
+    uint8_t *bufs;     /* nbufs x cap */
+    size_t cap;
+    uint32_t nbufs;
+    ps_server_outbuf_t *meta;
+    pthread_mutex_t lock; /* free list */
+    uint32_t *free_list;
+    uint32_t nfree;
+    ps_tp_peer_t **open; /* apply thread: peers with a batch being filled */
+    uint32_t nopen, max_open;
+    /* Where incoming batches land (PS_WIRE_BATCH_MAX each): taken by the progress thread,
+     * returned by the apply thread at the batch's BATCH_END (under lock). A batch needs no
+     * chunk-sized pipeline slot, and none comes from the heap while one of these is free. */
+    uint8_t *in_bufs;
+    uint32_t in_n, in_nfree;
+    uint32_t *in_free;
+    int inited;
+} ps_server_out_t;
 
 /* A HELLO that arrived before this shard knew the job (workers may be quicker than us). */
 typedef struct {
@@ -40,6 +74,8 @@ struct pserv_server {
     ps_parked_hello_t *parked;
     size_t nparked;
     pserv_server_stats_t stats; /* updated with atomics */
+    ps_batch_entry_t *rx_ents; /* progress thread: a BATCH's decoded entries */
+    ps_server_out_t out;
 };
 
 /* server.c: the job arrived (progress thread): the store, the apply thread, then parked hellos. */
@@ -55,6 +91,8 @@ void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
 void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why);
 void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now);
 void ps_server_aborted(void *arg);
+/* Checks a decoded data message against the job and the view; on failure answers it. */
+pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
 /* Which node groups still have a worker in the job, by the view. */
 void ps_server_live_nodes(pserv_server_h s, const ps_view_t *v, uint8_t *live, uint32_t *count);
 
@@ -73,6 +111,25 @@ void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer);
 /* Replies with an error status and counts the rejection. */
 void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
                       const char *why);
+
+/* server_batch.c: BATCH on the progress thread, reply coalescing on the apply thread. */
+pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes);
+void ps_server_batch_fini(pserv_server_h s);
+/* Splits a BATCH into its entries, each admitted like a message of its own and queued; data is
+ * the transport's (valid during the call) or a batch buffer, which it then owns. */
+void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, void *data, size_t len);
+/* The apply thread starts (entry of a batch) or ends (BATCH_END: sends them) coalescing replies. */
+void ps_server_out_begin(pserv_server_h s);
+void ps_server_out_end(pserv_server_h s, void *batch);
+/* A buffer for an incoming batch, or NULL when none is free; _put returns one (0 if buf is not one). */
+void *ps_server_batch_buf_get(pserv_server_h s);
+int ps_server_batch_buf_put(pserv_server_h s, const void *buf);
+/* Every send of the shard's answers: coalesced on the apply thread inside a batch, else sent. */
+pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
+                              size_t len, ps_tp_mem_t *mem);
+/* A header-only reply (status) to a request, through ps_server_send. */
+void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
+                     pserv_status_t status);
 
 #define PS_STAT_ADD(s, field, n) __atomic_fetch_add(&(s)->stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
 

@@ -11,7 +11,7 @@
 static void ps_pipe_release(ps_pipe_t *p, ps_work_t *w)
 {
     if (w->slot >= 0) ps_pipe_slot_put(p, w->slot);
-    else free(w->data); /* a heap copy (an oversized payload) or a VIEW's array, or NULL */
+    else if (!w->borrowed) free(w->data); /* a heap copy (an oversized payload) or a VIEW's array, or NULL */
 }
 
 /*
@@ -112,7 +112,7 @@ void ps_pipe_stop(ps_pipe_t *p)
     pthread_join(p->thread, NULL);
     for (; p->count > 0; p->count--) {
         ps_work_t *w = &p->ring[p->head];
-        if (w->slot < 0) free(w->data);
+        if (w->slot < 0 && !w->borrowed) free(w->data);
         p->head = (p->head + 1) % p->cap;
     }
     pthread_cond_destroy(&p->cond);

@@ -32,6 +32,9 @@ typedef enum {
     PS_WORK_VIEW,      /* who is in the job changed: data = the new live-node array (owned by the work) */
     PS_WORK_ABORT,     /* the job failed: answer every parked pull with the error */
     PS_WORK_PEER_GONE, /* a worker's connection is gone: drop its parked pulls */
+    PS_WORK_BATCH_END, /* the entries of a BATCH (queued before it) are done: send the replies they
+                        * coalesced; data = the batch's bytes (a batch buffer, borrowed and returned
+                        * by the shard, or a heap copy freed after it) */
 } ps_work_kind_t;
 
 typedef struct {
@@ -42,6 +45,8 @@ typedef struct {
     size_t len;
     int32_t slot; /* the slot data is in, or -1 (no payload, or a heap copy freed after the work) */
     uint64_t chunk_elems; /* REGISTER: the view's geometry of the tensor */
+    uint8_t borrowed; /* data is not the pipe's to free: it lies in a batch's bytes (returned at its BATCH_END) */
+    uint8_t in_batch; /* an entry of a BATCH: its replies are coalesced until BATCH_END */
 } ps_work_t;
 
 typedef struct {

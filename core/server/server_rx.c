@@ -56,7 +56,7 @@ static pserv_status_t ps_server_check_route(pserv_server_h s, const ps_wire_hdr_
 }
 
 /* Checks a decoded data message against the job and the view; on failure answers it. */
-static pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     const char *why = NULL;
@@ -100,6 +100,10 @@ pserv_status_t ps_server_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
     ps_wire_hdr_t h;
     pserv_status_t st = ps_server_admit(s, peer, hdr, hdr_len, len, &h);
     if (st < 0) return st;
+    if (h.type == PS_MSG_BATCH) {
+        *buf = ps_server_batch_buf_get(s); /* bounded by its type; NULL: the transport allocates */
+        return PSERV_OK;
+    }
     if (!ps_server_is_data(h.type) || len > s->pipe.slot_bytes) return PSERV_OK; /* the transport allocates */
     int32_t slot = ps_pipe_slot_get(&s->pipe);
     if (slot < 0) return PSERV_OK; /* every slot busy: the transport allocates, rx copies nothing */
@@ -115,6 +119,7 @@ void ps_server_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
     pserv_server_h s = arg;
     int32_t slot = ps_pipe_slot_of(&s->pipe, buf);
     if (slot >= 0) ps_pipe_slot_put(&s->pipe, slot);
+    else ps_server_batch_buf_put(s, buf);
 }
 
 /* A REGISTER's descriptor must be the one the coordinator placed (the view's, which the apply
@@ -166,6 +171,8 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     } else if (ps_server_admit(s, peer, hdr, hdr_len, len, &h) < 0) {
         goto out;
     }
+    if (h.type == PS_MSG_PUSH || h.type == PS_MSG_PULL || h.type == PS_MSG_PUSH_PULL || h.type == PS_MSG_BATCH)
+        PS_STAT_ADD(s, messages_in, 1);
     if (ps_member_rx(&s->m, peer, &h, data, len)) {
         if (!s->setup_done && s->m.job.servers != NULL) ps_server_setup(s);
         goto out;
@@ -183,6 +190,9 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     case PS_MSG_PULL:
         ps_server_queue(s, peer, &h, data, len, slot);
         return; /* the slot, if any, is the apply thread's now */
+    case PS_MSG_BATCH:
+        ps_server_on_batch(s, peer, &h, data, len);
+        return; /* its buffer, if one of the batch pool, is the apply thread's now */
     case PS_MSG_LEAVE: {
         ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
         if (p) p->left = 1;
@@ -194,6 +204,7 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     }
 out:
     if (slot >= 0) ps_pipe_slot_put(&s->pipe, slot);
+    else ps_server_batch_buf_put(s, data); /* a batch that never reached on_batch (a no-op otherwise) */
 }
 
 void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)

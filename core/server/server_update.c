@@ -30,7 +30,7 @@ void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t 
                           : h->type == PS_MSG_REGISTER ? PS_MSG_REGISTER_REPLY
                           : h->type == PS_MSG_HELLO ? PS_MSG_HELLO_REPLY
                                                     : PS_MSG_PULL_REPLY;
-    ps_reply_status(peer, h, reply, s->store.rank, st);
+    ps_server_reply(s, peer, h, reply, st);
 }
 
 static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t req_id, uint64_t key,
@@ -53,7 +53,7 @@ static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t
      * before ps_send_msg returns. */
     PS_STAT_ADD(s, pulls, 1);
     PS_STAT_ADD(s, bytes_out, c->param_bytes);
-    if (ps_send_msg(peer, &h, c->param, c->param_bytes, c->mem, NULL, NULL) != PSERV_OK) {
+    if (ps_server_send(s, peer, &h, c->param, c->param_bytes, c->mem) != PSERV_OK) {
         PS_STAT_ADD(s, pulls, -1);
         PS_STAT_ADD(s, bytes_out, -(uint64_t)c->param_bytes);
     }
@@ -167,7 +167,7 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     if (h->type == PS_MSG_PUSH_PULL)
         ps_server_pull_chunk(s, peer, h, h->round + 1, t, c);
     else
-        ps_reply_status(peer, h, PS_MSG_PUSH_REPLY, s->store.rank, PSERV_OK);
+        ps_server_reply(s, peer, h, PS_MSG_PUSH_REPLY, PSERV_OK);
 }
 
 void ps_server_on_pull(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
@@ -207,7 +207,7 @@ static void ps_server_sweep_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
         h.chunk = c->index;
         h.offset = c->offset;
         h.round = p->round;
-        ps_reply_status(p->peer, &h, PS_MSG_PULL_REPLY, sw->s->store.rank, sw->st);
+        ps_server_reply(sw->s, p->peer, &h, PS_MSG_PULL_REPLY, sw->st);
     }
     c->npulls = kept;
 }
@@ -249,7 +249,7 @@ static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps
         ps_server_reject(s, peer, h, st, why);
         return;
     }
-    ps_reply_status(peer, h, PS_MSG_REGISTER_REPLY, s->store.rank, PSERV_OK);
+    ps_server_reply(s, peer, h, PS_MSG_REGISTER_REPLY, PSERV_OK);
 }
 
 void ps_server_run(void *arg, ps_work_t *w)
@@ -257,6 +257,7 @@ void ps_server_run(void *arg, ps_work_t *w)
     pserv_server_h s = arg;
     switch (w->kind) {
     case PS_WORK_MSG:
+        if (w->in_batch) ps_server_out_begin(s);
         if (w->h.type == PS_MSG_REGISTER) ps_server_on_register(s, w->peer, &w->h, w->data, w->len, w->chunk_elems);
         else if (w->h.type == PS_MSG_PULL) ps_server_on_pull(s, w->peer, &w->h);
         else ps_server_on_push(s, w->peer, &w->h, (float *)(void *)w->data);
@@ -272,6 +273,9 @@ void ps_server_run(void *arg, ps_work_t *w)
         break;
     case PS_WORK_PEER_GONE:
         ps_server_drop_peer(s, w->peer);
+        break;
+    case PS_WORK_BATCH_END:
+        ps_server_out_end(s, w->data);
         break;
     }
 }

@@ -89,6 +89,8 @@ uint64_t ps_wire_max_payload(uint32_t type)
         return PSERV_NODE_BROADCAST_MAX;
     case PS_MSG_TENSOR:
         return 8 + PS_WIRE_TENSOR_DESC_MAX;
+    case PS_MSG_BATCH:
+        return PS_WIRE_BATCH_MAX;
     case PS_MSG_REGISTER:
     case PS_MSG_PUSH:
     case PS_MSG_PUSH_PULL:
@@ -163,7 +165,7 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_PULL_REPLY] = "PULL_REPLY", [PS_MSG_PUSH_PULL] = "PUSH_PULL",
         [PS_MSG_NODE_BCAST] = "NODE_BCAST", [PS_MSG_NODE_BCAST_REPLY] = "NODE_BCAST_REPLY",
         [PS_MSG_HEARTBEAT] = "HEARTBEAT", [PS_MSG_VIEW] = "VIEW", [PS_MSG_ABORT] = "ABORT",
-        [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY",
+        [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY", [PS_MSG_BATCH] = "BATCH",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

@@ -16,7 +16,7 @@
 #include "pserv/pserv.h"
 
 #define PS_WIRE_MAGIC 0x56525350u /* "PSRV" read as little-endian bytes */
-#define PS_WIRE_VERSION 3 /* 3: the cluster view, heartbeats, ABORT, tensors placed by the coordinator */
+#define PS_WIRE_VERSION 4 /* 3: the cluster view, heartbeats, ABORT, placement; 4: BATCH */
 #define PS_WIRE_HDR_LEN 72
 /* Largest payload any message may carry: bounds what a peer can make us allocate. */
 #define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
@@ -24,6 +24,9 @@
 #define PS_WIRE_JOIN_MAX 2048
 #define PS_WIRE_VIEW_MAX ((uint64_t)64 << 20)
 #define PS_WIRE_TENSOR_DESC_MAX 64
+/* A BATCH's payload (its entries, headers included) and its entry count (batch.h). */
+#define PS_WIRE_BATCH_MAX ((uint64_t)256 << 10)
+#define PS_WIRE_BATCH_MAX_ENTRIES 1024u
 
 typedef enum {
     PS_MSG_JOIN = 1,       /* server/worker -> coordinator: role, address, wanted rank */
@@ -49,6 +52,7 @@ typedef enum {
     PS_MSG_ABORT,          /* coordinator -> member: the job failed; payload = why, in words */
     PS_MSG_TENSOR,         /* worker -> coordinator: place (or check) a tensor: key + descriptor */
     PS_MSG_TENSOR_REPLY,   /* coordinator -> worker: round = the view version that has it; payload = why on error */
+    PS_MSG_BATCH,          /* worker <-> server: round = entry count; payload = entries, each a header + its payload (batch.h) */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 

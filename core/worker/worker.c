@@ -71,7 +71,7 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
     w->stats.size = sizeof(w->stats);
     ps_keymap_init(&w->tensors);
     ps_tp_handler_t handler = {.arg = w, .rx_buffer = ps_worker_rx_buffer, .rx = ps_worker_rx,
-                               .peer_failed = ps_worker_peer_failed};
+                               .rx_abort = ps_worker_rx_abort, .peer_failed = ps_worker_peer_failed};
     ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted};
     if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler, &hooks)) < 0) goto err_free;
     w->spin_ns = w->m.progress.spin_ns;
@@ -279,6 +279,9 @@ pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_stats_t *s
     stats->bytes_pulled = __atomic_load_n(&worker->stats.bytes_pulled, __ATOMIC_RELAXED);
     stats->requests = __atomic_load_n(&worker->stats.requests, __ATOMIC_RELAXED);
     stats->errors = __atomic_load_n(&worker->stats.errors, __ATOMIC_RELAXED);
+    stats->batches_sent = __atomic_load_n(&worker->stats.batches_sent, __ATOMIC_RELAXED);
+    stats->batched_messages = __atomic_load_n(&worker->stats.batched_messages, __ATOMIC_RELAXED);
+    stats->batches_received = __atomic_load_n(&worker->stats.batches_received, __ATOMIC_RELAXED);
     return PSERV_OK;
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdatomic.h>
 
+#include "batch.h"
 #include "keymap.h"
 #include "log.h"
 #include "member.h"
@@ -37,6 +38,33 @@ typedef struct {
     uint32_t first, end;    /* chunks [first, end) the request covers */
 } ps_req_t;
 
+/* A batch buffer of the group pool; its send completion hands it back. */
+typedef struct {
+    struct pserv_worker *w;
+    uint32_t index;
+} ps_wbuf_t;
+
+/*
+ * Groups (worker_group.c). One thread at a time has a group open on a worker (owner, depth:
+ * m.lock); its small chunk messages are appended to a batch per server and sent at group_end,
+ * or when a batch is full. Buffers come from a pool that grows to what a step needs in flight
+ * (at most PS_GROUP_MAX_BUFS) and is reused; the send completion (progress thread) returns one
+ * under pool_lock.
+ */
+typedef struct {
+    pthread_t owner;
+    unsigned depth;
+    uint8_t **bufs; /* up to PS_GROUP_MAX_BUFS of cap bytes, allocated as needed and kept */
+    size_t cap;
+    uint32_t nbufs;
+    ps_wbuf_t *meta;
+    pthread_mutex_t pool_lock;
+    uint32_t *free_list;
+    uint32_t nfree;
+    int32_t *open;     /* per server: the buffer being filled, or -1 */
+    ps_batch_t *batch; /* per server */
+} ps_wgroup_t;
+
 struct pserv_worker {
     ps_member_t m; /* m.lock guards everything below */
     ps_tp_peer_t **servers;
@@ -56,7 +84,18 @@ struct pserv_worker {
      * without the lock sees it; spin_ns is how long a wait spins before it sleeps (PSERV_PROGRESS). */
     atomic_uint wake_seq;
     uint64_t spin_ns;
+    ps_wgroup_t group;
+    ps_batch_entry_t *rx_ents; /* transport handlers: a BATCH reply's decoded entries */
+    uint8_t *rx_bufs;          /* transport handlers: where rendezvous BATCH replies land (PS_WORKER_RX_BUFS) */
+    uint32_t rx_free[8], rx_nfree;
 };
+
+/* A request completed or failed (lock held): wakes waiters, spinning or asleep. */
+static inline void ps_worker_wake(pserv_worker_h w)
+{
+    atomic_fetch_add_explicit(&w->wake_seq, 1, memory_order_release);
+    pthread_cond_broadcast(&w->m.cond);
+}
 
 /* Request table: allocated once the job (and so the number of servers) is known. */
 pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests);
@@ -67,6 +106,22 @@ pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const p
 /* Sends one message of a request to a server (lock held); accounts a failure at once. */
 void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps_wire_hdr_t *h, const void *data,
                         size_t len, ps_tp_send_cb_t cb, void *cb_arg);
+/* worker_group.c. Set up with the request table / freed with it (after the transport). */
+pserv_status_t ps_worker_group_init(pserv_worker_h w);
+void ps_worker_group_fini(pserv_worker_h w);
+/* Appends a chunk message to the open group's batch for the server (lock held); 0 if it goes alone. */
+int ps_worker_group_add(pserv_worker_h w, uint32_t server, const ps_wire_hdr_t *h, const void *data, size_t len);
+/* Where a rendezvous BATCH reply of len bytes lands (progress thread): a buffer of a small pool
+ * kept for them, or NULL (the transport allocates). ps_worker_rx_put returns it. */
+void *ps_worker_rx_get(pserv_worker_h w, size_t len);
+void ps_worker_rx_put(pserv_worker_h w, const void *buf);
+void ps_worker_rx_abort(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *buf);
+/* A BATCH reply (progress thread): every entry handled as a reply of its own. */
+void ps_worker_rx_batch(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const uint8_t *data, size_t len);
+/* One reply of a server to a chunk message (lock held). */
+void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len);
+/* Finds an active request by id (lock held), or NULL. */
+ps_req_t *ps_worker_req_find(pserv_worker_h w, uint64_t id);
 /* Progress-thread handlers. */
 pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, size_t len,
                                    void **buf);

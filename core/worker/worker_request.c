@@ -18,13 +18,6 @@
 /* A spinning wait looks at the request under the lock at least this often (an abort, a deadline). */
 #define PS_WAIT_SPIN_SLICE_NS 1000000u
 
-/* A request completed or failed (lock held): wakes waiters, spinning or asleep. */
-static void ps_worker_wake(pserv_worker_h w)
-{
-    atomic_fetch_add_explicit(&w->wake_seq, 1, memory_order_release);
-    pthread_cond_broadcast(&w->m.cond);
-}
-
 pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests)
 {
     uint32_t nservers = w->m.job.num_servers;
@@ -42,11 +35,14 @@ pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests)
         w->free_slots[i] = max_requests - 1 - i;
     }
     w->nfree = max_requests;
-    return PSERV_OK;
+    pserv_status_t st = ps_worker_group_init(w);
+    if (st < 0) ps_worker_reqs_fini(w);
+    return st;
 }
 
 void ps_worker_reqs_fini(pserv_worker_h w)
 {
+    ps_worker_group_fini(w);
     free(w->reqs);
     free(w->req_counts);
     free(w->free_slots);
@@ -76,7 +72,7 @@ pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const p
     return PSERV_OK;
 }
 
-static ps_req_t *ps_worker_req_find(pserv_worker_h w, uint64_t id)
+ps_req_t *ps_worker_req_find(pserv_worker_h w, uint64_t id)
 {
     uint32_t slot = (uint32_t)id;
     if (slot >= w->nreqs) return NULL;
@@ -106,7 +102,9 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
         st = PSERV_ERR_VIEW_CHANGED;
         if (cb) cb(cb_arg, st);
     } else if (!w->server_failed[server]) {
-        st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
+        /* Inside the calling thread's group a small chunk message waits in its server's batch. */
+        if (cb == NULL && ps_worker_group_add(w, server, h, data, len)) st = PSERV_OK;
+        else st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
     } else if (cb) {
         cb(cb_arg, st);
     }
@@ -370,6 +368,10 @@ pserv_status_t ps_worker_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
         ps_warn("%zu-byte message from %s refused before it moved: %s", len, ps_tp_peer_name(peer), why);
         return PSERV_ERR_BAD_MESSAGE; /* a size its type may not carry: never allocated */
     }
+    if (h.type == PS_MSG_BATCH) {
+        *buf = ps_worker_rx_get(w, len); /* bounded by its type; NULL: the transport holds it */
+        return PSERV_OK;
+    }
     if (h.type != PS_MSG_PULL_REPLY || h.status < 0) return PSERV_OK; /* bounded by its type: the transport holds it */
     pthread_mutex_lock(&w->m.lock);
     ps_req_t *r = ps_worker_match(w, peer, &h, &why);
@@ -420,19 +422,34 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     const char *why;
     if (ps_wire_decode(hdr, hdr_len, len, &h, &why) < 0) {
         ps_warn("message from %s dropped: %s", ps_tp_peer_name(peer), why);
+        ps_worker_rx_put(w, data); /* (a no-op unless it landed in a batch buffer) */
         return;
     }
     ps_member_heard(&w->m);
-    if (ps_member_rx(&w->m, peer, &h, data, len)) return;
-
+    if (ps_member_rx(&w->m, peer, &h, data, len)) {
+        ps_worker_rx_put(w, data);
+        return;
+    }
+    if (h.type == PS_MSG_BATCH) {
+        ps_worker_rx_batch(w, peer, &h, data, len);
+        return;
+    }
     pthread_mutex_lock(&w->m.lock);
+    ps_worker_on_reply(w, peer, &h, data, len);
+    pthread_mutex_unlock(&w->m.lock);
+}
+
+void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *hp, const void *data, size_t len)
+{
+    const ps_wire_hdr_t h = *hp;
+    const char *why;
     ps_req_t *r = ps_worker_match(w, peer, &h, &why);
     if (r == NULL) {
         ps_debug("%s from %s dropped: %s", ps_wire_type_name(h.type), ps_tp_peer_name(peer), why);
-        goto out;
+        return;
     }
     r->per_server[h.sender]--; /* answered, whether it is re-routed or completes */
-    if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) goto out;
+    if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) return;
     if (h.status < 0) {
         /* Once aborted, last_error holds the coordinator's reason: nothing overwrites it. */
         if (r->status == PSERV_OK && !w->m.aborted && h.status != PSERV_ERR_JOB_FAILED)
@@ -446,8 +463,6 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         PS_WSTAT_ADD(w, bytes_pulled, len);
     }
     if (--r->pending == 0) ps_worker_wake(w);
-out:
-    pthread_mutex_unlock(&w->m.lock);
 }
 
 void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)

@@ -160,9 +160,12 @@ typedef struct {
     uint64_t bytes_in;       /**< payload bytes received */
     uint64_t bytes_out;      /**< payload bytes sent */
     uint64_t rejected;       /**< messages rejected as malformed or not matching the shard's state */
+    uint64_t messages_in;    /**< push, pull and push-pull messages received, a BATCH counted once */
+    uint64_t batches_in;     /**< of those, BATCH messages (each carries several chunk messages) */
+    uint64_t batches_out;    /**< BATCH replies sent (several answers to one worker in one message) */
 } pserv_server_stats_t;
 
-#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0 }
+#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Starts a server shard: listens, joins the coordinator and waits for its rank and the job
@@ -301,9 +304,12 @@ typedef struct {
     uint64_t bytes_pulled;
     uint64_t requests;   /**< push, pull and push-pull requests waited on */
     uint64_t errors;     /**< of those, how many completed with an error */
+    uint64_t batches_sent;     /**< BATCH messages sent (groups: several chunk messages in one) */
+    uint64_t batched_messages; /**< chunk messages that went inside those batches */
+    uint64_t batches_received; /**< BATCH replies received (a shard's answers coalesced) */
 } pserv_worker_stats_t;
 
-#define PSERV_WORKER_STATS_INIT { sizeof(pserv_worker_stats_t), 0, 0, 0, 0 }
+#define PSERV_WORKER_STATS_INIT { sizeof(pserv_worker_stats_t), 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Joins the job through the coordinator, connects to every server shard and returns.
@@ -358,6 +364,31 @@ PSERV_API pserv_status_t pserv_worker_pull_range(pserv_worker_h worker, uint64_t
 PSERV_API pserv_status_t pserv_worker_push_pull_range(pserv_worker_h worker, uint64_t key, size_t offset,
                                                       size_t count, const void *grad, void *dst,
                                                       pserv_request_t *req);
+/**
+ * Groups, the way NCCL groups collectives: push / pull / push_pull requests (and their range
+ * forms) that the calling thread issues between pserv_worker_group_start and
+ * pserv_worker_group_end are issued as usual (each returns its request) but their chunk
+ * messages of up to 64 KiB are not sent one by one: those for one server travel together as one
+ * message (a batch of up to 256 KiB, or the job's chunk size if smaller), sent when full and at
+ * group_end. Bigger chunks go alone at once. Use it for many small tensors: one message per
+ * server instead of one per tensor. Wait on the requests after group_end (before it, their
+ * messages may not have left). Groups nest (only the outermost end sends). A group belongs to
+ * the thread that opened it: other threads' requests on the same worker go out as usual, and
+ * their group_start fails with PSERV_ERR_NO_RESOURCE until it ends. group_end from a thread with
+ * no open group is PSERV_ERR_INVALID_ARG. A shard answers the messages of one batch (and what
+ * they complete for other workers) in one message per worker too. Thread-safe.
+ */
+PSERV_API pserv_status_t pserv_worker_group_start(pserv_worker_h worker);
+PSERV_API pserv_status_t pserv_worker_group_end(pserv_worker_h worker);
+/**
+ * push_pull of n whole tensors in one group: keys[i]'s gradient grads[i], its new values into
+ * dsts[i], its request in reqs[i]. Every reqs[i] is a request to wait on: one that could not be
+ * issued (an unknown key, say) completes at once with its error, and the others go on. Returns
+ * PSERV_OK, or the first such error (detail in pserv_worker_last_error()).
+ */
+PSERV_API pserv_status_t pserv_worker_push_pull_many(pserv_worker_h worker, size_t n, const uint64_t *keys,
+                                                     const void *const *grads, void *const *dsts,
+                                                     pserv_request_t *reqs);
 /**
  * Waits for a request (timeout_ms < 0: forever) and frees it; returns its status. On
  * PSERV_ERR_TIMED_OUT the request stays in flight and may be waited on again.
