@@ -402,7 +402,7 @@ static int write_table(const char *path, const row_t *rows, size_t n)
         snprintf(v[1], 32, r->pt_tcp.bw_ok ? "%.6f" : "-", r->pt_tcp.bw_Bps / 1e9);
         snprintf(v[2], 32, r->pt.lat_ok ? "%.3f" : "-", 2 * r->pt.lat_s * 1e6);
         snprintf(v[3], 32, r->pt_tcp.lat_ok ? "%.3f" : "-", 2 * r->pt_tcp.lat_s * 1e6);
-        fprintf(f, "%zu %.3f %.3f %.6f %.6f %.6f %.6f %s %s %s %s %.4f %.4f\n", r->bytes, r->raw.p50_s * 1e6,
+        fprintf(f, "%zu %.3f %.3f %.6f %.6f %.6f %.6f %s %s %s %s %.6g %.6g\n", r->bytes, r->raw.p50_s * 1e6,
                 r->ps.p50_s * 1e6, gbs(2 * b, r->raw.p50_s), gbs(2 * b, r->ps.p50_s), gbs(b, r->ps.p50_s),
                 gbs(b * (double)r->raw.bw_msgs, r->raw.bw_s), v[0], v[1], v[2], v[3], r->ps.p50_s / r->raw.p50_s,
                 r->raw.p50_s / r->ps.p50_s);

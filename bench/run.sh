@@ -66,11 +66,31 @@ step() {
   fi
 }
 
-# pserv push-pull as a user runs it (coordinator and server processes) against raw UCX.
+# pserv push-pull as a user runs it (coordinator and server processes) against raw UCX: with
+# the default way of waiting (pushpull.*), then, unless --progress chose one, with spin and
+# sleep too (pushpull_spin.*, pushpull_sleep.*).
 pp_args=(--json "$out/pushpull.json" --table "$out/pushpull.dat")
 [ "$quick" = 1 ] && pp_args+=(--quick)
 [ -n "$progress" ] && pp_args+=(--progress "$progress")
 step pushpull 1200 "$bench/pserv_bench_pushpull" "${pp_args[@]}"
+if [ -z "$progress" ]; then
+  for mode in spin sleep; do
+    mode_args=(--json "$out/pushpull_$mode.json" --table "$out/pushpull_$mode.dat" --progress "$mode")
+    [ "$quick" = 1 ] && mode_args+=(--quick)
+    step "pushpull_$mode" 1200 "$bench/pserv_bench_pushpull" "${mode_args[@]}"
+  done
+fi
+# pserv over UCX's shared memory (not its default between processes: transport/README.md).
+shm_args=(--json "$out/pushpull_shm.json" --table "$out/pushpull_shm.dat")
+[ "$quick" = 1 ] && shm_args+=(--quick)
+[ -n "$progress" ] && shm_args+=(--progress "$progress")
+step pushpull_shm 1200 env UCX_MM_ERROR_HANDLING=y "$bench/pserv_bench_pushpull" "${shm_args[@]}"
+
+# A model of 200 small tensors, one request at a time, all in flight, and as a group, against
+# UCX's active-message round trip x the tensor count.
+many_args=(--json "$out/many.json")
+[ "$quick" = 1 ] && many_args+=(--steps 5)
+step many 900 "$bench/pserv_bench_many" "${many_args[@]}"
 
 # The same push-pull in one process against pserv's own transport (core/transport.h), with the
 # staging pipeline's host side.
@@ -99,6 +119,24 @@ e2e_args=(--pserv "$build/cli/pserv" --json "$out/train_vs_torch.json")
 step train_vs_torch 3600 python3 "$here/train_vs_torch.py" "${e2e_args[@]}"
 # ------------------------------------------------------------------------------------------------
 
+if [ "$plot" = 1 ] && [ -s "$out/train_vs_torch.json" ]; then
+  # label samples/s seconds-to-target, one line per kind of run, from the medians
+  python3 - "$out/train_vs_torch.json" > "$out/train.dat" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+names = {"pserv": "pserv train", "torch1": "PyTorch, 1 process", "ddp": "DDP gloo, 2 ranks"}
+for kind, med in doc["medians"].items():
+    label = names.get(kind, kind)
+    print('"%s" %s %s' % (label, med["samples_per_s"] or 0, med["time_to_target_s"] or 0))
+PY
+  if gnuplot -e "data='$out/train.dat'; out='$out'; title='pserv train vs PyTorch (same model, data, optimizer)'" \
+       "$here/plot_train.gp"; then
+    echo "== chart: $out/train_samples.png"
+  else
+    echo "== train plot FAILED"
+    failed+=(plot_train)
+  fi
+fi
 if [ "$plot" = 1 ]; then
   if [ -s "$out/pushpull.dat" ]; then
     title="pserv $(sed -n 's/.*"pserv_version": "\([^"]*\)".*/\1/p' "$out/pushpull.json" 2>/dev/null | head -1) vs UCX"

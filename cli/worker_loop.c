@@ -92,11 +92,14 @@ static pserv_status_t model_evaluate(trainer_t *t, size_t *correct, float *loss)
     return pserv_mlp_evaluate(t->mlp, x, y, n, correct, loss);
 }
 
-/* Pushes every gradient (scaled) and pulls every tensor back, all requests in flight at once. */
+/*
+ * Pushes every gradient (scaled) and pulls every tensor back, all requests in flight at once, in
+ * one group: the small tensors' chunks travel to each server in one message.
+ */
 static pserv_status_t exchange(trainer_t *t, float scale)
 {
     pserv_request_t reqs[MAX_TENSORS];
-    pserv_status_t st = PSERV_OK;
+    pserv_status_t st = pserv_worker_group_start(t->worker);
     unsigned issued = 0;
     for (unsigned i = 0; i < t->ntensors && st == PSERV_OK; i++, issued++) {
         float *g = t->grads[i];
@@ -105,6 +108,8 @@ static pserv_status_t exchange(trainer_t *t, float scale)
         st = pserv_worker_push_pull(t->worker, i + 1, g, t->params[i], &reqs[i]);
         if (st < 0) break;
     }
+    pserv_status_t end = pserv_worker_group_end(t->worker); /* sends what the group holds */
+    if (st == PSERV_OK) st = end;
     for (unsigned i = 0; i < issued; i++) {
         pserv_status_t w = pserv_worker_wait(t->worker, reqs[i], WORKER_TIMEOUT_MS);
         if (st == PSERV_OK) st = w;

@@ -264,7 +264,11 @@ static ucs_status_t tp_am_recv_cb(void *arg, const void *header, size_t header_l
     ps_tp_peer_t *peer = NULL;
 
     if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) peer = tp_peer_by_ep(tp, param->reply_ep);
-    if (peer == NULL || peer->state != TP_PEER_ACTIVE || tp->closing) {
+    /* A failed peer's eager messages still count: they were sent before it failed, and UCX may
+     * report the failure (on one lane) before it read them (from another), so they are delivered
+     * ahead of peer_failed. Its rendezvous cannot complete any more. */
+    int usable = peer != NULL && (peer->state == TP_PEER_ACTIVE || (peer->state == TP_PEER_FAILED && !rndv));
+    if (!usable || tp->closing) {
         /* A peer we closed or are closing: nobody wants it. A rendezvous declined this way
          * completes the sender's send. */
         ps_debug("transport: message from an unknown or closing peer dropped");

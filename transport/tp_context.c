@@ -150,6 +150,8 @@ static int tp_cmds_pending(ps_tp_t *tp)
     return atomic_load_explicit(&tp->cmd_ready, memory_order_acquire);
 }
 
+static unsigned tp_progress(ps_tp_t *tp);
+
 /* Handlers run here, after ucp_worker_progress() returned: never inside a UCX callback. */
 static void tp_dispatch(ps_tp_t *tp)
 {
@@ -157,6 +159,14 @@ static void tp_dispatch(ps_tp_t *tp)
     /* Completions before failure reports: sends in flight to a failed peer fail first. */
     tp_send_dispatch(tp);
     tp_rx_dispatch(tp);
+    if (tp->fail_head != NULL) {
+        /* What a failed peer sent before it failed may still wait to be read (UCX reports a
+         * failure on one lane, shared memory's data sits on another): read it and deliver it
+         * first, so a peer's last words (a SHUTDOWN, an ABORT) come before its failure. */
+        tp_progress(tp);
+        tp_send_dispatch(tp);
+        tp_rx_dispatch(tp);
+    }
     tp_fail_dispatch(tp);
 }
 
@@ -366,7 +376,8 @@ static void *tp_main(void *arg)
             tp_role_take(tp);
             continue;
         }
-        tp_wait(tp, -1);
+        int inflight = !tp_list_empty(&tp->tx_active) || !tp_list_empty(&tp->rx_active);
+        tp_wait(tp, inflight ? TP_INFLIGHT_POLL_MS : -1);
         last_event = ps_now_ns();
     }
     tp_shutdown(tp); /* tp->closing from here on: a thread that takes the role does nothing */
@@ -377,23 +388,24 @@ static void *tp_main(void *arg)
 /*
  * UCX settings pserv changes from UCX 1.13's defaults, each unless the user set it (or a variable
  * it names) in the environment:
- * - MM_ERROR_HANDLING=y: our endpoints ask for peer-failure handling, and UCX leaves its
- *   shared-memory transports (posix, sysv) out of such endpoints unless they expose error
- *   handling, which they do only on request (a keepalive finds a dead peer; the TCP lanes beside
- *   them and our heartbeats see it sooner). Without it two processes of one host talk over TCP
- *   loopback.
- * - (TCP_)PUT_ENABLE=n: otherwise UCX makes TCP the rendezvous (zero-copy) lane of such endpoints
- *   even between processes of one host, and a large message crawls through the kernel's loopback
- *   instead of shared memory; without it, rendezvous data goes by active messages over the best
- *   lane (shared memory here; RDMA lanes between hosts are not affected).
+ * - RNDV_THRESH=256k: below TP_RNDV_MIN (where we force rendezvous) payloads go eager. UCX would
+ *   switch to rendezvous at a few KiB, and its rendezvous lanes are TCP here (a 16 KiB
+ *   push-pull took 200 us instead of 40 over shared memory).
+ *
+ * Not changed: processes of one host talk over TCP loopback. Our endpoints ask for peer-failure
+ * handling, and UCX leaves its shared-memory transports out of such endpoints unless they expose
+ * error handling (UCX_MM_ERROR_HANDLING=y). With it a small push-pull is about twice as fast, but
+ * in UCX 1.13 a member then sometimes never receives a message sent to it just before another
+ * member's failure (the ABORT that names the dead member; see transport/README.md), so it is the
+ * user's choice for now. TCP_PUT_ENABLE=n would also move rendezvous data onto shared memory, but
+ * leaves no TCP lane to see a peer die.
  */
 static const struct {
     const char *name, *value, *user_vars[3];
 } tp_ucx_defaults[] = {
-    {"MM_ERROR_HANDLING", "y", {"UCX_MM_ERROR_HANDLING", "UCX_POSIX_ERROR_HANDLING", "UCX_SYSV_ERROR_HANDLING"}},
-    /* UCX applies it to each transport's table by the name within it: only tcp has PUT_ENABLE */
-    {"PUT_ENABLE", "n", {"UCX_TCP_PUT_ENABLE", NULL, NULL}},
+    {"RNDV_THRESH", "256k", {"UCX_RNDV_THRESH", NULL, NULL}},
 };
+_Static_assert(TP_RNDV_MIN == 256u * 1024, "RNDV_THRESH above says 256k");
 
 static void tp_config_defaults(ucp_config_t *config)
 {

@@ -46,7 +46,14 @@
 #define TP_PROGRESS_BATCH 64
 /* ps_tp_stop: time for in-flight sends to finish, then for endpoint closes to complete. */
 #define TP_FLUSH_TIMEOUT_MS 1000
-#define TP_CLOSE_TIMEOUT_MS 2000
+/*
+ * How long the progress thread sleeps at most while UCX still holds sends or rendezvous receives:
+ * a send waiting for room in a shared-memory peer's queue moves only when we progress again, and
+ * nothing wakes us when the room appears (TCP would: its socket becomes writable).
+ */
+#define TP_INFLIGHT_POLL_MS 1
+/* A graceful close is one round trip to a live peer; a hung (stopped) one never answers. */
+#define TP_CLOSE_TIMEOUT_MS 1000
 /* A peer's flush_req/close_req while ucp_*_nbx runs: its callback may come before it returns. */
 #define TP_REQ_STARTING ((void *)1)
 /* "host:port" or "[v6]:port" */

@@ -26,7 +26,10 @@ static void ps_coord_end_if_done(pserv_coordinator_h c)
         if (!m->used || m->role != PS_ROLE_SERVER || m->failed) continue;
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_SHUTDOWN);
-        ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL);
+        if (ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL) == PSERV_OK) {
+            m->told_shutdown = 1;
+            c->servers_told++;
+        }
     }
     c->done = 1;
     ps_info("job over: %s", pserv_strerror(c->result));
@@ -49,6 +52,9 @@ static void ps_coord_abort(pserv_coordinator_h c, const char *why)
         ps_wire_hdr_init(&h, PS_MSG_ABORT);
         if (copy == NULL) continue; /* it will end when it loses us */
         memcpy(copy, c->why, len);
+        /* Not waited for at destroy, unlike SHUTDOWN: members of a failed job may take their
+         * transports' flush timeout to close (sends to the dead member), and the job's end must
+         * not wait for that. */
         ps_send_msg(m->peer, &h, copy, len, NULL, ps_send_free_cb, copy);
     }
     c->done = 1;

@@ -325,6 +325,13 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
     char text[128];
     pthread_mutex_lock(&c->lock);
     ps_coord_member_t *m = ps_tp_peer_get_ctx(peer);
+    if (m != NULL && m->told_shutdown) {
+        /* The job is over and this member ended as told: what destroy waits for. */
+        m->told_shutdown = 0;
+        c->servers_told--;
+        pthread_cond_broadcast(&c->cond);
+        goto out;
+    }
     if (m == NULL || m->failed) goto out;
     if (!c->formed) {
         /* Before the job forms a member may simply come back: free its place. */
@@ -460,6 +467,16 @@ const char *pserv_coordinator_last_error(pserv_coordinator_h coord)
 pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord)
 {
     if (coord == NULL) return PSERV_OK;
+    /* Servers told SHUTDOWN close first: closing our side at once could reach one before the
+     * SHUTDOWN does (with shared memory the message goes there, the close over TCP), and it would
+     * take the job's end for the coordinator's death. Bounded: a server that is gone or hung costs
+     * at most PS_COORD_SHUTDOWN_GRACE_MS. */
+    ps_deadline_t grace;
+    ps_deadline_set(&grace, PS_COORD_SHUTDOWN_GRACE_MS);
+    pthread_mutex_lock(&coord->lock);
+    while (coord->servers_told > 0 && ps_cond_wait(&coord->cond, &coord->lock, &grace) == PSERV_OK) {
+    }
+    pthread_mutex_unlock(&coord->lock);
     ps_ticker_stop(&coord->ticker); /* before the transport: a tick sends */
     ps_tp_destroy(coord->tp);
     ps_view_free(&coord->view);

@@ -22,6 +22,21 @@
  * NULL and every send goes straight out. */
 static __thread pserv_server_h ps_out_server;
 
+/* Frees what ps_server_batch_init allocated (any of it NULL) and clears the state. */
+static void ps_server_batch_free(pserv_server_h s)
+{
+    ps_server_out_t *o = &s->out;
+    free(s->rx_ents);
+    free(o->bufs);
+    free(o->meta);
+    free(o->free_list);
+    free(o->open);
+    free(o->in_bufs);
+    free(o->in_free);
+    memset(o, 0, sizeof(*o));
+    s->rx_ents = NULL;
+}
+
 pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes)
 {
     ps_server_out_t *o = &s->out;
@@ -51,32 +66,15 @@ pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes)
     return PSERV_OK;
 
 err_free:
-    free(s->rx_ents);
-    free(o->bufs);
-    free(o->meta);
-    free(o->free_list);
-    free(o->open);
-    free(o->in_bufs);
-    free(o->in_free);
-    memset(o, 0, sizeof(*o));
-    s->rx_ents = NULL;
+    ps_server_batch_free(s);
     return PSERV_ERR_NO_MEMORY;
 }
 
 void ps_server_batch_fini(pserv_server_h s)
 {
-    ps_server_out_t *o = &s->out;
-    if (!o->inited) return;
-    pthread_mutex_destroy(&o->lock);
-    free(s->rx_ents);
-    free(o->bufs);
-    free(o->meta);
-    free(o->free_list);
-    free(o->open);
-    free(o->in_bufs);
-    free(o->in_free);
-    memset(o, 0, sizeof(*o));
-    s->rx_ents = NULL;
+    if (!s->out.inited) return;
+    pthread_mutex_destroy(&s->out.lock);
+    ps_server_batch_free(s);
 }
 
 void *ps_server_batch_buf_get(pserv_server_h s)
@@ -228,14 +226,6 @@ void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *
                      pserv_status_t status)
 {
     ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, type);
-    h.sender = s->store.rank;
-    h.req_id = req->req_id;
-    h.key = req->key;
-    h.chunk = req->chunk;
-    h.offset = req->offset;
-    h.round = req->round;
-    h.status = status;
-    h.map_version = req->map_version;
+    ps_reply_hdr(&h, req, type, s->store.rank, status);
     ps_server_send(s, peer, &h, NULL, 0, NULL);
 }

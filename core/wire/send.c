@@ -19,18 +19,24 @@ void ps_send_free_cb(void *arg, pserv_status_t status)
     free(arg);
 }
 
+void ps_reply_hdr(ps_wire_hdr_t *h, const ps_wire_hdr_t *req, ps_msg_type_t type, uint32_t sender,
+                  pserv_status_t status)
+{
+    ps_wire_hdr_init(h, type);
+    h->sender = sender;
+    h->req_id = req->req_id;
+    h->key = req->key;
+    h->chunk = req->chunk;
+    h->offset = req->offset;
+    h->round = req->round;
+    h->status = status;
+    h->map_version = req->map_version;
+}
+
 pserv_status_t ps_reply_status(ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
                                uint32_t sender, pserv_status_t status)
 {
     ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, type);
-    h.sender = sender;
-    h.req_id = req->req_id;
-    h.key = req->key;
-    h.chunk = req->chunk;
-    h.offset = req->offset;
-    h.round = req->round;
-    h.status = status;
-    h.map_version = req->map_version;
+    ps_reply_hdr(&h, req, type, sender, status);
     return ps_send_msg(peer, &h, NULL, 0, NULL, NULL, NULL);
 }

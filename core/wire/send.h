@@ -5,6 +5,10 @@
 #include "transport.h"
 #include "wire.h"
 
+/* The header of a header-only reply to a request: type, sender, status, and the request's req_id,
+ * key, chunk, offset, round and view version. */
+void ps_reply_hdr(ps_wire_hdr_t *h, const ps_wire_hdr_t *req, ps_msg_type_t type, uint32_t sender,
+                  pserv_status_t status);
 /* Sends a header-only reply to a request (status, same req_id, key and chunk). */
 pserv_status_t ps_reply_status(ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
                                uint32_t sender, pserv_status_t status);

@@ -237,10 +237,12 @@ pserv_status_t pserv_local_destroy(pserv_local_h local, int timeout_ms)
             }
         }
     }
-    /* Before the shards: once the coordinator is gone no late worker can form the job, and
-     * after a clean end it has nothing left to say to them. */
+    /* A job that formed: the shards close first, as the coordinator's destroy waits for the
+     * servers it told to end. One that did not: the coordinator goes first, so no late worker can
+     * form it, and the shards still joining give up. */
+    if (formed) ps_local_reap(local);
     pserv_coordinator_destroy(local->coord);
-    ps_local_reap(local);
+    if (!formed) ps_local_reap(local);
     pthread_cond_destroy(&local->cond);
     pthread_mutex_destroy(&local->lock);
     free(local);

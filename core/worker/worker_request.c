@@ -301,9 +301,11 @@ pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int
     }
     /* Once the job failed nothing more will come: the request ends with that. */
     st = r->pending > 0 ? PSERV_ERR_JOB_FAILED : r->status;
-    /* A shard's "the job failed" can overtake the coordinator's ABORT, which says why: give the
-     * reason a moment (a heartbeat) to arrive, so last_error names the member that died. */
-    if (st == PSERV_ERR_JOB_FAILED && !worker->m.aborted) {
+    /* A shard's "the job failed" can overtake the coordinator's ABORT, which says why, and so can
+     * a shard that went away because the job was aborted (it closed before the ABORT reached us:
+     * shared memory has no single ordered channel): give the reason a moment (a heartbeat) to
+     * arrive, so last_error names the member that died. */
+    if ((st == PSERV_ERR_JOB_FAILED || st == PSERV_ERR_PEER_FAILED) && !worker->m.aborted) {
         ps_deadline_t reason;
         ps_deadline_set(&reason, (int)worker->m.job.heartbeat_ms);
         while (!worker->m.aborted && ps_cond_wait(&worker->m.cond, &worker->m.lock, &reason) == PSERV_OK) {
