@@ -15,6 +15,7 @@ set style fill solid 0.7 border -1
 set boxwidth 0.6
 set ylabel 'samples/s (median)'
 set yrange [0:*]
+set offsets 0, 0, graph 0.12, 0
 set grid ytics
 unset key
 plot data using 2:xtic(1) lc rgb '#3b75af', \
