@@ -306,3 +306,12 @@ int inproc_job_stop(inproc_job_t *job)
     memset(job, 0, sizeof(*job));
     return st == PSERV_OK ? 0 : -1;
 }
+
+pid_t harness_start_ready_pair(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), int *rfd)
+{
+    harness_start_coordinator(h, 1, 1, PSERV_MODE_SYNC, 0);
+    pid_t server = harness_start_server(h, 1);
+    harness_start(h, fn, NULL, rfd);
+    char ready = 0;
+    return harness_read(*rfd, &ready, 1, 30000) == 0 ? server : -1;
+}

@@ -44,6 +44,11 @@ pid_t harness_start_server(harness_t *h, unsigned threads);
 /* Starts a process that runs fn(arg, coord, fd) and exits with its return value; fd is the write
  * end of a pipe whose read end is returned in *rfd. */
 pid_t harness_start(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), void *arg, int *rfd);
+/*
+ * A sync job of one server and one worker process running fn (which writes one byte once it is
+ * ready); returns the server's pid once the worker said it is ready, -1 if it did not within 30 s.
+ */
+pid_t harness_start_ready_pair(harness_t *h, int (*fn)(void *arg, const char *coord, int fd), int *rfd);
 /* Waits for one process (up to timeout_ms); returns its exit code, or -1 on a timeout or signal. */
 int harness_wait(pid_t pid, int timeout_ms);
 /* Waits for every process; returns how many exited with a code other than 0 or timed out. */

@@ -292,11 +292,8 @@ Test(batch, killed_server_fails_group_requests, .timeout = 90)
 {
     harness_t h = {0};
     int fd;
-    harness_start_coordinator(&h, 1, 1, PSERV_MODE_SYNC, 0);
-    pid_t server = harness_start_server(&h, 1);
-    harness_start(&h, group_worker, NULL, &fd);
-    char ready = 0;
-    cr_assert_eq(harness_read(fd, &ready, 1, 30000), 0, "worker never got ready");
+    pid_t server = harness_start_ready_pair(&h, group_worker, &fd);
+    cr_assert_gt(server, 0, "worker never got ready");
     usleep(200000); /* groups in flight */
     kill(server, SIGKILL);
     int32_t result = 0;
