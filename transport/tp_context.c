@@ -388,21 +388,24 @@ static void *tp_main(void *arg)
 /*
  * UCX settings pserv changes from UCX 1.13's defaults, each unless the user set it (or a variable
  * it names) in the environment:
+ * - MM_ERROR_HANDLING=y: our endpoints ask for peer-failure handling, and UCX leaves its
+ *   shared-memory transports (posix, sysv) out of such endpoints unless they expose error
+ *   handling, which they do only on request. Without it two processes of one host talk over TCP
+ *   loopback (a 4 KiB push-pull 47 us instead of 17). The TCP lanes UCX keeps beside shared
+ *   memory (its rendezvous lanes) still see a dead peer at once. Messages and closes then travel
+ *   on different lanes, and UCX drops what a failed endpoint still had queued: see the ordering
+ *   rules in transport/README.md ("Transports").
  * - RNDV_THRESH=256k: below TP_RNDV_MIN (where we force rendezvous) payloads go eager. UCX would
- *   switch to rendezvous at a few KiB, and its rendezvous lanes are TCP here (a 16 KiB
- *   push-pull took 200 us instead of 40 over shared memory).
+ *   switch to rendezvous at a few KiB, over its TCP rendezvous lanes (a 16 KiB push-pull took
+ *   200 us instead of 40).
  *
- * Not changed: processes of one host talk over TCP loopback. Our endpoints ask for peer-failure
- * handling, and UCX leaves its shared-memory transports out of such endpoints unless they expose
- * error handling (UCX_MM_ERROR_HANDLING=y). With it a small push-pull is about twice as fast, but
- * in UCX 1.13 a member then sometimes never receives a message sent to it just before another
- * member's failure (the ABORT that names the dead member; see transport/README.md), so it is the
- * user's choice for now. TCP_PUT_ENABLE=n would also move rendezvous data onto shared memory, but
- * leaves no TCP lane to see a peer die.
+ * Not changed: TCP_PUT_ENABLE=n would move rendezvous data onto shared memory too (several times
+ * faster from 256 KiB up), but leaves no TCP lane to see a peer die, only UCX's keepalive.
  */
 static const struct {
     const char *name, *value, *user_vars[3];
 } tp_ucx_defaults[] = {
+    {"MM_ERROR_HANDLING", "y", {"UCX_MM_ERROR_HANDLING", "UCX_POSIX_ERROR_HANDLING", "UCX_SYSV_ERROR_HANDLING"}},
     {"RNDV_THRESH", "256k", {"UCX_RNDV_THRESH", NULL, NULL}},
 };
 _Static_assert(TP_RNDV_MIN == 256u * 1024, "RNDV_THRESH above says 256k");

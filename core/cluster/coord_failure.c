@@ -27,8 +27,8 @@ static void ps_coord_end_if_done(pserv_coordinator_h c)
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_SHUTDOWN);
         if (ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL) == PSERV_OK) {
-            m->told_shutdown = 1;
-            c->servers_told++;
+            m->told_end = 1;
+            c->members_told++;
         }
     }
     c->done = 1;
@@ -52,10 +52,12 @@ static void ps_coord_abort(pserv_coordinator_h c, const char *why)
         ps_wire_hdr_init(&h, PS_MSG_ABORT);
         if (copy == NULL) continue; /* it will end when it loses us */
         memcpy(copy, c->why, len);
-        /* Not waited for at destroy, unlike SHUTDOWN: members of a failed job may take their
-         * transports' flush timeout to close (sends to the dead member), and the job's end must
-         * not wait for that. */
-        ps_send_msg(m->peer, &h, copy, len, NULL, ps_send_free_cb, copy);
+        /* Members answer with ABORT_ACK from their progress thread at once (closing can take
+         * them a flush timeout: sends to the dead member); destroy waits for the answers. */
+        if (ps_send_msg(m->peer, &h, copy, len, NULL, ps_send_free_cb, copy) == PSERV_OK) {
+            m->told_end = 1;
+            c->members_told++;
+        }
     }
     c->done = 1;
     pthread_cond_broadcast(&c->cond);

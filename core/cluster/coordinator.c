@@ -266,6 +266,14 @@ out:
     free(j);
 }
 
+/* A member told the job ended has acknowledged or closed (lock held): destroy need not wait for it. */
+static void ps_coord_end_heard(pserv_coordinator_h c, ps_coord_member_t *m)
+{
+    m->told_end = 0;
+    c->members_told--;
+    pthread_cond_broadcast(&c->cond);
+}
+
 static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
 {
     pserv_coordinator_h c = arg;
@@ -286,6 +294,8 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
         ps_coord_on_join(c, peer, &h, data, len);
     } else if (h.type == PS_MSG_HEARTBEAT && m) {
         /* last_heard is all it is for */
+    } else if (h.type == PS_MSG_ABORT_ACK && m) {
+        if (m->told_end) ps_coord_end_heard(c, m);
     } else if (h.type == PS_MSG_LEAVE && worker) {
         ps_coord_on_leave(c, m, &h, data, len);
     } else if (h.type == PS_MSG_BARRIER && worker) {
@@ -325,11 +335,9 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
     char text[128];
     pthread_mutex_lock(&c->lock);
     ps_coord_member_t *m = ps_tp_peer_get_ctx(peer);
-    if (m != NULL && m->told_shutdown) {
+    if (m != NULL && m->told_end) {
         /* The job is over and this member ended as told: what destroy waits for. */
-        m->told_shutdown = 0;
-        c->servers_told--;
-        pthread_cond_broadcast(&c->cond);
+        ps_coord_end_heard(c, m);
         goto out;
     }
     if (m == NULL || m->failed) goto out;
@@ -467,14 +475,15 @@ const char *pserv_coordinator_last_error(pserv_coordinator_h coord)
 pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord)
 {
     if (coord == NULL) return PSERV_OK;
-    /* Servers told SHUTDOWN close first: closing our side at once could reach one before the
-     * SHUTDOWN does (with shared memory the message goes there, the close over TCP), and it would
-     * take the job's end for the coordinator's death. Bounded: a server that is gone or hung costs
-     * at most PS_COORD_SHUTDOWN_GRACE_MS. */
+    /* Members told the job ended close (SHUTDOWN) or acknowledge (ABORT) first: with shared memory
+     * the message goes there and our close over TCP, and UCX drops what a failed endpoint still
+     * had queued, so closing at once could lose the message: a server would take the job's end
+     * for the coordinator's death, a member would not learn why the job failed. Bounded: a member
+     * that is gone or hung costs at most PS_COORD_END_GRACE_MS. */
     ps_deadline_t grace;
-    ps_deadline_set(&grace, PS_COORD_SHUTDOWN_GRACE_MS);
+    ps_deadline_set(&grace, PS_COORD_END_GRACE_MS);
     pthread_mutex_lock(&coord->lock);
-    while (coord->servers_told > 0 && ps_cond_wait(&coord->cond, &coord->lock, &grace) == PSERV_OK) {
+    while (coord->members_told > 0 && ps_cond_wait(&coord->cond, &coord->lock, &grace) == PSERV_OK) {
     }
     pthread_mutex_unlock(&coord->lock);
     ps_ticker_stop(&coord->ticker); /* before the transport: a tick sends */

@@ -21,8 +21,8 @@
 
 #define PS_DEFAULT_HEARTBEAT_MS 500
 #define PS_DEFAULT_FAILURE_TIMEOUT_MS 3000
-/* How long destroy waits for the servers told SHUTDOWN to close first. */
-#define PS_COORD_SHUTDOWN_GRACE_MS 1000
+/* How long destroy waits for the members told the job ended to close (SHUTDOWN) or acknowledge (ABORT). */
+#define PS_COORD_END_GRACE_MS 1000
 /* Below this a chunk is all message overhead; above this one message would not carry it. */
 #define PS_MIN_CHUNK_BYTES 64u
 #define PS_MAX_CHUNK_BYTES ((size_t)1 << 30)
@@ -36,7 +36,7 @@ typedef struct {
     char addr[PS_ADDR_MAX];
     char node[PS_NODE_MAX]; /* a worker's node group name, "" for a group of its own */
     int used, left, failed;
-    int told_shutdown;           /* a server sent SHUTDOWN whose connection has not gone yet */
+    int told_end;           /* told the job ended (SHUTDOWN, ABORT); neither acknowledged nor gone yet */
     int64_t last_heard_ms;  /* any message from it */
     uint64_t barrier_req;   /* req id of its barrier call, while it waits at the barrier */
     int at_barrier;
@@ -70,7 +70,7 @@ struct pserv_coordinator {
     uint32_t barrier_arrived;
     ps_coord_node_t *nodes; /* job.num_nodes, once formed */
     uint32_t workers_done;  /* left or failed */
-    uint32_t servers_told;  /* servers sent SHUTDOWN and still connected: destroy gives them time */
+    uint32_t members_told;  /* members with told_end: destroy gives them time */
     int done;
     pserv_status_t result;
     char why[PS_WIRE_REASON_MAX]; /* why the job failed, for pserv_coordinator_last_error */

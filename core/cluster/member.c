@@ -396,6 +396,14 @@ static void ps_member_on_abort(ps_member_t *m, const void *data, size_t len)
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
     if (first) {
+        /* The coordinator waits for this before it closes (its close could overtake the ABORT). */
+        ps_wire_hdr_t ack;
+        ps_wire_hdr_init(&ack, PS_MSG_ABORT_ACK);
+        ack.sender = m->rank;
+        pthread_mutex_lock(&m->lock);
+        ps_tp_peer_t *coord = m->coord;
+        pthread_mutex_unlock(&m->lock);
+        if (coord) ps_send_msg(coord, &ack, NULL, 0, NULL, NULL, NULL);
         ps_warn("the job failed: %s", why);
         if (m->hooks.aborted) m->hooks.aborted(m->hooks.arg);
     }

@@ -166,6 +166,7 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_NODE_BCAST] = "NODE_BCAST", [PS_MSG_NODE_BCAST_REPLY] = "NODE_BCAST_REPLY",
         [PS_MSG_HEARTBEAT] = "HEARTBEAT", [PS_MSG_VIEW] = "VIEW", [PS_MSG_ABORT] = "ABORT",
         [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY", [PS_MSG_BATCH] = "BATCH",
+        [PS_MSG_ABORT_ACK] = "ABORT_ACK",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

@@ -53,6 +53,7 @@ typedef enum {
     PS_MSG_TENSOR,         /* worker -> coordinator: place (or check) a tensor: key + descriptor */
     PS_MSG_TENSOR_REPLY,   /* coordinator -> worker: round = the view version that has it; payload = why on error */
     PS_MSG_BATCH,          /* worker <-> server: round = entry count; payload = entries, each a header + its payload (batch.h) */
+    PS_MSG_ABORT_ACK,      /* member -> coordinator: the ABORT arrived (the coordinator may close now) */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 
