@@ -74,6 +74,15 @@ const char *ps_progress_name(ps_progress_mode_t mode)
     return "auto";
 }
 
+uint64_t ps_spin_end(uint64_t spin_ns, int timeout_ms)
+{
+    if (spin_ns == 0 || timeout_ms == 0) return 0;
+    uint64_t limit = timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000000u;
+    uint64_t span = spin_ns < limit ? spin_ns : limit;
+    if (span == UINT64_MAX) return UINT64_MAX;
+    return ps_now_ns() + span;
+}
+
 uint64_t ps_now_ns(void)
 {
     struct timespec ts;

@@ -37,6 +37,11 @@ typedef struct {
 pserv_status_t ps_progress_get(ps_progress_t *out, char *why, size_t cap);
 /* "auto", "spin" or "sleep". */
 const char *ps_progress_name(ps_progress_mode_t mode);
+/*
+ * The end (ps_now_ns) of a wait's spin phase: spin_ns from now, but not past timeout_ms (< 0: no
+ * bound); 0 when it does not spin at all.
+ */
+uint64_t ps_spin_end(uint64_t spin_ns, int timeout_ms);
 /* Nanoseconds on the monotonic clock. */
 uint64_t ps_now_ns(void);
 /* One idle turn of a spinning waiter: gives the CPU to any thread that is ready to run. */

@@ -21,6 +21,23 @@
 /* Batch buffers a worker keeps at most (16 MiB of 256 KiB): a step of small tensors in flight. */
 #define PS_GROUP_MAX_BUFS 64u
 
+/* Frees whatever the group holds (any of it may be NULL) and clears it; the lock is the caller's. */
+static void ps_worker_group_release(pserv_worker_h w)
+{
+    ps_wgroup_t *g = &w->group;
+    for (uint32_t i = 0; i < g->nbufs; i++) free(g->bufs[i]);
+    free(g->bufs);
+    free(g->meta);
+    free(g->free_list);
+    free(g->open);
+    free(g->batch);
+    free(w->rx_ents);
+    free(w->rx_bufs);
+    w->rx_ents = NULL;
+    w->rx_bufs = NULL;
+    memset(g, 0, sizeof(*g));
+}
+
 pserv_status_t ps_worker_group_init(pserv_worker_h w)
 {
     ps_wgroup_t *g = &w->group;
@@ -30,12 +47,7 @@ pserv_status_t ps_worker_group_init(pserv_worker_h w)
     g->open = malloc(nservers * sizeof(*g->open));
     g->batch = calloc(nservers, sizeof(*g->batch));
     if (w->rx_ents == NULL || g->open == NULL || g->batch == NULL || pthread_mutex_init(&g->pool_lock, NULL) != 0) {
-        free(w->rx_ents);
-        free(g->open);
-        free(g->batch);
-        w->rx_ents = NULL;
-        g->open = NULL;
-        g->batch = NULL;
+        ps_worker_group_release(w);
         return PSERV_ERR_NO_MEMORY;
     }
     for (uint32_t s = 0; s < nservers; s++) g->open[s] = -1;
@@ -49,17 +61,7 @@ void ps_worker_group_fini(pserv_worker_h w)
     ps_wgroup_t *g = &w->group;
     if (g->open == NULL) return;
     pthread_mutex_destroy(&g->pool_lock);
-    for (uint32_t i = 0; i < g->nbufs; i++) free(g->bufs[i]);
-    free(g->bufs);
-    free(g->meta);
-    free(g->free_list);
-    free(g->open);
-    free(g->batch);
-    free(w->rx_ents);
-    free(w->rx_bufs);
-    w->rx_ents = NULL;
-    w->rx_bufs = NULL;
-    memset(g, 0, sizeof(*g));
+    ps_worker_group_release(w);
 }
 
 #define PS_WORKER_RX_BUFS 8u

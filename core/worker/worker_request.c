@@ -280,16 +280,14 @@ pserv_status_t pserv_worker_wait(pserv_worker_h worker, pserv_request_t req, int
     PS_CHECK_ARG(worker);
     ps_deadline_set(&deadline, timeout_ms);
     /* PSERV_PROGRESS: spin for spin_ns (bounded by the deadline), then sleep on the condition. */
-    uint64_t now = worker->spin_ns != 0 ? ps_now_ns() : 0;
-    uint64_t spin_end = worker->spin_ns == UINT64_MAX ? UINT64_MAX : now + worker->spin_ns;
-    if (timeout_ms >= 0 && spin_end - now > (uint64_t)timeout_ms * 1000000u) spin_end = now + (uint64_t)timeout_ms * 1000000u;
+    uint64_t spin_end = ps_spin_end(worker->spin_ns, timeout_ms), now;
     pthread_mutex_lock(&worker->m.lock);
     ps_req_t *r = ps_worker_req_find(worker, req);
     pserv_status_t st = PSERV_ERR_INVALID_ARG;
     if (r == NULL) goto out;
     st = PSERV_OK;
     while (r->pending > 0 && !worker->m.aborted && st == PSERV_OK) {
-        if (now < spin_end && (now = ps_now_ns()) < spin_end) {
+        if (spin_end != 0 && (now = ps_now_ns()) < spin_end) {
             ps_worker_spin(worker, spin_end - now > PS_WAIT_SPIN_SLICE_NS ? now + PS_WAIT_SPIN_SLICE_NS : spin_end);
             continue;
         }
