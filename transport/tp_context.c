@@ -369,7 +369,7 @@ static void *tp_main(void *arg)
             if (spin_ns != 0 && spin_ns != UINT64_MAX) last_event = ps_now_ns();
             continue;
         }
-        if (spin_ns == UINT64_MAX || (spin_ns != 0 && ps_now_ns() - last_event < spin_ns)) {
+        if (ps_spin_on(spin_ns, last_event)) {
             /* The role is free while we yield: a sender or a waiter may take it. */
             tp_role_drop(tp);
             ps_spin_pause();

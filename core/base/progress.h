@@ -44,6 +44,12 @@ const char *ps_progress_name(ps_progress_mode_t mode);
 uint64_t ps_spin_end(uint64_t spin_ns, int timeout_ms);
 /* Nanoseconds on the monotonic clock. */
 uint64_t ps_now_ns(void);
+/* 1 while a thread whose last event was at last_ns (ps_now_ns) should still spin, 0 once it
+ * should sleep: always for spin (UINT64_MAX), never for sleep (0), within spin_ns for auto. */
+static inline int ps_spin_on(uint64_t spin_ns, uint64_t last_ns)
+{
+    return spin_ns == UINT64_MAX || (spin_ns != 0 && ps_now_ns() - last_ns < spin_ns);
+}
 /* One idle turn of a spinning waiter: gives the CPU to any thread that is ready to run. */
 void ps_spin_pause(void);
 

@@ -22,11 +22,10 @@ static void ps_pipe_release(ps_pipe_t *p, ps_work_t *w)
 static void ps_pipe_wait(ps_pipe_t *p, uint64_t last_work_ns)
 {
     while (p->count == 0 && !p->stop) {
-        uint64_t now = p->spin_ns != 0 ? ps_now_ns() : 0;
-        if (p->spin_ns == UINT64_MAX || now - last_work_ns < p->spin_ns) {
+        if (ps_spin_on(p->spin_ns, last_work_ns)) {
             pthread_mutex_unlock(&p->lock);
             while (__atomic_load_n(&p->count, __ATOMIC_ACQUIRE) == 0 && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE) &&
-                   (p->spin_ns == UINT64_MAX || ps_now_ns() - last_work_ns < p->spin_ns))
+                   ps_spin_on(p->spin_ns, last_work_ns))
                 ps_spin_pause();
             pthread_mutex_lock(&p->lock);
             continue;
@@ -111,8 +110,7 @@ void ps_pipe_stop(ps_pipe_t *p)
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
     for (; p->count > 0; p->count--) {
-        ps_work_t *w = &p->ring[p->head];
-        if (w->slot < 0 && !w->borrowed) free(w->data);
+        ps_pipe_release(p, &p->ring[p->head]); /* slots go back to the list freed below */
         p->head = (p->head + 1) % p->cap;
     }
     pthread_cond_destroy(&p->cond);
