@@ -14,8 +14,8 @@ int cmd_coordinator(int argc, char **argv)
     unsigned servers = 2, workers = 2, wait_s = 0;
     size_t chunk = 4u << 20;
     const char *policy = "fail";
-    unsigned heartbeat_ms = 0, timeout_ms = 0;
-    const char *progress = NULL;
+    unsigned heartbeat_ms = 0, timeout_ms = 0, ckpt_every = 0;
+    const char *progress = NULL, *ckpt_dir = NULL, *resume = NULL;
     const cli_opt_t opts[] = {
         {"listen", CLI_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:7777)", NULL, 0},
         {"servers", CLI_UINT, &servers, "N", "server shards in the job (default 2)", NULL, 1},
@@ -28,6 +28,10 @@ int cmd_coordinator(int argc, char **argv)
         {"heartbeat-ms", CLI_UINT, &heartbeat_ms, "MS", "heartbeat interval to every member (default 500)", NULL, 0},
         {"failure-timeout-ms", CLI_UINT, &timeout_ms, "MS", "a member silent this long is dead (default 3000)", NULL,
          0},
+        {"checkpoint-dir", CLI_STRING, &ckpt_dir, "DIR", "servers write checkpoints here (all must reach it)", NULL, 0},
+        {"checkpoint-every", CLI_UINT, &ckpt_every, "N", "checkpoint every N rounds (default 100 with a directory)",
+         NULL, 0},
+        {"resume", CLI_STRING, &resume, "DIR", "continue from the newest checkpoint complete in DIR", NULL, 0},
         CLI_PROGRESS_OPT(&progress),
     };
     cli_result_t r = cli_parse("coordinator", "Runs the coordinator of a job: ranks, shard map, barriers.", opts,
@@ -45,9 +49,12 @@ int cmd_coordinator(int argc, char **argv)
     p.heartbeat_ms = (int)heartbeat_ms;
     p.failure_timeout_ms = (int)timeout_ms;
     p.on_worker_failure = strcmp(policy, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;
+    p.checkpoint_dir = ckpt_dir;
+    p.checkpoint_every = ckpt_dir ? (ckpt_every ? ckpt_every : 100) : 0;
+    p.resume_dir = resume;
     pserv_status_t st = pserv_coordinator_create(&p, &c);
     if (st < 0) {
-        fprintf(stderr, "pserv coordinator: cannot listen on %s: %s (%s)\n", listen, pserv_strerror(st),
+        fprintf(stderr, "pserv coordinator: cannot start on %s: %s (%s)\n", listen, pserv_strerror(st),
                 pserv_last_error());
         return 1;
     }

@@ -15,6 +15,7 @@ static void usage(FILE *out)
             "  coordinator  run a job's coordinator\n"
             "  server       run one server shard\n"
             "  worker       run one training worker\n"
+            "  checkpoint   show a checkpoint (every section checked) and export its parameters\n"
             "  version      print the version\n\n"
             "`pserv <command> --help` describes a command's flags.\n");
 }
@@ -38,6 +39,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "coordinator") == 0) return cmd_coordinator(argc - 2, argv + 2);
     if (strcmp(cmd, "server") == 0) return cmd_server(argc - 2, argv + 2);
     if (strcmp(cmd, "worker") == 0) return cmd_worker(argc - 2, argv + 2);
+    if (strcmp(cmd, "checkpoint") == 0) return cmd_checkpoint(argc - 2, argv + 2);
     fprintf(stderr, "pserv: unknown command '%s' (see pserv --help)\n", cmd);
     return 2;
 }

@@ -39,8 +39,11 @@ void progress_line(progress_t *p, const char *line)
 {
     unsigned rank, epoch, batch, batches, epochs;
     double loss, seconds, acc, test_loss, train_loss;
-    unsigned long long samples, pushed, pulled;
-    if (sscanf(line, "step %u %u %u %u %lf %lf", &rank, &epoch, &batch, &batches, &loss, &seconds) == 6) {
+    unsigned long long samples, pushed, pulled, round;
+    if (sscanf(line, "resumed %u %llu %u %u %u", &rank, &round, &epoch, &batch, &batches) == 5) {
+        if (rank == 0) printf("resumed at round %llu: epoch %u, step %u of %u\n", round, epoch, batch, batches);
+        fflush(stdout);
+    } else if (sscanf(line, "step %u %u %u %u %lf %lf", &rank, &epoch, &batch, &batches, &loss, &seconds) == 6) {
         if (epoch != p->epoch) {
             p->epoch = epoch;
             p->steps_done = 0;

@@ -48,6 +48,13 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                                 "heartbeat interval between the coordinator and every member (default 500)", NULL, 0};
         opts[n++] = (cli_opt_t){"failure-timeout-ms", CLI_UINT, &cfg->failure_timeout_ms, "MS",
                                 "a member silent this long is declared dead (default 3000)", NULL, 0};
+        opts[n++] = (cli_opt_t){"checkpoint-dir", CLI_STRING, &cfg->checkpoint_dir, "DIR",
+                                "every server writes checkpoints here (a directory all servers reach)", NULL, 0};
+        opts[n++] = (cli_opt_t){"checkpoint-every", CLI_UINT, &cfg->checkpoint_every, "N",
+                                "checkpoint every N rounds (steps) when --checkpoint-dir is given (default 100)", NULL,
+                                0};
+        opts[n++] = (cli_opt_t){"resume", CLI_STRING, &cfg->resume, "DIR",
+                                "continue from the newest checkpoint complete in DIR (any server count)", NULL, 0};
     }
     if (with_coordinator)
         opts[n++] = (cli_opt_t){"coordinator", CLI_STRING, &cfg->coordinator, "HOST:PORT",
@@ -106,6 +113,9 @@ void train_config_coordinator_params(const train_config_t *cfg, pserv_coordinato
     p->failure_timeout_ms = (int)cfg->failure_timeout_ms;
     p->on_worker_failure =
         strcmp(cfg->on_worker_failure, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;
+    p->checkpoint_dir = cfg->checkpoint_dir;
+    p->checkpoint_every = cfg->checkpoint_dir ? (cfg->checkpoint_every ? cfg->checkpoint_every : 100) : 0;
+    p->resume_dir = cfg->resume;
 }
 
 void train_config_settings(const train_config_t *cfg, char *out, size_t cap)

@@ -18,6 +18,9 @@ typedef struct train_config {
     const char *coordinator;
     const char *on_worker_failure; /* fail | continue */
     unsigned heartbeat_ms, failure_timeout_ms;
+    const char *checkpoint_dir;   /* shards write checkpoints here ... */
+    unsigned checkpoint_every;    /* ... every N rounds */
+    const char *resume;           /* continue from the newest complete checkpoint in this directory */
     /* model and optimizer */
     const char *optimizer; /* sgd | momentum | adam | adamw | adagrad */
     float lr;              /* 0: the optimizer's default */
@@ -34,7 +37,7 @@ typedef struct train_config {
     int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
 } train_config_t;
 
-#define TRAIN_FLAGS_MAX 28
+#define TRAIN_FLAGS_MAX 31
 #define TRAIN_ARG_MAX 96 /* one "--flag=value" argument for a worker process */
 
 void train_config_defaults(train_config_t *cfg);

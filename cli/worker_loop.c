@@ -52,6 +52,12 @@ static void shuffle(size_t *idx, size_t n, uint64_t seed)
     }
 }
 
+/* The seed of an epoch's shuffle: the place in the data is a function of seed, rank and epoch. */
+static uint64_t epoch_seed(const train_config_t *cfg, const trainer_t *t, unsigned epoch)
+{
+    return cfg->seed * 1000003ull + t->job.rank * 7919ull + epoch;
+}
+
 static int fail(trainer_t *t, const char *what, pserv_status_t st)
 {
     const char *model = pserv_model_last_error();
@@ -166,14 +172,27 @@ static int train(trainer_t *t)
     double start = progress_now();
     uint64_t samples = 0;
     double accuracy = 0;
-    unsigned epoch = 0;
+    /* A resumed job goes on where its checkpoint was taken: after `done` steps (a sync round is a
+     * step; an async chunk counts every worker's update): its place in the data is the epoch, the
+     * step in it and the shuffles so far (each a function of the seed, the rank and the epoch). */
+    uint64_t done = t->job.mode == PSERV_MODE_SYNC ? t->job.resume_round : t->job.resume_round / t->job.num_workers;
+    unsigned epoch = (unsigned)(done / steps);
+    size_t first_step = (size_t)(done % steps);
     pserv_status_t st = PSERV_OK;
+    /* Each epoch shuffles the previous epoch's order: replay the epochs already done. */
+    for (unsigned e = 1; e <= epoch && e < cfg->epochs; e++) shuffle(idx, per, epoch_seed(cfg, t, e));
+    if (done > 0 && t->report)
+        fprintf(t->report, "resumed %u %llu %u %zu %zu\n", t->job.rank, (unsigned long long)t->job.resume_round,
+                epoch + 1, first_step + 1, steps);
+    else if (done > 0 && t->job.rank == 0)
+        printf("resumed at round %llu: epoch %u, step %zu of %zu\n", (unsigned long long)t->job.resume_round,
+               epoch + 1, first_step + 1, steps);
 
     while (epoch < cfg->epochs && st == PSERV_OK) {
         epoch++;
-        shuffle(idx, per, cfg->seed * 1000003ull + t->job.rank * 7919ull + epoch);
+        shuffle(idx, per, epoch_seed(cfg, t, epoch));
         double loss_sum = 0;
-        for (size_t s = 0; s < steps && st == PSERV_OK; s++) {
+        for (size_t s = first_step; s < steps && st == PSERV_OK; s++) {
             for (unsigned b = 0; b < cfg->batch; b++) {
                 size_t k = idx[s * cfg->batch + b];
                 memcpy(xb + (size_t)b * features, images + k * features, features * sizeof(float));
@@ -187,6 +206,7 @@ static int train(trainer_t *t)
                 fprintf(t->report, "step %u %u %zu %zu %.6f %.3f\n", t->job.rank, epoch, s + 1, steps, loss,
                         progress_now() - start);
         }
+        first_step = 0;
         if (st < 0) break;
         /* Everyone stops pushing; async workers then pull the same, latest parameters. */
         st = pserv_worker_barrier(t->worker, WORKER_TIMEOUT_MS);
@@ -298,6 +318,11 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
     rc = 1;
     if ((!use_gpu && (st = register_tensors(&t)) < 0) || (st = pserv_worker_barrier(t.worker, WORKER_TIMEOUT_MS)) < 0) {
         rc = fail(&t, "cannot register the model's tensors", st);
+        goto out;
+    }
+    /* Resumed: the servers hold the checkpoint's parameters, not the initial ones. */
+    if (t.job.resume_round > 0 && (st = pull_all(&t)) < 0) {
+        rc = fail(&t, "cannot pull the resumed parameters", st);
         goto out;
     }
     rc = train(&t);

@@ -16,6 +16,7 @@ packages=(
   libcriterion-dev              # tests
   libopenblas-dev               # CPU gradients (cblas)
   zlib1g-dev                    # reading the gzip'd IDX files
+  libisal-dev                   # CRC32C of checkpoint sections (ISA-L's crc32_iscsi)
   dataset-fashion-mnist         # real data
   openmpi-bin                   # multi-node launch (mpirun)
   iproute2                      # tests: a network namespace and a veth pair for a silent partition

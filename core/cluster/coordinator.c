@@ -59,7 +59,7 @@ uint8_t *ps_coord_member_state(pserv_coordinator_h c, const ps_coord_member_t *m
 /* JOIN_REPLY: the member's rank, the job, then the first view. */
 static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
 {
-    size_t cap = 64 + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4) + (size_t)c->job.num_workers * 4 +
+    size_t cap = PS_JOB_FIXED_MAX + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4) + (size_t)c->job.num_workers * 4 +
                  ps_view_encoded_size(&c->view);
     uint8_t *payload = malloc(cap);
     ps_wire_hdr_t h;
@@ -304,6 +304,8 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
         ps_coord_on_bcast(c, m, &h, data, len);
     } else if (h.type == PS_MSG_TENSOR && worker) {
         ps_coord_on_tensor(c, m, &h, data, len);
+    } else if (h.type == PS_MSG_CHECKPOINT && m && c->formed && m->role == PS_ROLE_SERVER) {
+        ps_coord_on_checkpoint(c, m, &h, data, len);
     } else {
         c->rejected++;
         ps_warn("unexpected %s from %s rejected", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
@@ -395,6 +397,10 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     c->job.failure_timeout_ms =
         params->failure_timeout_ms > 0 ? (uint32_t)params->failure_timeout_ms : PS_DEFAULT_FAILURE_TIMEOUT_MS;
     c->job.on_worker_failure = params->on_worker_failure;
+    if ((st = ps_coord_ckpt_setup(c, params)) < 0) {
+        free(c);
+        return st;
+    }
     c->capacity = params->num_servers + params->num_workers;
     c->members = calloc(c->capacity, sizeof(*c->members));
     c->job.servers = calloc(params->num_servers, sizeof(*c->job.servers));

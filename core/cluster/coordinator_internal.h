@@ -42,6 +42,7 @@ typedef struct {
     int at_barrier;
     uint64_t bcast_req;     /* req id of its node broadcast call, while it waits in one */
     int at_bcast;
+    uint64_t ckpt_round;    /* a server's newest checkpoint written */
 } ps_coord_member_t;
 
 /* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */
@@ -80,6 +81,7 @@ struct pserv_coordinator {
     int64_t cause_deadline_ms;
     char cause_fallback[PS_WIRE_REASON_MAX];
     uint64_t rejected;
+    uint64_t ckpt_complete; /* the newest checkpoint round every live server has written */
     ps_ticker_t ticker;
 };
 
@@ -103,6 +105,12 @@ void ps_coord_on_leave(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wir
                        size_t len);
 /* Heartbeats and the silent-member check, every job.heartbeat_ms (ticker thread). */
 void ps_coord_tick(void *arg, int64_t now_ms);
+
+/* CHECKPOINT from a server: once a round is written by every live server, older ones go. */
+void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
+                            size_t len);
+/* create: checks the checkpoint parameters and picks the round to resume from; sets last error. */
+pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinator_params_t *p);
 
 /* Tensors and views: TENSOR from a worker, and sending the view after every change. */
 void ps_coord_on_tensor(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,

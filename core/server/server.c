@@ -73,6 +73,10 @@ void ps_server_setup(pserv_server_h s)
         ps_server_setup_failed(s, "no memory for the batch buffers");
         return;
     }
+    if (ps_server_ckpt_start(s) < 0) {
+        ps_server_setup_failed(s, "no thread for the checkpoint writer");
+        return;
+    }
     s->ready = 1;
     for (size_t i = 0; i < s->nparked; i++) ps_server_on_hello(s, s->parked[i].peer, &s->parked[i].hdr);
     free(s->parked);
@@ -172,6 +176,11 @@ pserv_status_t pserv_server_stats(pserv_server_h server, pserv_server_stats_t *s
     stats->messages_in = __atomic_load_n(&server->stats.messages_in, __ATOMIC_RELAXED);
     stats->batches_in = __atomic_load_n(&server->stats.batches_in, __ATOMIC_RELAXED);
     stats->batches_out = __atomic_load_n(&server->stats.batches_out, __ATOMIC_RELAXED);
+    stats->checkpoints = __atomic_load_n(&server->stats.checkpoints, __ATOMIC_RELAXED);
+    stats->checkpoint_bytes = __atomic_load_n(&server->stats.checkpoint_bytes, __ATOMIC_RELAXED);
+    stats->checkpoint_pause_ns = __atomic_load_n(&server->stats.checkpoint_pause_ns, __ATOMIC_RELAXED);
+    stats->checkpoint_write_ns = __atomic_load_n(&server->stats.checkpoint_write_ns, __ATOMIC_RELAXED);
+    stats->checkpoints_skipped = __atomic_load_n(&server->stats.checkpoints_skipped, __ATOMIC_RELAXED);
     return PSERV_OK;
 }
 
@@ -183,8 +192,11 @@ const char *pserv_server_last_error(pserv_server_h server)
 pserv_status_t pserv_server_destroy(pserv_server_h server)
 {
     if (server == NULL) return PSERV_OK;
+    ps_server_ckpt_drain(server); /* checkpoints being written are reported while the transport is up */
     ps_member_stop(&server->m); /* no handler runs after this */
     ps_pipe_stop(&server->pipe); /* nor any work of the apply thread */
+    ps_server_ckpt_stop(server);  /* writes the state a well-ended job finished with */
+    ps_server_ckpt_fini(server);
     if (server->setup_done) ps_store_fini(&server->store); /* deregisters its memory: transport still up */
     ps_member_fini(&server->m);
     ps_server_batch_fini(server); /* after the transport: no send of a reply batch is in flight */

@@ -8,6 +8,7 @@
 #define PS_SERVER_INTERNAL_H
 
 #include "batch.h"
+#include "ckpt_set.h"
 #include "log.h"
 #include "member.h"
 #include "server_pipe.h"
@@ -55,6 +56,27 @@ typedef struct {
     int inited;
 } ps_server_out_t;
 
+/* Checkpoints (server_ckpt.c): copies taken on the apply thread, written by a writer thread. */
+#define PS_CKPT_OPEN 4  /* rounds being copied at once (async chunks reach rounds at their own pace) */
+#define PS_CKPT_QUEUE 2 /* rounds waiting for the disk, the one being written included */
+typedef struct ps_ckpt_snap ps_ckpt_snap_t;
+typedef struct {
+    int running;
+    ps_ckpt_snap_t *open[PS_CKPT_OPEN]; /* apply thread: rounds not every chunk reached yet, oldest first */
+    uint64_t last_round;                /* apply thread: the newest round handed to the writer */
+    pthread_t writer;
+    pthread_mutex_t lock; /* the queue */
+    pthread_cond_t cond;
+    ps_ckpt_snap_t *queue[PS_CKPT_QUEUE];
+    uint32_t nqueue;
+    int stop, quiet;
+    /* Resuming: the checkpoint the job resumes from, opened at the first REGISTER (apply thread). */
+    int resume_open;
+    pserv_status_t resume_status;
+    char resume_error[512];
+    ps_ckpt_set_t resume;
+} ps_server_ckpt_t;
+
 /* A HELLO that arrived before this shard knew the job (workers may be quicker than us). */
 typedef struct {
     ps_tp_peer_t *peer;
@@ -76,6 +98,7 @@ struct pserv_server {
     pserv_server_stats_t stats; /* updated with atomics */
     ps_batch_entry_t *rx_ents; /* progress thread: a BATCH's decoded entries */
     ps_server_out_t out;
+    ps_server_ckpt_t ckpt;
 };
 
 /* server.c: the job arrived (progress thread): the store, the apply thread, then parked hellos. */
@@ -130,6 +153,17 @@ pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wir
 /* A header-only reply (status) to a request, through ps_server_send. */
 void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
                      pserv_status_t status);
+
+/* server_ckpt.c: checkpoints. start/drain/stop: the writer thread (drain waits for what is queued,
+ * stop ends it, first queueing the state a well-ended job finished with). */
+pserv_status_t ps_server_ckpt_start(pserv_server_h s);
+void ps_server_ckpt_drain(pserv_server_h s);
+void ps_server_ckpt_stop(pserv_server_h s);
+void ps_server_ckpt_fini(pserv_server_h s);
+/* Apply thread: chunk c completed a round that is a checkpoint round; copies it. */
+void ps_server_ckpt_chunk(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_t *c);
+/* Apply thread: a chunk just defined takes its state from the checkpoint the job resumes from. */
+pserv_status_t ps_server_ckpt_restore(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, const char **why);
 
 #define PS_STAT_ADD(s, field, n) __atomic_fetch_add(&(s)->stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
 

@@ -91,6 +91,7 @@ static void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *
     ps_optim_step(s->pool, &t->desc.optim, c->param, grad, &c->state, c->len);
     c->version++;
     PS_STAT_ADD(s, steps, 1);
+    if (s->m.job.ckpt_every && c->version % s->m.job.ckpt_every == 0) ps_server_ckpt_chunk(s, t, c);
 }
 
 /* Sync: every node group still in the job has pushed this round. */
@@ -234,22 +235,50 @@ void ps_server_recount_rounds(pserv_server_h s)
     if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_recount_chunk, s);
 }
 
+/* A refused REGISTER carries the reason: a checkpoint's problem names its file. */
+static void ps_server_refuse_register(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h,
+                                      pserv_status_t st, const char *why)
+{
+    PS_STAT_ADD(s, rejected, 1);
+    ps_warn("REGISTER from %s (key %llu chunk %u) rejected: %s", ps_tp_peer_name(peer), (unsigned long long)h->key,
+            h->chunk, why);
+    ps_wire_hdr_t r;
+    ps_reply_hdr(&r, h, PS_MSG_REGISTER_REPLY, s->store.rank, st);
+    char *text = strndup(why, PS_WIRE_REASON_MAX - 1);
+    ps_send_msg(peer, &r, text, text ? strlen(text) : 0, NULL, ps_send_free_cb, text);
+}
+
 static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
                                   size_t len, uint64_t chunk_elems)
 {
     ps_reader_t r;
     ps_tensor_desc_t desc;
+    ps_chunk_t *fresh = NULL;
     const char *why = "malformed tensor descriptor";
+    int resuming = s->m.job.resume_round > 0;
+    if (resuming && s->ckpt.resume_open && s->ckpt.resume_status < 0) {
+        /* The checkpoint failed an earlier chunk: nothing starts from initial values instead. */
+        ps_server_refuse_register(s, peer, h, s->ckpt.resume_status, s->ckpt.resume_error);
+        return;
+    }
     ps_reader_init(&r, data, len);
     pserv_status_t st = ps_tensor_desc_decode(&r, &desc);
     if (st == PSERV_OK)
         st = ps_store_define(&s->store, h->key, &desc, chunk_elems, h->chunk, (const uint8_t *)data + r.pos,
-                             len - r.pos, &why);
+                             len - r.pos, &fresh, &why);
+    ps_tensor_t *t = st == PSERV_OK ? ps_keymap_get(&s->store.tensors, h->key) : NULL;
+    if (fresh != NULL && resuming && (st = ps_server_ckpt_restore(s, t, fresh, &why)) < 0) {
+        s->ckpt.resume_status = st;
+        snprintf(s->ckpt.resume_error, sizeof(s->ckpt.resume_error), "%s", why);
+    }
     if (st < 0) {
-        ps_server_reject(s, peer, h, st, why);
+        ps_server_refuse_register(s, peer, h, st, why);
         return;
     }
-    ps_server_reply(s, peer, h, PS_MSG_REGISTER_REPLY, PSERV_OK);
+    /* The chunk's rounds so far: a resumed job's workers go on from them. */
+    ps_wire_hdr_t q = *h;
+    q.round = t->chunks[h->chunk]->version;
+    ps_server_reply(s, peer, &q, PS_MSG_REGISTER_REPLY, PSERV_OK);
 }
 
 void ps_server_run(void *arg, ps_work_t *w)

@@ -110,9 +110,11 @@ err_free:
 }
 
 pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint64_t chunk_elems,
-                               uint32_t c, const void *values, size_t values_len, const char **why)
+                               uint32_t c, const void *values, size_t values_len, ps_chunk_t **created,
+                               const char **why)
 {
     pserv_status_t st;
+    *created = NULL;
     if (ps_optim_validate(&desc->optim) < 0) {
         *why = "invalid optimizer hyper-parameters";
         return PSERV_ERR_INVALID_ARG;
@@ -137,6 +139,7 @@ pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc
     }
     if (t->chunks[c] != NULL) return PSERV_OK; /* defined by another worker first */
     if ((st = ps_chunk_create(s, t, c, values, &t->chunks[c])) < 0) *why = "out of memory for the chunk";
+    else *created = t->chunks[c];
     return st;
 }
 

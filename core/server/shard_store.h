@@ -69,9 +69,11 @@ void ps_store_fini(ps_store_t *s);
  * chunk_elems elements (the view's geometry). The first definition of a tensor wins; a later one
  * with a different descriptor is PSERV_ERR_MISMATCH, and one of a chunk already defined is
  * accepted (idempotent) without changing its values. Ownership is the caller's check.
+ * *created is the chunk when this call created it, else NULL.
  */
 pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc_t *desc, uint64_t chunk_elems,
-                               uint32_t c, const void *values, size_t values_len, const char **why);
+                               uint32_t c, const void *values, size_t values_len, ps_chunk_t **created,
+                               const char **why);
 /*
  * Finds the chunk a data message (PUSH, PUSH_PULL, PULL) addresses and checks the message
  * against it: known key, chunk in range and owned here, dtype, offset, and for pushes the

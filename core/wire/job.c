@@ -22,6 +22,10 @@ void ps_job_encode(const ps_job_t *job, uint32_t rank, ps_writer_t *w)
     for (uint32_t i = 0; i < job->num_servers; i++) ps_put_str(w, job->servers[i]);
     ps_put_u32(w, job->num_nodes);
     for (uint32_t i = 0; i < job->num_workers; i++) ps_put_u32(w, job->worker_node[i]);
+    ps_put_str(w, job->ckpt_dir);
+    ps_put_u32(w, job->ckpt_every);
+    ps_put_str(w, job->resume_dir);
+    ps_put_u64(w, job->resume_round);
 }
 
 /* Node indices in range and every group non-empty (the coordinator numbers them densely). */
@@ -66,7 +70,12 @@ pserv_status_t ps_job_decode(ps_reader_t *r, ps_job_t *job, uint32_t *rank)
         return PSERV_ERR_NO_MEMORY;
     }
     for (uint32_t i = 0; i < j.num_workers; i++) j.worker_node[i] = ps_get_u32(r);
-    if (r->bad || !ps_job_nodes_valid(&j)) {
+    ps_get_str(r, j.ckpt_dir, sizeof(j.ckpt_dir));
+    j.ckpt_every = ps_get_u32(r);
+    ps_get_str(r, j.resume_dir, sizeof(j.resume_dir));
+    j.resume_round = ps_get_u64(r);
+    if (r->bad || !ps_job_nodes_valid(&j) || (j.ckpt_every > 0) != (j.ckpt_dir[0] != '\0') ||
+        (j.resume_round > 0) != (j.resume_dir[0] != '\0')) {
         ps_job_free(&j);
         return PSERV_ERR_BAD_MESSAGE;
     }

@@ -15,7 +15,8 @@
 
 #define PS_ADDR_MAX 280 /* "host:port" */
 #define PS_NODE_MAX 128 /* a worker's node group name */
-#define PS_SETTINGS_MAX 1024 /* a worker's job settings ("key=value ..."), compared across workers */
+#define PS_SETTINGS_MAX 1024
+#define PS_PATH_MAX 1024 /* a checkpoint directory */ /* a worker's job settings ("key=value ..."), compared across workers */
 
 typedef enum { PS_ROLE_SERVER = 1, PS_ROLE_WORKER = 2 } ps_role_t;
 
@@ -28,7 +29,16 @@ typedef struct {
     char (*servers)[PS_ADDR_MAX]; /* num_servers addresses, index = server rank */
     uint32_t num_nodes;           /* worker node groups: the pushes a chunk needs per sync round */
     uint32_t *worker_node;        /* num_workers entries: node group of each worker rank */
+    /* Checkpoints (pserv_coordinator_params_t): where shards write them and how often ("" / 0:
+     * none), and the checkpoint the job resumed from (resume_round 0: a fresh start). */
+    char ckpt_dir[PS_PATH_MAX];
+    uint32_t ckpt_every;
+    char resume_dir[PS_PATH_MAX];
+    uint64_t resume_round;
 } ps_job_t;
+
+/* Bytes of the job's encoding beside the servers' addresses and the workers' node groups. */
+#define PS_JOB_FIXED_MAX (64 + 2 * PS_PATH_MAX)
 
 /* A worker's place in its node group, from job->worker_node. */
 void ps_job_node_of(const ps_job_t *job, uint32_t worker, uint32_t *local_rank, uint32_t *local_size);

@@ -83,6 +83,8 @@ uint64_t ps_wire_max_payload(uint32_t type)
     case PS_MSG_LEAVE:
     case PS_MSG_ABORT:
     case PS_MSG_TENSOR_REPLY:
+    case PS_MSG_REGISTER_REPLY: /* refused: why, in words */
+    case PS_MSG_CHECKPOINT:
         return PS_WIRE_REASON_MAX;
     case PS_MSG_NODE_BCAST:
     case PS_MSG_NODE_BCAST_REPLY:
@@ -166,7 +168,7 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_NODE_BCAST] = "NODE_BCAST", [PS_MSG_NODE_BCAST_REPLY] = "NODE_BCAST_REPLY",
         [PS_MSG_HEARTBEAT] = "HEARTBEAT", [PS_MSG_VIEW] = "VIEW", [PS_MSG_ABORT] = "ABORT",
         [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY", [PS_MSG_BATCH] = "BATCH",
-        [PS_MSG_ABORT_ACK] = "ABORT_ACK",
+        [PS_MSG_ABORT_ACK] = "ABORT_ACK", [PS_MSG_CHECKPOINT] = "CHECKPOINT",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

@@ -16,7 +16,7 @@
 #include "pserv/pserv.h"
 
 #define PS_WIRE_MAGIC 0x56525350u /* "PSRV" read as little-endian bytes */
-#define PS_WIRE_VERSION 4 /* 3: the cluster view, heartbeats, ABORT, placement; 4: BATCH */
+#define PS_WIRE_VERSION 5 /* 3: the cluster view, heartbeats, ABORT, placement; 4: BATCH; 5: checkpoints */
 #define PS_WIRE_HDR_LEN 72
 /* Largest payload any message may carry: bounds what a peer can make us allocate. */
 #define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
@@ -54,6 +54,7 @@ typedef enum {
     PS_MSG_TENSOR_REPLY,   /* coordinator -> worker: round = the view version that has it; payload = why on error */
     PS_MSG_BATCH,          /* worker <-> server: round = entry count; payload = entries, each a header + its payload (batch.h) */
     PS_MSG_ABORT_ACK,      /* member -> coordinator: the ABORT arrived (the coordinator may close now) */
+    PS_MSG_CHECKPOINT,     /* server -> coordinator: round `round` is written (status: or why not, payload = why) */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 

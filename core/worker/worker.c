@@ -115,6 +115,7 @@ pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info)
     info->node = worker->m.job.worker_node[worker->m.rank];
     info->num_nodes = worker->m.job.num_nodes;
     ps_job_node_of(&worker->m.job, worker->m.rank, &info->local_rank, &info->local_size);
+    info->resume_round = worker->m.job.resume_round;
     return PSERV_OK;
 }
 

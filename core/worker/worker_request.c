@@ -439,6 +439,19 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     pthread_mutex_unlock(&w->m.lock);
 }
 
+/* A refusal's reason, as a printable string (thread-local: valid until the next call). */
+static const char *ps_worker_reason(const void *data, size_t len)
+{
+    static __thread char text[PS_WIRE_REASON_MAX + 1];
+    size_t n = len < PS_WIRE_REASON_MAX ? len : PS_WIRE_REASON_MAX;
+    for (size_t i = 0; i < n; i++) {
+        char ch = ((const char *)data)[i];
+        text[i] = ch >= 32 && ch < 127 ? ch : '?';
+    }
+    text[n] = '\0';
+    return text;
+}
+
 void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *hp, const void *data, size_t len)
 {
     const ps_wire_hdr_t h = *hp;
@@ -454,9 +467,13 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
         /* Once aborted, last_error holds the coordinator's reason: nothing overwrites it. */
         if (r->status == PSERV_OK && !w->m.aborted && h.status != PSERV_ERR_JOB_FAILED)
             snprintf(w->m.last_error, sizeof(w->m.last_error), "worker %u, tensor %llu chunk %u: server %u refused it: %s",
-                     w->m.rank, (unsigned long long)h.key, h.chunk, h.sender, pserv_strerror(h.status));
+                     w->m.rank, (unsigned long long)h.key, h.chunk, h.sender,
+                     h.type == PS_MSG_REGISTER_REPLY && len > 0 ? ps_worker_reason(data, len) : pserv_strerror(h.status));
         if (h.status == PSERV_ERR_JOB_FAILED || h.status == PSERV_ERR_PEER_FAILED) w->saw_failure = 1;
         ps_worker_req_fail(r, h.status);
+    } else if (h.type == PS_MSG_REGISTER_REPLY && h.key == r->tensor->key && h.chunk < r->tensor->layout.num_chunks) {
+        /* The chunk's rounds so far (a resumed job's): its next push is that round. */
+        ((ps_wtensor_t *)r->tensor)->rounds[h.chunk] = h.round;
     } else if (h.type == PS_MSG_PULL_REPLY) {
         uint8_t *dst = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
         if (data != dst) memcpy(dst, data, len);

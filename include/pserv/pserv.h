@@ -112,10 +112,26 @@ typedef struct {
     int heartbeat_ms;
     int failure_timeout_ms;
     pserv_failure_policy_t on_worker_failure; /**< default PSERV_ON_FAILURE_FAIL */
+    /**
+     * Checkpoints: every shard writes its chunks (parameters, optimizer state, rounds) to
+     * checkpoint_dir/round-R/shard-RANK.ckpt each time its chunks reach a round R that is a
+     * multiple of checkpoint_every (sync: rounds; async: updates of each chunk). A directory every
+     * server can reach (on several machines, a shared file system). NULL or 0: no checkpoints.
+     * Once round R is complete on every shard, older rounds are removed.
+     */
+    const char *checkpoint_dir;
+    unsigned checkpoint_every;
+    /**
+     * Continue from the newest checkpoint complete in resume_dir (any server count: chunks are
+     * re-placed): shards load their chunks from it when workers register the tensors, and
+     * workers go on from its round (pserv_job_info_t.resume_round). A damaged checkpoint, or one
+     * of another model, fails create or the registration, naming the file and the problem.
+     */
+    const char *resume_dir;
 } pserv_coordinator_params_t;
 
 #define PSERV_COORDINATOR_PARAMS_INIT                                                         \
-    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL }
+    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL }
 
 /** Starts a coordinator listening for the job's servers and workers. Returns at once. */
 PSERV_API pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params,
@@ -163,9 +179,14 @@ typedef struct {
     uint64_t messages_in;    /**< push, pull and push-pull messages received, a BATCH counted once */
     uint64_t batches_in;     /**< of those, BATCH messages (each carries several chunk messages) */
     uint64_t batches_out;    /**< BATCH replies sent (several answers to one worker in one message) */
+    uint64_t checkpoints;    /**< checkpoint files written */
+    uint64_t checkpoint_bytes;    /**< bytes in them */
+    uint64_t checkpoint_pause_ns; /**< time the apply thread spent copying chunks for checkpoints */
+    uint64_t checkpoint_write_ns; /**< time the writer thread spent writing them (background) */
+    uint64_t checkpoints_skipped; /**< checkpoints dropped: the previous one was still being written */
 } pserv_server_stats_t;
 
-#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Starts a server shard: listens, joins the coordinator and waits for its rank and the job
@@ -276,9 +297,14 @@ typedef struct {
     unsigned num_nodes;   /**< node groups in the job: the pushes each chunk needs per sync round */
     unsigned local_rank;  /**< rank within the node group (by worker rank), 0 .. local_size-1 */
     unsigned local_size;  /**< workers in this worker's node group */
+    /**
+     * The round the job resumed from (the coordinator's resume_dir): every chunk's rounds go on
+     * from it, so a training loop picks up its place in the data there. 0: a fresh start.
+     */
+    uint64_t resume_round;
 } pserv_job_info_t;
 
-#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, 0, 0, 0 }
+#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, 0, 0, 0, 0 }
 
 /** Largest payload of pserv_worker_node_broadcast (an NCCL unique id is 128 bytes). */
 #define PSERV_NODE_BROADCAST_MAX 1024
@@ -416,6 +442,36 @@ PSERV_API pserv_status_t pserv_worker_destroy(pserv_worker_h worker);
  * frees the worker. Use it instead of pserv_worker_destroy on an error path.
  */
 PSERV_API pserv_status_t pserv_worker_abort(pserv_worker_h worker, const char *reason);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checkpoints, read back outside a job                                                         */
+
+typedef struct pserv_checkpoint *pserv_checkpoint_h;
+
+typedef struct {
+    size_t size;          /**< sizeof(pserv_checkpoint_info_t) */
+    uint64_t round;       /**< the round every chunk had reached */
+    unsigned num_servers; /**< shards that wrote it */
+    pserv_mode_t mode;
+    unsigned num_tensors;
+    uint64_t bytes;       /**< of all its files */
+} pserv_checkpoint_info_t;
+
+#define PSERV_CHECKPOINT_INFO_INIT { sizeof(pserv_checkpoint_info_t), 0, 0, PSERV_MODE_SYNC, 0, 0 }
+
+/**
+ * Opens round `round` of a checkpoint directory (0: the newest complete one), checking every
+ * file's header. PSERV_ERR_UNKNOWN_KEY when there is none, PSERV_ERR_CORRUPT for a damaged or
+ * inconsistent file; pserv_last_error() names the file and the problem.
+ */
+PSERV_API pserv_status_t pserv_checkpoint_open(const char *dir, uint64_t round, pserv_checkpoint_h *ckpt);
+PSERV_API pserv_status_t pserv_checkpoint_info(pserv_checkpoint_h ckpt, pserv_checkpoint_info_t *info);
+/** The key and element count of tensor `index` (0 .. num_tensors-1). */
+PSERV_API pserv_status_t pserv_checkpoint_tensor(pserv_checkpoint_h ckpt, unsigned index, uint64_t *key,
+                                                 size_t *count);
+/** Reads a tensor's parameters (count float32 values), checking each section's CRC32C. */
+PSERV_API pserv_status_t pserv_checkpoint_read(pserv_checkpoint_h ckpt, uint64_t key, void *values);
+PSERV_API void pserv_checkpoint_close(pserv_checkpoint_h ckpt);
 
 #ifdef __cplusplus
 }
