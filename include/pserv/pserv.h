@@ -223,9 +223,12 @@ typedef struct {
     size_t chunk_bytes;      /**< chunk size of the job; default 4 MiB */
     unsigned server_threads; /**< optimizer threads per shard; default 1 */
     int timeout_ms;          /**< how long the shards wait for the job to form; default 30000 */
+    const char *checkpoint_dir; /**< as in pserv_coordinator_params_t */
+    unsigned checkpoint_every;
+    const char *resume_dir;
 } pserv_local_params_t;
 
-#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0 }
+#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0, NULL, 0, NULL }
 
 /**
  * Starts a coordinator on 127.0.0.1 (a free port) and num_servers shards, each on a thread of
