@@ -14,7 +14,7 @@ int cmd_coordinator(int argc, char **argv)
     unsigned servers = 2, workers = 2, wait_s = 0;
     size_t chunk = 4u << 20;
     const char *policy = "fail";
-    unsigned heartbeat_ms = 0, timeout_ms = 0, ckpt_every = 0;
+    unsigned heartbeat_ms = 0, timeout_ms = 0, ckpt_every = 0, replicas = 0xffffffffu;
     const char *progress = NULL, *ckpt_dir = NULL, *resume = NULL;
     const cli_opt_t opts[] = {
         {"listen", CLI_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:7777)", NULL, 0},
@@ -32,6 +32,8 @@ int cmd_coordinator(int argc, char **argv)
         {"checkpoint-every", CLI_UINT, &ckpt_every, "N", "checkpoint every N rounds (default 100 with a directory)",
          NULL, 0},
         {"resume", CLI_STRING, &resume, "DIR", "continue from the newest checkpoint complete in DIR", NULL, 0},
+        {"replicas", CLI_UINT, &replicas, "K", "backups of every chunk (default 1 with 2 or more servers; 0: none)", NULL,
+         0},
         CLI_PROGRESS_OPT(&progress),
     };
     cli_result_t r = cli_parse("coordinator", "Runs the coordinator of a job: ranks, shard map, barriers.", opts,
@@ -52,6 +54,7 @@ int cmd_coordinator(int argc, char **argv)
     p.checkpoint_dir = ckpt_dir;
     p.checkpoint_every = ckpt_dir ? (ckpt_every ? ckpt_every : 100) : 0;
     p.resume_dir = resume;
+    p.replicas = replicas == 0xffffffffu ? 0 : replicas == 0 ? PSERV_REPLICAS_NONE : (int)replicas;
     pserv_status_t st = pserv_coordinator_create(&p, &c);
     if (st < 0) {
         fprintf(stderr, "pserv coordinator: cannot start on %s: %s (%s)\n", listen, pserv_strerror(st),

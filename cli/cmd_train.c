@@ -58,7 +58,7 @@ static void end_bar(const progress_t *prog)
  * are gone, or a signal to the launcher (1, or 128 + the signal).
  */
 static int watch_job(pserv_coordinator_h coord, children_t *kids, unsigned servers, int workers_may_die,
-                     progress_t *prog)
+                     int servers_may_die, progress_t *prog)
 {
     char why[512];
     double end_by = 0;
@@ -80,6 +80,13 @@ static int watch_job(pserv_coordinator_h coord, children_t *kids, unsigned serve
             /* --on-worker-failure continue: the coordinator goes on without it, and so do we. */
             if (workers_may_die && strcmp(dead->role, "worker") == 0) {
                 fprintf(stderr, "pserv train: %s; the others go on\n", why);
+                continue;
+            }
+            /* --replicas: its chunks fail over to their backups (the coordinator ends the job if
+             * some chunk has no copy left, and we see that next). */
+            if (servers_may_die && strcmp(dead->role, "server") == 0 && st != PSERV_OK) {
+                fprintf(stderr, "pserv train: %s; its chunks fail over to their backups\n", why);
+                servers--;
                 continue;
             }
             fprintf(stderr, "pserv train: %s\n", why);
@@ -175,7 +182,8 @@ static int run_local(const train_config_t *cfg)
     progress_t prog;
     progress_init(&prog, cfg->workers, cfg->epochs, cfg->batch, cfg->target);
     int may_die = strcmp(cfg->on_worker_failure, "continue") == 0;
-    if (started) rc = watch_job(coord, kids, cfg->servers, may_die, &prog);
+    int replicated = cfg->replicas == TRAIN_REPLICAS_DEFAULT ? cfg->servers >= 2 : cfg->replicas > 0;
+    if (started) rc = watch_job(coord, kids, cfg->servers, may_die, replicated, &prog);
     /* On success every child has exited already; otherwise this ends them, SIGKILL last. */
     int left = children_stop(kids, GRACE_MS);
     pserv_coordinator_destroy(coord);

@@ -29,6 +29,7 @@ void train_config_defaults(train_config_t *cfg)
     cfg->device = "auto";
     cfg->timeout_s = 60;
     cfg->report_fd = -1;
+    cfg->replicas = TRAIN_REPLICAS_DEFAULT;
 }
 
 size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinator, cli_opt_t *opts)
@@ -53,6 +54,10 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
         opts[n++] = (cli_opt_t){"checkpoint-every", CLI_UINT, &cfg->checkpoint_every, "N",
                                 "checkpoint every N rounds (steps) when --checkpoint-dir is given (default 100)", NULL,
                                 0};
+        opts[n++] = (cli_opt_t){"replicas", CLI_UINT, &cfg->replicas, "K",
+                                "backups of every chunk on other servers: a dead server's chunks fail over to them "
+                                "and training goes on (default 1 with 2 or more servers; 0: none)",
+                                NULL, 0};
         opts[n++] = (cli_opt_t){"resume", CLI_STRING, &cfg->resume, "DIR",
                                 "continue from the newest checkpoint complete in DIR (any server count)", NULL, 0};
     }
@@ -116,6 +121,7 @@ void train_config_coordinator_params(const train_config_t *cfg, pserv_coordinato
     p->checkpoint_dir = cfg->checkpoint_dir;
     p->checkpoint_every = cfg->checkpoint_dir ? (cfg->checkpoint_every ? cfg->checkpoint_every : 100) : 0;
     p->resume_dir = cfg->resume;
+    p->replicas = cfg->replicas == TRAIN_REPLICAS_DEFAULT ? 0 : cfg->replicas == 0 ? PSERV_REPLICAS_NONE : (int)cfg->replicas;
 }
 
 void train_config_settings(const train_config_t *cfg, char *out, size_t cap)

@@ -21,6 +21,7 @@ typedef struct train_config {
     const char *checkpoint_dir;   /* shards write checkpoints here ... */
     unsigned checkpoint_every;    /* ... every N rounds */
     const char *resume;           /* continue from the newest complete checkpoint in this directory */
+    unsigned replicas;            /* backups per chunk (TRAIN_REPLICAS_DEFAULT: the library's default) */
     /* model and optimizer */
     const char *optimizer; /* sgd | momentum | adam | adamw | adagrad */
     float lr;              /* 0: the optimizer's default */
@@ -37,7 +38,8 @@ typedef struct train_config {
     int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
 } train_config_t;
 
-#define TRAIN_FLAGS_MAX 31
+#define TRAIN_FLAGS_MAX 32
+#define TRAIN_REPLICAS_DEFAULT 0xffffffffu
 #define TRAIN_ARG_MAX 96 /* one "--flag=value" argument for a worker process */
 
 void train_config_defaults(train_config_t *cfg);

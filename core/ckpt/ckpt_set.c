@@ -81,7 +81,7 @@ void ps_ckpt_set_close(ps_ckpt_set_t *s)
 {
     ps_keymap_each(&s->index, ps_ckpt_index_free, NULL);
     ps_keymap_fini(&s->index);
-    for (uint32_t i = 0; s->fds && i < s->num_servers; i++) {
+    for (uint32_t i = 0; s->fds && i < s->nfiles; i++) {
         if (s->fds[i] >= 0) close(s->fds[i]);
         ps_ckpt_header_free(&s->hdrs[i]);
     }
@@ -143,19 +143,22 @@ static pserv_status_t ps_ckpt_set_index(ps_ckpt_set_t *s)
 {
     uint32_t cap = 0;
     pserv_status_t st = PSERV_OK;
-    for (uint32_t f = 0; f < s->num_servers && st == PSERV_OK; f++)
+    for (uint32_t f = 0; f < s->nfiles && st == PSERV_OK; f++)
         for (uint32_t i = 0; i < s->hdrs[f].num_tensors && st == PSERV_OK; i++)
             st = ps_ckpt_set_add_tensor(s, f, &s->hdrs[f].tensors[i], &cap);
     if (st < 0) return st;
     if (s->keys) qsort(s->keys, s->num_tensors, sizeof(*s->keys), ps_ckpt_by_key);
-    for (uint32_t f = 0; f < s->num_servers; f++) {
+    for (uint32_t f = 0; f < s->nfiles; f++) {
         const ps_ckpt_header_t *h = &s->hdrs[f];
         for (uint32_t i = 0; i < h->num_chunks; i++) {
             const ps_ckpt_chunk_t *c = &h->chunks[i];
             ps_ckpt_index_t *ix = ps_keymap_get(&s->index, c->key);
-            if (ix->entry[c->chunk] != NULL)
-                return ps_ckpt_set_bad(s, f, "holds tensor %llu chunk %u, which another shard holds too",
+            const ps_ckpt_chunk_t *other = ix->entry[c->chunk];
+            /* Two copies of one round (a backup that took over wrote it too) must agree. */
+            if (other != NULL && (other->version != c->version || other->data_crc != c->data_crc))
+                return ps_ckpt_set_bad(s, f, "holds tensor %llu chunk %u unlike another shard's copy",
                                        (unsigned long long)c->key, c->chunk);
+            if (other != NULL) continue;
             ix->entry[c->chunk] = c;
             ix->file[c->chunk] = f;
         }
@@ -163,7 +166,68 @@ static pserv_status_t ps_ckpt_set_index(ps_ckpt_set_t *s)
     return PSERV_OK;
 }
 
-/* Opens every shard file of the round; *missing = 1 (and no error) when one is not there. */
+/* The shard ranks with a file in a round's directory, ascending (a fresh array, or NULL). */
+static uint32_t *ps_ckpt_list_shards(const char *round_dir, uint32_t *n)
+{
+    *n = 0;
+    DIR *d = opendir(round_dir);
+    if (d == NULL) return NULL;
+    uint32_t cap = 0, *ranks = NULL;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        unsigned rank;
+        int end = 0;
+        if (sscanf(e->d_name, "shard-%u.ckpt%n", &rank, &end) != 1 || e->d_name[end] != '\0') continue;
+        if (*n == cap) {
+            uint32_t *more = realloc(ranks, (cap = cap ? 2 * cap : 16) * sizeof(*ranks));
+            if (more == NULL) break;
+            ranks = more;
+        }
+        ranks[(*n)++] = rank;
+    }
+    closedir(d);
+    for (uint32_t a = 1; a < *n; a++) /* few files: insertion sort */
+        for (uint32_t b = a; b > 0 && ranks[b - 1] > ranks[b]; b--) {
+            uint32_t t = ranks[b];
+            ranks[b] = ranks[b - 1];
+            ranks[b - 1] = t;
+        }
+    return ranks;
+}
+
+/* Opens and checks one shard file as file f of the set. */
+static pserv_status_t ps_ckpt_set_file(ps_ckpt_set_t *s, const char *dir, uint32_t f, uint32_t rank)
+{
+    ps_ckpt_shard_path(dir, s->round, rank, s->names[f], PS_CKPT_PATH_MAX);
+    int fd = open(s->names[f], O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ps_set_last_error("checkpoint %s: %s", s->names[f], strerror(errno));
+        return PSERV_ERR_IO;
+    }
+    ps_ckpt_header_t h;
+    pserv_status_t st = ps_ckpt_read_header(fd, s->names[f], &h);
+    if (st < 0) {
+        close(fd);
+        return st;
+    }
+    s->fds[f] = fd;
+    s->hdrs[f] = h;
+    s->bytes += h.file_len;
+    if (f == 0) {
+        s->num_servers = h.num_servers;
+        s->mode = h.mode;
+    }
+    if (h.round != s->round || h.rank != rank || h.num_servers != s->num_servers || h.mode != s->mode)
+        return ps_ckpt_set_bad(s, f, "says round %llu shard %u of %u servers, unlike its name or the other files",
+                               (unsigned long long)h.round, h.rank, h.num_servers);
+    return PSERV_OK;
+}
+
+/*
+ * Opens every shard file of the round. The round is complete when they hold every chunk of every
+ * tensor: a server that died (its chunks failed over) leaves no file and is not missed. *missing
+ * = 1 (an error, not a damage) when chunks are missing and so are some shards' files: a round
+ * still being written, or one a crash cut short.
+ */
 static pserv_status_t ps_ckpt_set_try(ps_ckpt_set_t *s, const char *dir, uint64_t round, int *missing)
 {
     memset(s, 0, sizeof(*s));
@@ -171,55 +235,32 @@ static pserv_status_t ps_ckpt_set_try(ps_ckpt_set_t *s, const char *dir, uint64_
     *missing = 0;
     s->round = round;
     ps_ckpt_round_dir(dir, round, s->dir, sizeof(s->dir));
-    char name[PS_CKPT_PATH_MAX];
-    ps_ckpt_shard_path(dir, round, 0, name, sizeof(name));
-    uint32_t n = 1; /* until shard 0's header says how many */
+    uint32_t nranks;
+    uint32_t *ranks = ps_ckpt_list_shards(s->dir, &nranks);
     pserv_status_t st = PSERV_OK;
-    for (uint32_t f = 0; f < n && st == PSERV_OK; f++) {
-        ps_ckpt_shard_path(dir, round, f, name, sizeof(name));
-        int fd = open(name, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            if (errno == ENOENT) *missing = 1;
-            ps_set_last_error("checkpoint %s: %s", name, strerror(errno));
-            st = errno == ENOENT ? PSERV_ERR_UNKNOWN_KEY : PSERV_ERR_IO;
-            break;
-        }
-        ps_ckpt_header_t h;
-        if ((st = ps_ckpt_read_header(fd, name, &h)) < 0) {
-            close(fd);
-            break;
-        }
-        if (f == 0) {
-            n = s->num_servers = h.num_servers;
-            s->mode = h.mode;
-            s->fds = malloc(n * sizeof(*s->fds));
-            s->hdrs = calloc(n, sizeof(*s->hdrs));
-            s->names = calloc(n, sizeof(*s->names));
-            if (s->fds == NULL || s->hdrs == NULL || s->names == NULL) {
-                close(fd);
-                ps_ckpt_header_free(&h);
-                s->num_servers = 0;
-                st = PSERV_ERR_NO_MEMORY;
-                break;
-            }
-            for (uint32_t i = 0; i < n; i++) s->fds[i] = -1;
-        }
-        s->fds[f] = fd;
-        s->hdrs[f] = h;
-        snprintf(s->names[f], PS_CKPT_PATH_MAX, "%s", name);
-        s->bytes += h.file_len;
-        if (h.round != round || h.rank != f || h.num_servers != n || h.mode != s->mode)
-            st = ps_ckpt_set_bad(s, f, "says round %llu shard %u of %u, unlike its name or shard 0",
-                                 (unsigned long long)h.round, h.rank, h.num_servers);
+    if (nranks == 0) {
+        *missing = 1;
+        ps_set_last_error("checkpoint %s has no shard files", s->dir);
+        free(ranks);
+        return PSERV_ERR_UNKNOWN_KEY;
     }
+    s->fds = malloc(nranks * sizeof(*s->fds));
+    s->hdrs = calloc(nranks, sizeof(*s->hdrs));
+    s->names = calloc(nranks, sizeof(*s->names));
+    if (s->fds == NULL || s->hdrs == NULL || s->names == NULL) st = PSERV_ERR_NO_MEMORY;
+    for (uint32_t f = 0; st == PSERV_OK && f < nranks; f++) s->fds[f] = -1;
+    if (st == PSERV_OK) s->nfiles = nranks;
+    for (uint32_t f = 0; st == PSERV_OK && f < nranks; f++) st = ps_ckpt_set_file(s, dir, f, ranks[f]);
+    free(ranks);
     if (st == PSERV_OK) st = ps_ckpt_set_index(s);
     for (uint32_t i = 0; st == PSERV_OK && i < s->num_tensors; i++) {
         const ps_ckpt_index_t *ix = ps_keymap_get(&s->index, s->keys[i]);
         for (uint32_t c = 0; c < ix->num_chunks; c++)
             if (ix->entry[c] == NULL) {
-                ps_set_last_error("checkpoint %s: no shard holds tensor %llu chunk %u", s->dir,
+                *missing = s->nfiles < s->num_servers;
+                ps_set_last_error("checkpoint %s: no shard file holds tensor %llu chunk %u", s->dir,
                                   (unsigned long long)s->keys[i], c);
-                st = PSERV_ERR_CORRUPT;
+                st = *missing ? PSERV_ERR_UNKNOWN_KEY : PSERV_ERR_CORRUPT;
                 break;
             }
     }

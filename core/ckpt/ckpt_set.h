@@ -1,7 +1,7 @@
 /*
  * A checkpoint: the files of every shard at one round, under DIR/round-<R>/shard-<rank>.ckpt.
- * A round is complete when the files of all its shards (the server count its headers name) are
- * there. Opening one reads and checks every header and indexes every chunk of every tensor, so
+ * A round is complete when its files hold every chunk of every tensor (a server that died and
+ * whose chunks failed over leaves no file). Opening one reads and checks every header and indexes every chunk of every tensor, so
  * values can be read back by element range: a job resumed onto another server count cuts its
  * tensors into other chunks and fills each from whichever old chunks cover it.
  */
@@ -17,7 +17,8 @@
 typedef struct {
     char dir[PS_CKPT_PATH_MAX]; /* DIR/round-<R> */
     uint64_t round;
-    uint32_t num_servers, mode;
+    uint32_t num_servers, mode; /* as the files say: the job's server count */
+    uint32_t nfiles;            /* files found: a server that died leaves none */
     int *fds;
     char (*names)[PS_CKPT_PATH_MAX];
     ps_ckpt_header_t *hdrs;

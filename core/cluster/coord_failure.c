@@ -4,7 +4,8 @@
  * A member is dead when its connection fails (a killed process: UCX reports it at once) or
  * when it has been silent for job.failure_timeout_ms (a stopped process, a silent partition:
  * only missing heartbeats show it). Then:
- * - a server: until replication exists its chunks are lost, so the job fails;
+ * - a server: with backups (replicas > 0) a backup of each of its chunks takes over in a new view
+ *   and training goes on; without (or when a chunk has no live copy left) the job fails;
  * - a worker: with PSERV_ON_FAILURE_FAIL the job fails; with CONTINUE it is marked dead in a new
  *   view, which tells the servers to complete sync rounds without it.
  * A job that fails is aborted: every member still in it gets ABORT with the reason in words,
@@ -76,6 +77,21 @@ static void ps_coord_worker_out(pserv_coordinator_h c, ps_coord_member_t *m, uin
     ps_coord_end_if_done(c);
 }
 
+/* A server died in a job with backups: a new view puts a live copy of each of its chunks in
+ * charge. 0 (and the view unchanged) when some chunk has no live copy left. */
+static int ps_coord_server_failover(pserv_coordinator_h c, ps_coord_member_t *m, const char *why)
+{
+    uint32_t lost = ps_view_sole_copies(&c->view, m->rank);
+    if (lost > 0) {
+        ps_warn("%s: %u of its chunks have no live copy left", why, lost);
+        return 0;
+    }
+    ps_view_fail_server(&c->view, m->rank);
+    ps_warn("%s: its chunks fail over to their backups", why);
+    ps_coord_publish(c);
+    return 1;
+}
+
 void ps_coord_member_dead(pserv_coordinator_h c, ps_coord_member_t *m, const char *why)
 {
     char name[PS_ADDR_MAX + 32], text[PS_WIRE_REASON_MAX];
@@ -89,6 +105,7 @@ void ps_coord_member_dead(pserv_coordinator_h c, ps_coord_member_t *m, const cha
         ps_coord_worker_out(c, m, PS_MEMBER_DEAD);
         return;
     }
+    if (m->role == PS_ROLE_SERVER && c->view.replicas > 0 && ps_coord_server_failover(c, m, text)) return;
     *ps_coord_member_state(c, m) = PS_MEMBER_DEAD;
     if (m->role == PS_ROLE_WORKER) {
         m->left = 1;

@@ -382,6 +382,15 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
                           params->heartbeat_ms);
         return PSERV_ERR_INVALID_ARG;
     }
+    uint32_t replicas = params->replicas == PSERV_REPLICAS_NONE ? 0
+                        : params->replicas > 0                ? (uint32_t)params->replicas
+                        : params->num_servers >= 2            ? 1
+                                                              : 0;
+    if (params->replicas < PSERV_REPLICAS_NONE || replicas > PS_VIEW_MAX_REPLICAS || replicas >= params->num_servers) {
+        ps_set_last_error("%d replicas need %d servers (the job has %u) and at most %u may be asked for",
+                          params->replicas, params->replicas + 1, params->num_servers, PS_VIEW_MAX_REPLICAS);
+        return PSERV_ERR_INVALID_ARG;
+    }
     if (ps_hostport_parse(params->listen ? params->listen : "127.0.0.1:0", 0, host, &port) < 0) {
         ps_set_last_error("bad coordinator listen address '%s' (want host:port)", params->listen);
         return PSERV_ERR_INVALID_ARG;
@@ -410,7 +419,7 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     st = PSERV_ERR_NO_MEMORY;
     if (c->members == NULL || c->job.servers == NULL || c->job.worker_node == NULL || c->nodes == NULL)
         goto err_free;
-    if ((st = ps_view_init(&c->view, params->num_servers, params->num_workers, 0)) < 0) goto err_free;
+    if ((st = ps_view_init(&c->view, params->num_servers, params->num_workers, replicas)) < 0) goto err_free;
     st = PSERV_ERR_NO_RESOURCE;
     if (pthread_mutex_init(&c->lock, NULL) != 0) goto err_free_view;
     PS_CHECK_GOTO(ps_cond_init(&c->cond), st, err_destroy_lock);

@@ -202,6 +202,69 @@ uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s)
     return moved;
 }
 
+/* Owners o (R of them) without s: survivors first, in order; then a new backup or a repeat. */
+static int ps_view_drop_owner(ps_view_t *v, uint32_t *o, uint32_t R, uint32_t s)
+{
+    uint32_t keep[PS_VIEW_MAX_REPLICAS + 1], n = 0;
+    for (uint32_t r = 0; r < R; r++) {
+        int dup = 0;
+        for (uint32_t k = 0; k < n && !dup; k++) dup = keep[k] == o[r];
+        if (o[r] != s && !dup && ps_view_member_alive(v->server_state[o[r]])) keep[n++] = o[r];
+    }
+    if (n == 0) return 0;
+    for (uint32_t r = 0; r < R; r++) {
+        if (r < n) {
+            o[r] = keep[r];
+            continue;
+        }
+        uint32_t to = ps_view_least_loaded(v, o, r);
+        o[r] = to == UINT32_MAX ? o[0] : to;
+    }
+    return 1;
+}
+
+uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s)
+{
+    uint32_t n = 0, R = v->replicas + 1;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        const ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            const uint32_t *o = &t->owners[(size_t)c * R];
+            int held = 0, other = 0;
+            for (uint32_t r = 0; r < R; r++) {
+                if (o[r] == s) held = 1;
+                else if (ps_view_member_alive(v->server_state[o[r]])) other = 1;
+            }
+            n += held && !other;
+        }
+    }
+    return n;
+}
+
+uint32_t ps_view_fail_server(ps_view_t *v, uint32_t s)
+{
+    uint32_t lost = 0, R = v->replicas + 1;
+    if (s >= v->num_servers) return 0;
+    v->server_state[s] = PS_MEMBER_DEAD;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            uint32_t *o = &t->owners[(size_t)c * R];
+            if (!ps_view_holds(v, t->key, c, s)) continue;
+            uint32_t primary = o[0];
+            if (!ps_view_drop_owner(v, o, R, s)) {
+                lost++;
+                continue;
+            }
+            if (o[0] != primary) {
+                ps_view_account(v, primary, ps_view_chunk_bytes(t, c), -1);
+                ps_view_account(v, o[0], ps_view_chunk_bytes(t, c), +1);
+            }
+        }
+    }
+    return lost;
+}
+
 /* The primary chunk of server s whose move to `to` lowers max(load(s), load(to)) the most. */
 static int ps_view_best_move(const ps_view_t *v, uint32_t s, uint32_t to, uint32_t *ti, uint32_t *tc)
 {

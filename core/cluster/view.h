@@ -98,6 +98,15 @@ pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t 
  */
 uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s);
 /*
+ * Server s died in a job with backups: for every chunk it held, a live backup takes its place
+ * (the first, when s was the primary) and a live server that holds no copy becomes a new backup
+ * (its state is rebuilt by the primary); with none left, the copies coincide. Returns the chunks
+ * left with no live copy at all (their state is lost: the job cannot go on).
+ */
+uint32_t ps_view_fail_server(ps_view_t *v, uint32_t s);
+/* The chunks of which server s holds the only live copy. */
+uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s);
+/*
  * A new live server joins as rank num_servers: chunks move to it from the most loaded servers
  * while that lowers the maximum load. Returns the number moved, or -1 on allocation failure.
  */

@@ -16,7 +16,13 @@
 void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
-    if (h->sender >= s->store.num_workers) {
+    int server = (h->flags & PS_WIRE_FLAG_SERVER) != 0;
+    if (server && (h->sender >= s->m.job.num_servers || h->sender == s->store.rank)) {
+        PS_STAT_ADD(s, rejected, 1);
+        ps_warn("server HELLO from %s dropped: rank %u", ps_tp_peer_name(peer), h->sender);
+        return;
+    }
+    if (!server && h->sender >= s->store.num_workers) {
         ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG, "worker rank out of range");
         return;
     }
@@ -32,7 +38,8 @@ void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
     }
     p->rank = h->sender;
     p->hello = 1;
-    ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_OK);
+    p->server = server;
+    if (!server) ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_OK); /* a primary expects none */
 }
 
 /* Slots: a chunk's message each (a REGISTER's is the largest): 8 per worker in flight and 16 more,
@@ -71,6 +78,12 @@ void ps_server_setup(pserv_server_h s)
     }
     if (ps_server_batch_init(s, s->pipe.slot_bytes) < 0) {
         ps_server_setup_failed(s, "no memory for the batch buffers");
+        return;
+    }
+    s->replicas.peer = calloc(s->m.job.num_servers, sizeof(*s->replicas.peer));
+    s->replicas.ctx = calloc(s->m.job.num_servers, sizeof(*s->replicas.ctx));
+    if (s->replicas.peer == NULL || s->replicas.ctx == NULL) {
+        ps_server_setup_failed(s, "no memory for the replicas' connections");
         return;
     }
     if (ps_server_ckpt_start(s) < 0) {
@@ -181,6 +194,9 @@ pserv_status_t pserv_server_stats(pserv_server_h server, pserv_server_stats_t *s
     stats->checkpoint_pause_ns = __atomic_load_n(&server->stats.checkpoint_pause_ns, __ATOMIC_RELAXED);
     stats->checkpoint_write_ns = __atomic_load_n(&server->stats.checkpoint_write_ns, __ATOMIC_RELAXED);
     stats->checkpoints_skipped = __atomic_load_n(&server->stats.checkpoints_skipped, __ATOMIC_RELAXED);
+    stats->replicated_bytes = __atomic_load_n(&server->stats.replicated_bytes, __ATOMIC_RELAXED);
+    stats->replica_updates = __atomic_load_n(&server->stats.replica_updates, __ATOMIC_RELAXED);
+    stats->state_transfers = __atomic_load_n(&server->stats.state_transfers, __ATOMIC_RELAXED);
     return PSERV_OK;
 }
 
@@ -207,6 +223,8 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
     }
     free(server->parked);
     free(server->live_node);
+    free(server->replicas.peer); /* the peers went with the transport */
+    free(server->replicas.ctx);
     ps_pool_destroy(server->pool);
     free(server);
     return PSERV_OK;

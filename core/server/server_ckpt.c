@@ -42,10 +42,11 @@ static void ps_snap_free(ps_ckpt_snap_t *snap)
     free(snap);
 }
 
+/* A shard's checkpoint holds the chunks it is primary of: each chunk is in one file. */
 static void ps_count_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 {
-    (void)t, (void)c;
-    (*(uint32_t *)arg)++;
+    (void)t;
+    *(uint32_t *)arg += c->primary;
 }
 
 static ps_ckpt_snap_t *ps_snap_new(pserv_server_h s, uint64_t round)
@@ -254,14 +255,14 @@ void ps_server_ckpt_drain(pserv_server_h s)
 static void ps_snap_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 {
     ps_ckpt_snap_t *snap = arg;
-    if (c->version != snap->round || !ps_snap_add(snap, t, c)) snap->want = UINT32_MAX;
+    if (c->primary && (c->version != snap->round || !ps_snap_add(snap, t, c))) snap->want = UINT32_MAX;
 }
 
 static void ps_snap_max_round(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 {
     (void)t;
     uint64_t *round = arg;
-    if (c->version > *round) *round = c->version;
+    if (c->primary && c->version > *round) *round = c->version;
 }
 
 /* The job ended well: the state it ended with, unless a checkpoint has it already, or its

@@ -17,8 +17,10 @@
 
 /* Per-worker connection state, attached to the transport peer. */
 typedef struct ps_server_peer {
-    uint32_t rank; /* worker rank, set by HELLO */
+    uint32_t rank; /* worker rank, set by HELLO (a server's rank for a server peer) */
     int hello;
+    int server; /* another server: a primary that greeted us, or a backup we connected to */
+    int failed; /* a backup's connection failed (atomic): the apply thread opens a new one */
     int left; /* said LEAVE: its disconnect is the normal end, not a failure */
     struct ps_server_peer *next; /* all of them, freed with the server */
     int32_t out_buf;  /* apply thread: the reply batch being filled for this worker, or -1 */
@@ -77,6 +79,23 @@ typedef struct {
     ps_ckpt_set_t resume;
 } ps_server_ckpt_t;
 
+/* Replication (server_replica.c): the apply thread's connections to the other servers. */
+typedef struct {
+    ps_tp_peer_t **peer;   /* by server rank, opened on first use */
+    ps_server_peer_t *ctx; /* their peer state (server = 1) */
+} ps_server_replicas_t;
+
+/* A VIEW's roles for the apply thread: every chunk this shard holds, with its live owners. */
+typedef struct {
+    uint64_t key;
+    uint32_t chunk, n;
+    uint32_t owners[PS_VIEW_MAX_REPLICAS + 1];
+} ps_server_role_t;
+typedef struct {
+    uint32_t n;
+    ps_server_role_t role[];
+} ps_server_roles_t;
+
 /* A HELLO that arrived before this shard knew the job (workers may be quicker than us). */
 typedef struct {
     ps_tp_peer_t *peer;
@@ -99,6 +118,7 @@ struct pserv_server {
     ps_batch_entry_t *rx_ents; /* progress thread: a BATCH's decoded entries */
     ps_server_out_t out;
     ps_server_ckpt_t ckpt;
+    ps_server_replicas_t replicas;
 };
 
 /* server.c: the job arrived (progress thread): the store, the apply thread, then parked hellos. */
@@ -134,6 +154,29 @@ void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer);
 /* Replies with an error status and counts the rejection. */
 void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
                       const char *why);
+
+/* server_update.c: one optimizer step on a chunk (version + 1); answers what waits for durable rounds. */
+void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, float *grad);
+void ps_server_answer_pulls(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c);
+
+/* server_replica.c (apply thread). */
+/* The newest version every copy of the chunk holds (its version when it has no backups). */
+uint64_t ps_chunk_durable(const ps_chunk_t *c);
+/* Primary with backups: sends them the update about to be applied (worker/seq: an async push's). */
+void ps_server_replicate(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_t *c, const float *update,
+                         uint32_t worker, uint64_t seq);
+/* REPLICATE, STATE (on a backup) and REPLICATE_ACK (on the primary). */
+void ps_server_on_replica(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, uint8_t *data, size_t len);
+/* The chunk's owners by the view (primary first); a backup new to it gets the chunk's state unless
+ * fresh (just registered on every owner alike). */
+void ps_server_set_owners(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, const uint32_t *owners, uint32_t n,
+                          int fresh);
+/* The chunk's per-worker push sequences (async with backups), allocated on first use. */
+pserv_status_t ps_server_seq_table(pserv_server_h s, ps_chunk_t *c);
+/* Progress thread: the roles of every chunk this shard holds in view v (NULL without memory). */
+ps_server_roles_t *ps_server_roles(pserv_server_h s, const ps_view_t *v);
+/* The owners of chunk c of key in v, live and distinct, primary first; returns how many. */
+uint32_t ps_server_owners(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t *owners);
 
 /* server_batch.c: BATCH on the progress thread, reply coalescing on the apply thread. */
 pserv_status_t ps_server_batch_init(pserv_server_h s, size_t slot_bytes);

@@ -12,6 +12,7 @@ static void ps_pipe_release(ps_pipe_t *p, ps_work_t *w)
 {
     if (w->slot >= 0) ps_pipe_slot_put(p, w->slot);
     else if (!w->borrowed) free(w->data); /* a heap copy (an oversized payload) or a VIEW's array, or NULL */
+    free(w->roles);
 }
 
 /*

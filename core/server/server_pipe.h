@@ -45,6 +45,11 @@ typedef struct {
     size_t len;
     int32_t slot; /* the slot data is in, or -1 (no payload, or a heap copy freed after the work) */
     uint64_t chunk_elems; /* REGISTER: the view's geometry of the tensor */
+    /* REGISTER: the chunk's owners by the view (primary first, live, distinct); VIEW: the roles of
+     * every chunk this shard holds (ps_server_roles_t, owned by the work). */
+    uint32_t owners[8];
+    uint32_t nowners;
+    void *roles;
     uint8_t borrowed; /* data is not the pipe's to free: it lies in a batch's bytes (returned at its BATCH_END) */
     uint8_t in_batch; /* an entry of a BATCH: its replies are coalesced until BATCH_END */
 } ps_work_t;

@@ -36,7 +36,9 @@ static pserv_status_t ps_server_check_route(pserv_server_h s, const ps_wire_hdr_
         *why = "chunk out of range";
         return PSERV_ERR_BAD_MESSAGE;
     }
-    if (ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
+    /* Every copy is registered (backups too); data goes to the primary only. */
+    if (h->type == PS_MSG_REGISTER ? !ps_view_holds(s->m.view, h->key, h->chunk, s->store.rank)
+                                   : ps_view_owner(s->m.view, h->key, h->chunk) != s->store.rank) {
         *why = "chunk not owned by this shard in its view";
         return PSERV_ERR_VIEW_CHANGED;
     }
@@ -143,7 +145,10 @@ static void ps_server_queue(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_
                             int32_t slot)
 {
     ps_work_t w = {.kind = PS_WORK_MSG, .h = *h, .peer = peer, .len = len, .slot = slot};
-    if (h->type == PS_MSG_REGISTER) w.chunk_elems = ps_view_tensor(s->m.view, h->key)->chunk_elems;
+    if (h->type == PS_MSG_REGISTER) {
+        w.chunk_elems = ps_view_tensor(s->m.view, h->key)->chunk_elems;
+        w.nowners = ps_server_owners(s->m.view, h->key, h->chunk, w.owners);
+    }
     if (slot >= 0) {
         w.data = data;
     } else if (len > 0 && len <= s->pipe.slot_bytes && (w.slot = ps_pipe_slot_get(&s->pipe)) >= 0) {
@@ -158,6 +163,31 @@ static void ps_server_queue(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_
         memcpy(w.data, data, len);
     }
     ps_pipe_push(&s->pipe, &w);
+}
+
+/*
+ * Replication traffic comes from another server of the job: its rank is checked, and its peer
+ * marked as a server's (its HELLO may come later: a first message can overtake a connection's
+ * greeting). The apply thread checks the chunk against its store.
+ */
+static pserv_status_t ps_server_from_server(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+{
+    ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+    const char *why = !s->ready                                                 ? "the shard is not set up"
+                      : h->sender >= s->m.job.num_servers || h->sender == s->store.rank ? "not from another server"
+                      : p != NULL && (!p->server || p->rank != h->sender)      ? "from a peer that is not that server"
+                                                                               : NULL;
+    if (why == NULL && p == NULL) {
+        ps_wire_hdr_t hello = *h;
+        hello.flags = PS_WIRE_FLAG_SERVER;
+        ps_server_on_hello(s, peer, &hello);
+        p = ps_tp_peer_get_ctx(peer);
+        if (p == NULL) why = "no memory";
+    }
+    if (why == NULL) return PSERV_OK;
+    PS_STAT_ADD(s, rejected, 1);
+    ps_warn("%s from %s dropped: %s", ps_wire_type_name(h->type), ps_tp_peer_name(peer), why);
+    return PSERV_ERR_INVALID_ARG;
 }
 
 void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
@@ -193,6 +223,12 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
     case PS_MSG_BATCH:
         ps_server_on_batch(s, peer, &h, data, len);
         return; /* its buffer, if one of the batch pool, is the apply thread's now */
+    case PS_MSG_REPLICATE:
+    case PS_MSG_REPLICATE_ACK:
+    case PS_MSG_STATE:
+        if (ps_server_from_server(s, peer, &h) < 0) break;
+        ps_server_queue(s, peer, &h, data, len, slot);
+        return;
     case PS_MSG_LEAVE: {
         ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
         if (p) p->left = 1;
@@ -218,6 +254,11 @@ void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
     for (size_t i = 0; i < s->nparked; i++)
         if (s->parked[i].peer == peer) s->parked[i] = s->parked[--s->nparked];
     if (p == NULL) return;
+    if (p->server) { /* another server: the coordinator decides what its death means */
+        ps_debug("server %u at %s: connection failed: %s", p->rank, ps_tp_peer_name(peer), pserv_strerror(why));
+        __atomic_store_n(&p->failed, 1, __ATOMIC_RELEASE);
+        return;
+    }
     if (p->left) {
         ps_debug("worker %u at %s disconnected after leaving", p->rank, ps_tp_peer_name(peer));
         return;
@@ -254,6 +295,7 @@ void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *no
     uint32_t count;
     ps_server_live_nodes(s, now, w.data, &count);
     w.len = count;
+    w.roles = ps_server_roles(s, now);
     ps_pipe_push(&s->pipe, &w);
 }
 
@@ -261,4 +303,37 @@ void ps_server_aborted(void *arg)
 {
     pserv_server_h s = arg;
     if (s->ready) ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_ABORT, .slot = -1});
+}
+
+uint32_t ps_server_owners(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t *owners)
+{
+    const ps_view_tensor_t *t = ps_view_tensor(v, key);
+    uint32_t n = 0;
+    for (uint32_t r = 0; t && c < t->num_chunks && r <= v->replicas; r++) {
+        uint32_t o = t->owners[(size_t)c * (v->replicas + 1) + r], dup = 0;
+        for (uint32_t k = 0; k < n && !dup; k++) dup = owners[k] == o;
+        if (!dup && o < v->num_servers && ps_view_member_alive(v->server_state[o])) owners[n++] = o;
+    }
+    return n;
+}
+
+ps_server_roles_t *ps_server_roles(pserv_server_h s, const ps_view_t *v)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++)
+        for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++) n += ps_view_holds(v, v->tensors[i].key, c, s->store.rank);
+    ps_server_roles_t *roles = malloc(sizeof(*roles) + n * sizeof(roles->role[0]));
+    if (roles == NULL) return NULL;
+    roles->n = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        const ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            if (!ps_view_holds(v, t->key, c, s->store.rank)) continue;
+            ps_server_role_t *r = &roles->role[roles->n++];
+            r->key = t->key;
+            r->chunk = c;
+            r->n = ps_server_owners(v, t->key, c, r->owners);
+        }
+    }
+    return roles;
 }

@@ -59,39 +59,58 @@ static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t
     }
 }
 
-static void ps_server_answer_pulls(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c)
+/* A waiting answer: the values (a pull) or the acknowledgement (a push, with backups). */
+static void ps_server_answer(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_t *c, const ps_pending_pull_t *p)
 {
+    if (p->reply == PS_MSG_PULL_REPLY) {
+        ps_server_send_values(s, p->peer, p->req_id, t->key, t, c, p->map_version);
+        return;
+    }
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_PUSH);
+    h.req_id = p->req_id;
+    h.key = t->key;
+    h.chunk = c->index;
+    h.offset = c->offset;
+    h.round = p->round - 1;
+    h.map_version = p->map_version;
+    ps_server_reply(s, p->peer, &h, PS_MSG_PUSH_REPLY, PSERV_OK);
+}
+
+void ps_server_answer_pulls(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c)
+{
+    uint64_t durable = ps_chunk_durable(c);
     uint32_t kept = 0;
     for (uint32_t i = 0; i < c->npulls; i++) {
         ps_pending_pull_t *p = &c->pulls[i];
-        if (p->round <= c->version)
-            ps_server_send_values(s, p->peer, p->req_id, t->key, t, c, p->map_version);
-        else
-            c->pulls[kept++] = *p;
+        if (p->round <= durable) ps_server_answer(s, t, c, p);
+        else c->pulls[kept++] = *p;
     }
     c->npulls = kept;
 }
 
+/* Answers now when every copy holds round `round`, else parks the answer until they do. */
 static void ps_server_pull_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, uint64_t round,
-                                 const ps_tensor_t *t, ps_chunk_t *c)
+                                 const ps_tensor_t *t, ps_chunk_t *c, uint16_t reply)
 {
-    if (!s->store.sync || round <= c->version) {
-        ps_server_send_values(s, peer, h->req_id, t->key, t, c, h->map_version);
+    ps_pending_pull_t p = {peer, h->req_id, round, h->map_version, reply};
+    if (round <= ps_chunk_durable(c)) {
+        ps_server_answer(s, t, c, &p);
         return;
     }
     if (c->npulls == c->max_pulls) {
         ps_server_reject(s, peer, h, PSERV_ERR_NO_RESOURCE, "too many pulls waiting on this chunk");
         return;
     }
-    c->pulls[c->npulls++] = (ps_pending_pull_t){peer, h->req_id, round, h->map_version};
+    c->pulls[c->npulls++] = p;
 }
 
-static void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, float *grad)
+void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, float *grad)
 {
     ps_optim_step(s->pool, &t->desc.optim, c->param, grad, &c->state, c->len);
     c->version++;
     PS_STAT_ADD(s, steps, 1);
-    if (s->m.job.ckpt_every && c->version % s->m.job.ckpt_every == 0) ps_server_ckpt_chunk(s, t, c);
+    if (c->primary && s->m.job.ckpt_every && c->version % s->m.job.ckpt_every == 0) ps_server_ckpt_chunk(s, t, c);
 }
 
 /* Sync: every node group still in the job has pushed this round. */
@@ -108,6 +127,7 @@ static int ps_server_round_complete(pserv_server_h s, const ps_chunk_t *c)
 static void ps_server_round_try(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c)
 {
     if (!ps_server_round_complete(s, c)) return;
+    ps_server_replicate(s, t, c, c->accum, UINT32_MAX, 0); /* before the optimizer changes the sum */
     ps_server_apply(s, t, c, c->accum);
     c->npushed = 0;
     memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
@@ -149,10 +169,17 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
             return;
         }
     }
+    /* Async with backups: a push re-sent after a failover that its first owner had already applied
+     * (and replicated) is recognised by the worker's sequence and acknowledged, not applied again. */
+    int repeat = !s->store.sync && c->last_seq && (h->flags & PS_WIRE_FLAG_RETRY) && worker < s->store.num_workers &&
+                 h->round < c->last_seq[worker];
     /* Counted before any reply this push may release (a caller may read the stats then). */
-    PS_STAT_ADD(s, pushes, 1);
+    if (!repeat) PS_STAT_ADD(s, pushes, 1);
 
-    if (!s->store.sync) {
+    if (!s->store.sync && !repeat) {
+        if (c->last_seq && worker < s->store.num_workers && h->round + 1 > c->last_seq[worker])
+            c->last_seq[worker] = h->round + 1;
+        ps_server_replicate(s, t, c, grad, worker, h->round);
         ps_server_apply(s, t, c, grad);
     } else if (fresh) {
         if (c->npushed == 0)
@@ -165,8 +192,13 @@ void ps_server_on_push(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
         ps_server_round_try(s, t, c);
     } /* else: a repeat of a round already counted: acknowledge, change nothing */
 
+    /* What holds this push: sync, the round it completes; async, the chunk as it is now. With
+     * backups, it is answered once every copy holds that (a push's acknowledgement too). */
+    uint64_t holds = s->store.sync ? h->round + 1 : c->version;
     if (h->type == PS_MSG_PUSH_PULL)
-        ps_server_pull_chunk(s, peer, h, h->round + 1, t, c);
+        ps_server_pull_chunk(s, peer, h, holds, t, c, PS_MSG_PULL_REPLY);
+    else if (c->nbackups > 0)
+        ps_server_pull_chunk(s, peer, h, holds, t, c, PS_MSG_PUSH_REPLY);
     else
         ps_server_reply(s, peer, h, PS_MSG_PUSH_REPLY, PSERV_OK);
 }
@@ -181,7 +213,8 @@ void ps_server_on_pull(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
         ps_server_reject(s, peer, h, st, why);
         return;
     }
-    ps_server_pull_chunk(s, peer, h, h->round, t, c);
+    if (!s->store.sync) ps_server_send_values(s, peer, h->req_id, t->key, t, c, h->map_version); /* the latest */
+    else ps_server_pull_chunk(s, peer, h, h->round, t, c, PS_MSG_PULL_REPLY);
 }
 
 typedef struct {
@@ -208,7 +241,7 @@ static void ps_server_sweep_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
         h.chunk = c->index;
         h.offset = c->offset;
         h.round = p->round;
-        ps_server_reply(sw->s, p->peer, &h, PS_MSG_PULL_REPLY, sw->st);
+        ps_server_reply(sw->s, p->peer, &h, (ps_msg_type_t)p->reply, sw->st);
     }
     c->npulls = kept;
 }
@@ -216,13 +249,13 @@ static void ps_server_sweep_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st)
 {
     ps_server_sweep_t sw = {s, st, NULL};
-    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_sweep_chunk, &sw);
+    ps_store_each_chunk(&s->store, ps_server_sweep_chunk, &sw);
 }
 
 void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer)
 {
     ps_server_sweep_t sw = {s, PSERV_OK, peer};
-    if (s->store.sync) ps_store_each_chunk(&s->store, ps_server_sweep_chunk, &sw);
+    ps_store_each_chunk(&s->store, ps_server_sweep_chunk, &sw);
 }
 
 static void ps_server_recount_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
@@ -249,7 +282,7 @@ static void ps_server_refuse_register(pserv_server_h s, ps_tp_peer_t *peer, cons
 }
 
 static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
-                                  size_t len, uint64_t chunk_elems)
+                                  size_t len, uint64_t chunk_elems, const uint32_t *owners, uint32_t nowners)
 {
     ps_reader_t r;
     ps_tensor_desc_t desc;
@@ -275,10 +308,22 @@ static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps
         ps_server_refuse_register(s, peer, h, st, why);
         return;
     }
+    ps_server_set_owners(s, t, t->chunks[h->chunk], owners, nowners, 1);
     /* The chunk's rounds so far: a resumed job's workers go on from them. */
     ps_wire_hdr_t q = *h;
     q.round = t->chunks[h->chunk]->version;
     ps_server_reply(s, peer, &q, PS_MSG_REGISTER_REPLY, PSERV_OK);
+}
+
+/* A view's roles: who is primary of each chunk held here, and its backups. */
+static void ps_server_apply_roles(pserv_server_h s, const ps_server_roles_t *roles)
+{
+    for (uint32_t i = 0; roles && i < roles->n; i++) {
+        const ps_server_role_t *r = &roles->role[i];
+        ps_tensor_t *t = ps_keymap_get(&s->store.tensors, r->key);
+        ps_chunk_t *c = t && r->chunk < t->layout.num_chunks ? t->chunks[r->chunk] : NULL;
+        if (c) ps_server_set_owners(s, t, c, r->owners, r->n, 0);
+    }
 }
 
 void ps_server_run(void *arg, ps_work_t *w)
@@ -287,14 +332,20 @@ void ps_server_run(void *arg, ps_work_t *w)
     switch (w->kind) {
     case PS_WORK_MSG:
         if (w->in_batch) ps_server_out_begin(s);
-        if (w->h.type == PS_MSG_REGISTER) ps_server_on_register(s, w->peer, &w->h, w->data, w->len, w->chunk_elems);
+        if (w->h.type == PS_MSG_REGISTER)
+            ps_server_on_register(s, w->peer, &w->h, w->data, w->len, w->chunk_elems, w->owners, w->nowners);
         else if (w->h.type == PS_MSG_PULL) ps_server_on_pull(s, w->peer, &w->h);
+        else if (w->h.type == PS_MSG_REPLICATE || w->h.type == PS_MSG_REPLICATE_ACK || w->h.type == PS_MSG_STATE)
+            ps_server_on_replica(s, w->peer, &w->h, w->data, w->len);
         else ps_server_on_push(s, w->peer, &w->h, (float *)(void *)w->data);
         break;
     case PS_WORK_VIEW:
         free(s->live_node);
         s->live_node = w->data;
         s->num_live_nodes = (uint32_t)w->len;
+        ps_server_apply_roles(s, w->roles);
+        free(w->roles);
+        w->roles = NULL;
         ps_server_recount_rounds(s);
         break;
     case PS_WORK_ABORT:

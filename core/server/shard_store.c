@@ -28,6 +28,7 @@ static void ps_chunk_free(ps_chunk_t *c)
     ps_optim_state_free(&c->state);
     free(c->pushed);
     free(c->pulls);
+    free(c->last_seq);
     free(c);
 }
 
@@ -53,6 +54,7 @@ static pserv_status_t ps_chunk_create(ps_store_t *s, const ps_tensor_t *t, uint3
     ps_chunk_t *c = calloc(1, sizeof(*c));
     if (c == NULL) return st;
     c->index = index;
+    c->primary = 1;
     c->offset = ps_layout_chunk_offset(&t->layout, index);
     c->len = ps_layout_chunk_len(&t->layout, index);
     c->param_bytes = c->len * t->layout.elem_size;

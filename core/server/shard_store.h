@@ -18,13 +18,18 @@
 #include "transport.h"
 #include "wire.h"
 
-/* A pull waiting for a round to be applied (sync mode). */
+/* An answer waiting for a round to be applied and held by every backup: a pull's values
+ * (PULL_REPLY) or, with backups, a push's acknowledgement (PUSH_REPLY). */
 typedef struct {
     ps_tp_peer_t *peer;
     uint64_t req_id;
     uint64_t round;
     uint32_t map_version;
+    uint16_t reply; /* PS_MSG_PULL_REPLY or PS_MSG_PUSH_REPLY */
 } ps_pending_pull_t;
+
+/* Backups a chunk may have (the view's PS_VIEW_MAX_REPLICAS). */
+#define PS_STORE_MAX_BACKUPS 7
 
 typedef struct {
     float *param;            /* pinned, registered: len elements */
@@ -39,6 +44,12 @@ typedef struct {
     uint64_t *pushed;        /* bitmap: bits 0..W-1 workers, then W..W+N-1 node groups, that pushed the round */
     ps_pending_pull_t *pulls;
     uint32_t npulls, max_pulls;
+    /* Replication (server_replica.c), by the view: */
+    uint8_t primary;                          /* this shard serves the chunk (else it is a backup) */
+    uint32_t nbackups;                        /* primary: the live backups, not this shard */
+    uint32_t backups[PS_STORE_MAX_BACKUPS];
+    uint64_t acked[PS_STORE_MAX_BACKUPS];     /* the version each backup confirmed holding */
+    uint64_t *last_seq; /* async with backups: per worker, 1 + the newest push sequence applied (0: none) */
 } ps_chunk_t;
 
 typedef struct {

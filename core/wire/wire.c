@@ -93,6 +93,8 @@ uint64_t ps_wire_max_payload(uint32_t type)
         return 8 + PS_WIRE_TENSOR_DESC_MAX;
     case PS_MSG_BATCH:
         return PS_WIRE_BATCH_MAX;
+    case PS_MSG_REPLICATE:
+    case PS_MSG_STATE:
     case PS_MSG_REGISTER:
     case PS_MSG_PUSH:
     case PS_MSG_PUSH_PULL:
@@ -169,6 +171,7 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_HEARTBEAT] = "HEARTBEAT", [PS_MSG_VIEW] = "VIEW", [PS_MSG_ABORT] = "ABORT",
         [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY", [PS_MSG_BATCH] = "BATCH",
         [PS_MSG_ABORT_ACK] = "ABORT_ACK", [PS_MSG_CHECKPOINT] = "CHECKPOINT",
+        [PS_MSG_REPLICATE] = "REPLICATE", [PS_MSG_REPLICATE_ACK] = "REPLICATE_ACK", [PS_MSG_STATE] = "STATE",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

@@ -55,13 +55,17 @@ typedef enum {
     PS_MSG_BATCH,          /* worker <-> server: round = entry count; payload = entries, each a header + its payload (batch.h) */
     PS_MSG_ABORT_ACK,      /* member -> coordinator: the ABORT arrived (the coordinator may close now) */
     PS_MSG_CHECKPOINT,     /* server -> coordinator: round `round` is written (status: or why not, payload = why) */
+    PS_MSG_REPLICATE,      /* primary -> backup: apply this update to the chunk at round `round` (payload: replica.h) */
+    PS_MSG_REPLICATE_ACK,  /* backup -> primary: the chunk is at round `round` (status STALE: it is not; send STATE) */
+    PS_MSG_STATE,          /* primary -> backup: the chunk's whole state at round `round` (payload: replica.h) */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 
 /* Flags (per message): room for later features (compression, retries) without a new version. */
 #define PS_WIRE_FLAG_RETRY 0x1u
 #define PS_WIRE_FLAG_FAILED 0x2u /* LEAVE: the worker cannot go on (payload = why); the job's policy applies */
-#define PS_WIRE_FLAG_CAUSED 0x4u /* LEAVE, with FAILED: because another member died (the root cause is elsewhere) */
+#define PS_WIRE_FLAG_CAUSED 0x4u
+#define PS_WIRE_FLAG_SERVER 0x8u /* HELLO: from a server (a primary to its backup), sender = its server rank */ /* LEAVE, with FAILED: because another member died (the root cause is elsewhere) */
 /* Largest text an ABORT, a failed LEAVE or a refused TENSOR carries. */
 #define PS_WIRE_REASON_MAX 512
 

@@ -114,6 +114,7 @@ pserv_status_t pserv_local_create(const pserv_local_params_t *params, pserv_loca
     cp.checkpoint_dir = params->checkpoint_dir;
     cp.checkpoint_every = params->checkpoint_every;
     cp.resume_dir = params->resume_dir;
+    cp.replicas = params->replicas;
     ps_set_last_error("%s", "");
     st = pserv_coordinator_create(&cp, &l->coord);
     if (st < 0) {

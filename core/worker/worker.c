@@ -72,7 +72,7 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
     ps_keymap_init(&w->tensors);
     ps_tp_handler_t handler = {.arg = w, .rx_buffer = ps_worker_rx_buffer, .rx = ps_worker_rx,
                                .rx_abort = ps_worker_rx_abort, .peer_failed = ps_worker_peer_failed};
-    ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted};
+    ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted, .view_changed = ps_worker_view_changed};
     if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler, &hooks)) < 0) goto err_free;
     w->spin_ns = w->m.progress.spin_ns;
     if (params->node && strlen(params->node) >= PS_NODE_MAX) {
@@ -181,7 +181,44 @@ static pserv_status_t ps_worker_place(pserv_worker_h w, uint64_t key, const ps_t
     return PSERV_OK;
 }
 
-/* Sends every chunk's initial values to its owner in the installed view; lock held. */
+/* A chunk's REGISTER goes to each of its owners (primary and backups: every copy starts from the
+ * same values); payload is freed once every send is done. */
+typedef struct {
+    void *payload;
+    uint32_t refs;
+} ps_shared_payload_t;
+
+static void ps_shared_payload_done(void *arg, pserv_status_t status)
+{
+    ps_shared_payload_t *sp = arg;
+    (void)status;
+    if (__atomic_sub_fetch(&sp->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+    free(sp->payload);
+    free(sp);
+}
+
+static void ps_worker_define_chunk(pserv_worker_h w, uint64_t id, const ps_wire_hdr_t *h, void *payload, size_t len)
+{
+    uint32_t owners[PS_VIEW_MAX_REPLICAS + 1], n = 0;
+    const ps_view_tensor_t *vt = ps_view_tensor(w->m.view, h->key);
+    for (uint32_t r = 0; vt && r <= w->m.view->replicas; r++) {
+        uint32_t o = vt->owners[(size_t)h->chunk * (w->m.view->replicas + 1) + r];
+        int dup = 0;
+        for (uint32_t k = 0; k < n && !dup; k++) dup = owners[k] == o;
+        if (!dup && o < w->m.view->num_servers && ps_view_member_alive(w->m.view->server_state[o])) owners[n++] = o;
+    }
+    ps_shared_payload_t *sp = malloc(sizeof(*sp));
+    if (sp == NULL || n == 0) {
+        free(sp);
+        free(payload);
+        w->reqs[(uint32_t)id].status = n == 0 ? PSERV_ERR_VIEW_CHANGED : PSERV_ERR_NO_MEMORY;
+        return;
+    }
+    *sp = (ps_shared_payload_t){payload, n};
+    for (uint32_t k = 0; k < n; k++) ps_worker_req_send(w, id, owners[k], h, payload, len, ps_shared_payload_done, sp);
+}
+
+/* Sends every chunk's initial values to its owners in the installed view; lock held. */
 static pserv_status_t ps_worker_define(pserv_worker_h w, const pserv_tensor_params_t *p, ps_wtensor_t *t, uint64_t *id)
 {
     pserv_status_t st = ps_worker_req_alloc(w, PS_MSG_REGISTER, t, NULL, id);
@@ -203,7 +240,7 @@ static pserv_status_t ps_worker_define(pserv_worker_h w, const pserv_tensor_para
             w->reqs[(uint32_t)*id].status = PSERV_ERR_NO_MEMORY;
             break;
         }
-        ps_worker_req_send(w, *id, ps_view_owner(w->m.view, p->key, c), &h, payload, len, ps_send_free_cb, payload);
+        ps_worker_define_chunk(w, *id, &h, payload, len);
     }
     return PSERV_OK;
 }

@@ -20,6 +20,13 @@ typedef struct {
 
 typedef enum { PS_REQ_FREE = 0, PS_REQ_ACTIVE } ps_req_state_t;
 
+/* Where a data request's chunk message went and with which round, until it is answered: what a
+ * failover re-sends to the chunk's new owner. */
+typedef struct {
+    uint32_t server; /* UINT32_MAX once answered */
+    uint64_t round;
+} ps_req_chunk_t;
+
 /*
  * A request slot. Its id is (generation << 32 | slot): ids are bounded, and a late reply or
  * completion for a slot that was reused does not match the new generation.
@@ -36,6 +43,8 @@ typedef struct {
     const uint8_t *src;     /* push source (same base), kept to re-send a chunk the view moved */
     uint64_t base;          /* element offset of dst[0] in the tensor */
     uint32_t first, end;    /* chunks [first, end) the request covers */
+    ps_req_chunk_t *chunks; /* data requests: end - first of them (kept and grown across uses) */
+    uint32_t chunks_cap;
 } ps_req_t;
 
 /* A batch buffer of the group pool; its send completion hands it back. */
@@ -129,6 +138,8 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
 void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why);
 /* Member hook: the job failed; every request in flight completes with PSERV_ERR_JOB_FAILED. */
 void ps_worker_aborted(void *arg);
+/* Member hook: a new view. Chunk messages waiting on a failed server go to the chunk's new owner. */
+void ps_worker_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now);
 
 #define PS_WSTAT_ADD(w, field, n) __atomic_fetch_add(&(w)->stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
 

@@ -43,6 +43,7 @@ pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests)
 void ps_worker_reqs_fini(pserv_worker_h w)
 {
     ps_worker_group_fini(w);
+    for (uint32_t i = 0; w->reqs && i < w->nreqs; i++) free(w->reqs[i].chunks);
     free(w->reqs);
     free(w->req_counts);
     free(w->free_slots);
@@ -142,7 +143,9 @@ static void ps_worker_send_chunk(pserv_worker_h w, ps_req_t *r, uint64_t id, uin
         h.length = ps_layout_chunk_len(l, c) * l->elem_size;
         payload = r->src + (h.offset - r->base) * l->elem_size;
     }
-    ps_worker_req_send(w, id, ps_view_owner(w->m.view, t->key, c), &h, payload, h.length, NULL, NULL);
+    uint32_t owner = ps_view_owner(w->m.view, t->key, c);
+    ps_worker_req_send(w, id, owner, &h, payload, h.length, NULL, NULL);
+    r->chunks[c - r->first] = (ps_req_chunk_t){owner, round};
 }
 
 /* The chunks [*first, *end) that elements [offset, offset + count) cover, if they are whole. */
@@ -185,6 +188,15 @@ static pserv_status_t ps_worker_issue(pserv_worker_h w, ps_msg_type_t type, uint
         return st;
     }
     ps_req_t *r = &w->reqs[(uint32_t)id];
+    if (r->chunks_cap < end - first) {
+        ps_req_chunk_t *more = realloc(r->chunks, (end - first) * sizeof(*more));
+        if (more == NULL) {
+            ps_worker_req_free(w, r);
+            return PSERV_ERR_NO_MEMORY;
+        }
+        r->chunks = more;
+        r->chunks_cap = end - first;
+    }
     r->base = offset;
     r->src = grad;
     r->first = first;
@@ -462,6 +474,8 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
         return;
     }
     r->per_server[h.sender]--; /* answered, whether it is re-routed or completes */
+    if (r->type != PS_MSG_REGISTER && r->type != PS_MSG_HELLO && h.chunk >= r->first && h.chunk < r->end)
+        r->chunks[h.chunk - r->first].server = UINT32_MAX;
     if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) return;
     if (h.status < 0) {
         /* Once aborted, last_error holds the coordinator's reason: nothing overwrites it. */
@@ -482,6 +496,42 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
     if (--r->pending == 0) ps_worker_wake(w);
 }
 
+/*
+ * Chunk messages still waiting on a failed server (lock held): once the installed view names
+ * another owner (the coordinator promoted a backup), each goes there with the round it had, so
+ * the new owner counts it once (a round it has already applied is acknowledged, not applied).
+ * Until then they wait: the coordinator either fails the server over or ends the job.
+ */
+static void ps_worker_failover(pserv_worker_h w)
+{
+    for (uint32_t i = 0; i < w->nreqs; i++) {
+        ps_req_t *r = &w->reqs[i];
+        if (r->state != PS_REQ_ACTIVE || r->type == PS_MSG_REGISTER || r->type == PS_MSG_HELLO) continue;
+        for (uint32_t c = r->first; c < r->end; c++) {
+            ps_req_chunk_t *k = &r->chunks[c - r->first];
+            if (k->server == UINT32_MAX || !w->server_failed[k->server]) continue;
+            uint32_t owner = ps_view_owner(w->m.view, r->tensor->key, c);
+            if (owner == k->server || owner >= w->m.job.num_servers || w->server_failed[owner])
+                continue; /* the view has not moved it (to a live server) yet */
+            r->per_server[k->server]--;
+            r->pending--; /* the re-send counts itself */
+            ps_worker_send_chunk(w, r, PS_REQ_ID(r->gen, i), c, k->round, PS_WIRE_FLAG_RETRY);
+            ps_debug("key %llu chunk %u re-sent to server %u after its owner failed (view %u)",
+                     (unsigned long long)r->tensor->key, c, owner, w->m.view->version);
+        }
+        if (r->pending == 0) ps_worker_wake(w);
+    }
+}
+
+void ps_worker_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now)
+{
+    pserv_worker_h w = arg;
+    (void)old, (void)now;
+    pthread_mutex_lock(&w->m.lock);
+    if (w->servers != NULL && w->m.view->replicas > 0) ps_worker_failover(w);
+    pthread_mutex_unlock(&w->m.lock);
+}
+
 void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
 {
     pserv_worker_h w = arg;
@@ -497,14 +547,17 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
         else ps_warn("server %u at %s failed: %s", s, w->m.job.servers[s], pserv_strerror(why));
         if (!w->m.aborted)
             snprintf(w->m.last_error, sizeof(w->m.last_error), "server %u at %s failed", s, w->m.job.servers[s]);
-        if (!w->leaving) w->saw_failure = 1;
+        int failover = w->m.view->replicas > 0 && !w->leaving;
+        if (!w->leaving && !failover) w->saw_failure = 1;
         for (uint32_t i = 0; i < w->nreqs; i++) {
             ps_req_t *r = &w->reqs[i];
             if (r->state != PS_REQ_ACTIVE || r->per_server[s] == 0) continue;
+            if (failover && r->type != PS_MSG_REGISTER && r->type != PS_MSG_HELLO) continue; /* its backup takes over */
             r->pending -= r->per_server[s];
             r->per_server[s] = 0;
             ps_worker_req_fail(r, PSERV_ERR_PEER_FAILED);
         }
+        if (failover) ps_worker_failover(w);
         ps_worker_wake(w);
     }
     pthread_mutex_unlock(&w->m.lock);

@@ -128,10 +128,20 @@ typedef struct {
      * of another model, fails create or the registration, naming the file and the problem.
      */
     const char *resume_dir;
+    /**
+     * Backups of every chunk, on other servers: a primary applies each round (or async update),
+     * sends it to its backups and answers only once they have it, so an acknowledged update exists
+     * on replicas + 1 servers; when a server dies, a backup of each of its chunks takes over and
+     * training goes on. 0: the default, 1 when the job has at least 2 servers; PSERV_REPLICAS_NONE:
+     * none (a dead server then ends the job). At most num_servers - 1 and 7.
+     */
+    int replicas;
 } pserv_coordinator_params_t;
 
+#define PSERV_REPLICAS_NONE (-1)
+
 #define PSERV_COORDINATOR_PARAMS_INIT                                                         \
-    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL }
+    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL, 0 }
 
 /** Starts a coordinator listening for the job's servers and workers. Returns at once. */
 PSERV_API pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params,
@@ -184,9 +194,12 @@ typedef struct {
     uint64_t checkpoint_pause_ns; /**< time the apply thread spent copying chunks for checkpoints */
     uint64_t checkpoint_write_ns; /**< time the writer thread spent writing them (background) */
     uint64_t checkpoints_skipped; /**< checkpoints dropped: the previous one was still being written */
+    uint64_t replicated_bytes;    /**< update bytes sent to backups (primary) */
+    uint64_t replica_updates;     /**< updates applied as a backup */
+    uint64_t state_transfers;     /**< whole chunk states sent to a new or lagging backup */
 } pserv_server_stats_t;
 
-#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Starts a server shard: listens, joins the coordinator and waits for its rank and the job
@@ -226,9 +239,10 @@ typedef struct {
     const char *checkpoint_dir; /**< as in pserv_coordinator_params_t */
     unsigned checkpoint_every;
     const char *resume_dir;
+    int replicas;               /**< as in pserv_coordinator_params_t */
 } pserv_local_params_t;
 
-#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0, NULL, 0, NULL }
+#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0, NULL, 0, NULL, 0 }
 
 /**
  * Starts a coordinator on 127.0.0.1 (a free port) and num_servers shards, each on a thread of
