@@ -17,6 +17,9 @@
 
 #include "server_internal.h"
 
+/* Answers one chunk may have waiting (pulls, and with backups pushes) before it refuses more. */
+#define PS_MAX_PARKED 65536u
+
 #define PS_BIT_TEST(words, i) (((words)[(i) / 64] >> ((i) % 64)) & 1u)
 #define PS_BIT_SET(words, i) ((words)[(i) / 64] |= 1ull << ((i) % 64))
 
@@ -99,8 +102,15 @@ static void ps_server_pull_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_
         return;
     }
     if (c->npulls == c->max_pulls) {
-        ps_server_reject(s, peer, h, PSERV_ERR_NO_RESOURCE, "too many pulls waiting on this chunk");
-        return;
+        /* Sync: a few per worker; async with backups: every request in flight may wait. */
+        uint32_t cap = c->max_pulls ? 2 * c->max_pulls : 4 * s->store.num_workers;
+        ps_pending_pull_t *more = cap <= PS_MAX_PARKED ? realloc(c->pulls, cap * sizeof(*more)) : NULL;
+        if (more == NULL) {
+            ps_server_reject(s, peer, h, PSERV_ERR_NO_RESOURCE, "too many answers waiting on this chunk");
+            return;
+        }
+        c->pulls = more;
+        c->max_pulls = cap;
     }
     c->pulls[c->npulls++] = p;
 }
@@ -109,7 +119,7 @@ void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, floa
 {
     ps_optim_step(s->pool, &t->desc.optim, c->param, grad, &c->state, c->len);
     c->version++;
-    PS_STAT_ADD(s, steps, 1);
+    if (c->primary) PS_STAT_ADD(s, steps, 1); /* a backup's are replica_updates */
     if (c->primary && s->m.job.ckpt_every && c->version % s->m.job.ckpt_every == 0) ps_server_ckpt_chunk(s, t, c);
 }
 

@@ -93,6 +93,11 @@ static void ps_worker_req_fail(ps_req_t *r, pserv_status_t st)
     if (r->status == PSERV_OK) r->status = st;
 }
 
+static int ps_worker_is_data(uint16_t type)
+{
+    return type == PS_MSG_PUSH || type == PS_MSG_PULL || type == PS_MSG_PUSH_PULL;
+}
+
 void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps_wire_hdr_t *h, const void *data,
                         size_t len, ps_tp_send_cb_t cb, void *cb_arg)
 {
@@ -106,6 +111,8 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
         /* Inside the calling thread's group a small chunk message waits in its server's batch. */
         if (cb == NULL && ps_worker_group_add(w, server, h, data, len)) st = PSERV_OK;
         else st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
+    } else if (cb == NULL && w->m.view->replicas > 0 && ps_worker_is_data(h->type)) {
+        st = PSERV_OK; /* its owner died and a backup takes over: the failover sends it (ps_worker_failover) */
     } else if (cb) {
         cb(cb_arg, st);
     }
@@ -403,7 +410,9 @@ static int ps_worker_reroute(pserv_worker_h w, ps_req_t *r, const ps_wire_hdr_t 
     if (r->type != PS_MSG_PUSH && r->type != PS_MSG_PULL && r->type != PS_MSG_PUSH_PULL) return 0;
     if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end) return 0;
     uint32_t owner = ps_view_owner(w->m.view, h->key, h->chunk);
-    if (owner == UINT32_MAX || owner == h->sender || owner >= w->m.job.num_servers) return 0;
+    if (owner == UINT32_MAX || owner >= w->m.job.num_servers) return 0;
+    /* The same owner by a view it has not installed yet (a failover just named it): again, to it. */
+    if (owner == h->sender && h->map_version != w->m.view->version) return 0;
     r->pending--; /* the re-send counts itself */
     ps_worker_send_chunk(w, r, h->req_id, h->chunk, h->round, PS_WIRE_FLAG_RETRY);
     ps_debug("key %llu chunk %u re-sent to server %u (view %u)", (unsigned long long)h->key, h->chunk, owner,
@@ -474,7 +483,7 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
         return;
     }
     r->per_server[h.sender]--; /* answered, whether it is re-routed or completes */
-    if (r->type != PS_MSG_REGISTER && r->type != PS_MSG_HELLO && h.chunk >= r->first && h.chunk < r->end)
+    if (ps_worker_is_data(r->type) && h.chunk >= r->first && h.chunk < r->end)
         r->chunks[h.chunk - r->first].server = UINT32_MAX;
     if (h.status == PSERV_ERR_VIEW_CHANGED && ps_worker_reroute(w, r, &h)) return;
     if (h.status < 0) {
@@ -506,7 +515,7 @@ static void ps_worker_failover(pserv_worker_h w)
 {
     for (uint32_t i = 0; i < w->nreqs; i++) {
         ps_req_t *r = &w->reqs[i];
-        if (r->state != PS_REQ_ACTIVE || r->type == PS_MSG_REGISTER || r->type == PS_MSG_HELLO) continue;
+        if (r->state != PS_REQ_ACTIVE || !ps_worker_is_data(r->type)) continue;
         for (uint32_t c = r->first; c < r->end; c++) {
             ps_req_chunk_t *k = &r->chunks[c - r->first];
             if (k->server == UINT32_MAX || !w->server_failed[k->server]) continue;
@@ -552,7 +561,7 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
         for (uint32_t i = 0; i < w->nreqs; i++) {
             ps_req_t *r = &w->reqs[i];
             if (r->state != PS_REQ_ACTIVE || r->per_server[s] == 0) continue;
-            if (failover && r->type != PS_MSG_REGISTER && r->type != PS_MSG_HELLO) continue; /* its backup takes over */
+            if (failover && ps_worker_is_data(r->type)) continue; /* its backup takes over */
             r->pending -= r->per_server[s];
             r->per_server[s] = 0;
             ps_worker_req_fail(r, PSERV_ERR_PEER_FAILED);

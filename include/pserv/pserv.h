@@ -182,7 +182,7 @@ typedef struct {
     size_t size;             /**< sizeof(pserv_server_stats_t) */
     uint64_t pushes;         /**< push messages applied or accumulated */
     uint64_t pulls;          /**< pull replies sent */
-    uint64_t steps;          /**< optimizer steps run (one per chunk and round) */
+    uint64_t steps;          /**< optimizer steps run as a primary (one per chunk and round; a backup's are replica_updates) */
     uint64_t bytes_in;       /**< payload bytes received */
     uint64_t bytes_out;      /**< payload bytes sent */
     uint64_t rejected;       /**< messages rejected as malformed or not matching the shard's state */

@@ -1,0 +1,180 @@
+/*
+ * Replicated shards and failover, as separate processes on 127.0.0.1: 3 servers with one backup
+ * of every chunk, 3 workers, SGD with lr 1 on integer gradients, so every sum is exact in float
+ * and the parameters after the job are -(every gradient pushed, once), computed here
+ * independently of the library. A server is killed with SIGKILL at a random moment of training
+ * (in sync mode mid-round); training must complete within its deadline, every worker must pull
+ * exactly those parameters, and the final checkpoint's per-chunk round counters must all equal
+ * the rounds run (no round lost, none applied twice). Each scenario repeats in one run; the
+ * second scenario kills two servers, the second after the first one's chunks were re-replicated.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt_set.h"
+#include "harness.h"
+#include "pserv/pserv.h"
+
+#define NWORKERS 3
+#define NSERVERS 3
+#define COUNT 6000       /* floats: with 4 KiB chunks, 6 chunks over the 3 servers */
+#define CHUNK_BYTES 4096
+#define ROUNDS 400       /* sync rounds, or async pushes per worker */
+#define JOB_MS 60000     /* a whole job on a 2-core machine, with margin */
+
+/* The gradient worker w pushes in round r for element i: a small integer. */
+static float grad_of(unsigned w, unsigned r, size_t i)
+{
+    return (float)((int)((w + 1) * 3 + (i % 11) + (r % 5)) - 9);
+}
+
+static int worker_fn(void *arg, const char *coord, int fd)
+{
+    (void)arg;
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    pserv_worker_h w;
+    wp.coordinator = coord;
+    wp.timeout_ms = 20000;
+    if (pserv_worker_create(&wp, &w) != PSERV_OK) return 10;
+    pserv_job_info_t info = PSERV_JOB_INFO_INIT;
+    pserv_worker_job(w, &info);
+    pserv_tensor_params_t t = PSERV_TENSOR_PARAMS_INIT;
+    t.key = 1;
+    t.count = COUNT;
+    t.optim.type = PSERV_OPTIM_SGD;
+    t.optim.lr = 1.0f;
+    static float grad[COUNT], values[COUNT];
+    int rc = 0;
+    if (pserv_worker_register(w, &t) != PSERV_OK || pserv_worker_barrier(w, 20000) != PSERV_OK) rc = 11;
+    char ready = 1;
+    if (rc == 0) harness_write(fd, &ready, 1);
+    for (unsigned r = 0; r < ROUNDS && rc == 0; r++) {
+        for (size_t i = 0; i < COUNT; i++) grad[i] = grad_of(info.rank, r, i);
+        pserv_request_t req;
+        pserv_status_t st = pserv_worker_push_pull(w, 1, grad, values, &req);
+        if (st == PSERV_OK) st = pserv_worker_wait(w, req, 20000);
+        if (st != PSERV_OK) {
+            fprintf(stderr, "worker %u round %u: %s: %s\n", info.rank, r, pserv_strerror(st), pserv_worker_last_error(w));
+            rc = 12;
+        }
+    }
+    /* Everyone is done pushing: the parameters are final; pull them and report. */
+    pserv_request_t req;
+    if (rc == 0 && (pserv_worker_barrier(w, 20000) != PSERV_OK || pserv_worker_pull(w, 1, values, &req) != PSERV_OK ||
+                    pserv_worker_wait(w, req, 20000) != PSERV_OK))
+        rc = 13;
+    if (rc == 0) harness_write(fd, values, sizeof(values));
+    pserv_worker_destroy(w);
+    return rc;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * One job: starts it, kills `kills` servers (the first 30-250 ms into training, the second 1 s
+ * later, once the first one's chunks have their second copy again), checks the outcome.
+ */
+static void run_job(pserv_mode_t mode, int kills, const char *ckpt_dir)
+{
+    harness_t h = {0};
+    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
+    cp.num_servers = NSERVERS;
+    cp.num_workers = NWORKERS;
+    cp.mode = mode;
+    cp.chunk_bytes = CHUNK_BYTES;
+    cp.replicas = 1;
+    cp.checkpoint_dir = ckpt_dir;
+    cp.checkpoint_every = 1000000; /* only the state the job ends with */
+    int cfd;
+    pid_t coord = harness_start_coordinator_params(&h, &cp, JOB_MS, &cfd);
+    cr_assert_gt(coord, 0);
+    pid_t servers[NSERVERS];
+    for (int s = 0; s < NSERVERS; s++) servers[s] = harness_start_server(&h, 1);
+    int fds[NWORKERS];
+    pid_t workers[NWORKERS];
+    for (int w = 0; w < NWORKERS; w++) workers[w] = harness_start(&h, worker_fn, NULL, &fds[w]);
+    char ready;
+    for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_read(fds[w], &ready, 1, 30000), 0, "worker %d never started", w);
+
+    int64_t start = harness_now_ms();
+    int victims[2] = {rand() % NSERVERS, 0};
+    victims[1] = (victims[0] + 1 + rand() % (NSERVERS - 1)) % NSERVERS;
+    int delay = 30 + rand() % 220;
+    for (int k = 0; k < kills; k++) {
+        sleep_ms(k == 0 ? delay : 1000);
+        kill(servers[victims[k]], SIGKILL);
+    }
+    static float got[NWORKERS][COUNT];
+    for (int w = 0; w < NWORKERS; w++)
+        cr_assert_eq(harness_read(fds[w], got[w], sizeof(got[w]), JOB_MS), 0, "worker %d did not finish", w);
+    int64_t took = harness_now_ms() - start;
+    for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_wait(workers[w], 20000), 0, "worker %d failed", w);
+    harness_coord_result_t res;
+    cr_assert_eq(harness_read(cfd, &res, sizeof(res), 30000), 0);
+    cr_assert_eq(res.status, PSERV_OK, "the job failed: %s", res.why);
+    /* The survivors end with the job, writing the state it ended with. */
+    for (int s = 0; s < NSERVERS; s++)
+        if (s != victims[0] && (kills < 2 || s != victims[1]))
+            cr_assert_eq(harness_wait(servers[s], 20000), 0, "server %d did not end cleanly", s);
+    harness_kill_all(&h);
+    fprintf(stderr, "%s: %d server(s) killed (first %d ms in), training took %lld ms\n",
+            mode == PSERV_MODE_SYNC ? "sync" : "async", kills, delay, (long long)took);
+
+    /* -(every gradient, once): the order of integer sums does not matter. */
+    for (size_t i = 0; i < COUNT; i++) {
+        double want = 0;
+        for (unsigned w = 0; w < NWORKERS; w++)
+            for (unsigned r = 0; r < ROUNDS; r++) want -= grad_of(w, r, i);
+        for (int w = 0; w < NWORKERS; w++)
+            cr_assert_eq(got[w][i], (float)want, "worker %d element %zu: %g, want %g", w, i, got[w][i], want);
+    }
+    /* The counters: every chunk applied exactly ROUNDS rounds (sync) or all pushes (async). */
+    ps_ckpt_set_t set;
+    cr_assert_eq(ps_ckpt_set_open(&set, ckpt_dir, 0), PSERV_OK, "%s", pserv_last_error());
+    uint64_t want_version = mode == PSERV_MODE_SYNC ? ROUNDS : (uint64_t)ROUNDS * NWORKERS;
+    cr_assert_eq(set.round, want_version);
+    for (uint32_t f = 0; f < set.nfiles; f++)
+        for (uint32_t c = 0; c < set.hdrs[f].num_chunks; c++)
+            cr_assert_eq(set.hdrs[f].chunks[c].version, want_version, "chunk %u: %llu updates, want %llu",
+                         set.hdrs[f].chunks[c].chunk, (unsigned long long)set.hdrs[f].chunks[c].version,
+                         (unsigned long long)want_version);
+    ps_ckpt_set_close(&set);
+}
+
+static void run_reps(pserv_mode_t mode, int kills, int reps)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int rep = 0; rep < reps; rep++) {
+        char dir[64], cmd[96];
+        snprintf(dir, sizeof(dir), "/tmp/pserv_failover_XXXXXX");
+        cr_assert_not_null(mkdtemp(dir));
+        run_job(mode, kills, dir);
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+    }
+}
+
+Test(failover, sync_job_survives_a_killed_server_exactly_once, .timeout = 600)
+{
+    run_reps(PSERV_MODE_SYNC, 1, 3);
+}
+
+Test(failover, sync_job_survives_two_servers_killed_one_after_the_other, .timeout = 600)
+{
+    run_reps(PSERV_MODE_SYNC, 2, 2);
+}
+
+Test(failover, async_job_counts_every_push_once_across_a_killed_server, .timeout = 600)
+{
+    run_reps(PSERV_MODE_ASYNC, 1, 3);
+}
