@@ -103,6 +103,12 @@ optim_args=(--json "$out/optim.json")
 [ "$quick" = 1 ] && optim_args+=(--elems 1048576 --reps 5)
 step optim 900 "$bench/pserv_bench_optim" "${optim_args[@]}"
 
+# Checkpoints: a shard's write against a plain write + fsync of the same bytes, the pause training
+# sees, and resuming against a fresh start. The work folder goes under --out (a disk; /tmp may be tmpfs).
+ckpt_args=(--json "$out/checkpoint.json" --dir "$out")
+[ "$quick" = 1 ] && ckpt_args+=(--mib 16 --reps 2)
+step checkpoint 900 "$bench/pserv_bench_checkpoint" "${ckpt_args[@]}"
+
 # GPU benchmarks, when built (libpserv with its CUDA part).
 if [ -x "$bench/pserv_bench_cuda_pushpull" ]; then
   cuda_args=(--json "$out/cuda_pushpull.json")
