@@ -115,7 +115,10 @@ void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
         why = "before the shard is set up";
         goto err_refuse;
     }
-    if (ps_batch_decode(h, data, len, PS_BATCH_REQUESTS, s->rx_ents, &n, &why) < 0) goto err_refuse;
+    /* Another server's updates or acknowledgements (its HELLO may not have come before them). */
+    int replicas = (h->flags & PS_WIRE_FLAG_SERVER) != 0;
+    if (ps_batch_decode(h, data, len, replicas ? PS_BATCH_REPLICAS : PS_BATCH_REQUESTS, s->rx_ents, &n, &why) < 0)
+        goto err_refuse;
     /* The entries' payloads are used from the batch's bytes: those must outlive this call. */
     if (!ps_server_batch_buf_owns(s, data)) {
         if ((bytes = ps_server_batch_buf_get(s)) == NULL && (bytes = malloc(len)) == NULL) {
@@ -126,7 +129,8 @@ void ps_server_on_batch(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
     }
     for (uint32_t i = 0; i < n; i++) {
         const ps_batch_entry_t *e = &s->rx_ents[i];
-        if (ps_server_admit_data(s, peer, &e->h) < 0) continue; /* answered with its error */
+        if ((replicas ? ps_server_from_server(s, peer, &e->h) : ps_server_admit_data(s, peer, &e->h)) < 0)
+            continue; /* answered with its error, or dropped */
         ps_work_t w = {.kind = PS_WORK_MSG, .h = e->h, .peer = peer, .data = bytes + e->off,
                        .len = (size_t)e->h.length, .slot = -1, .borrowed = 1, .in_batch = 1};
         ps_pipe_push(&s->pipe, &w);
@@ -163,6 +167,7 @@ static void ps_server_out_flush(pserv_server_h s, ps_tp_peer_t *peer, ps_server_
     uint32_t index = (uint32_t)p->out_buf;
     p->out_buf = -1;
     ps_batch_hdr(&p->out, s->store.rank, 0, &h);
+    if (p->server) h.flags |= PS_WIRE_FLAG_SERVER; /* replication between servers, not answers to a worker */
     PS_STAT_ADD(s, batches_out, 1);
     ps_send_msg(peer, &h, p->out.buf, p->out.len, NULL, ps_server_out_done, &s->out.meta[index]);
 }
@@ -215,10 +220,15 @@ static int ps_server_out_add(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire
     return 1;
 }
 
+int ps_server_coalesce(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len)
+{
+    return ps_out_server == s && len <= PS_BATCH_ENTRY_MAX && ps_server_out_add(s, peer, h, data, len);
+}
+
 pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
                               size_t len, ps_tp_mem_t *mem)
 {
-    if (ps_out_server == s && len <= PS_BATCH_ENTRY_MAX && ps_server_out_add(s, peer, h, data, len)) return PSERV_OK;
+    if (ps_server_coalesce(s, peer, h, data, len)) return PSERV_OK;
     return ps_send_msg(peer, h, data, len, mem, NULL, NULL);
 }
 

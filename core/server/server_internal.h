@@ -136,6 +136,8 @@ void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *no
 void ps_server_aborted(void *arg);
 /* Checks a decoded data message against the job and the view; on failure answers it. */
 pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
+/* Replication traffic (and its batches) must come from another server of the job: 0 if it does. */
+pserv_status_t ps_server_from_server(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
 /* Which node groups still have a worker in the job, by the view. */
 void ps_server_live_nodes(pserv_server_h s, const ps_view_t *v, uint8_t *live, uint32_t *count);
 
@@ -190,6 +192,8 @@ void ps_server_out_end(pserv_server_h s, void *batch);
 /* A buffer for an incoming batch, or NULL when none is free; _put returns one (0 if buf is not one). */
 void *ps_server_batch_buf_get(pserv_server_h s);
 int ps_server_batch_buf_put(pserv_server_h s, const void *buf);
+/* Inside a batch (apply thread): appends the message (copied) to the peer's batch; 0 if it goes alone. */
+int ps_server_coalesce(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len);
 /* Every send of the shard's answers: coalesced on the apply thread inside a batch, else sent. */
 pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
                               size_t len, ps_tp_mem_t *mem);

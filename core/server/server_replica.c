@@ -29,9 +29,11 @@
 _Static_assert(PS_STORE_MAX_BACKUPS == PS_VIEW_MAX_REPLICAS, "a chunk's backups are the view's");
 _Static_assert(PS_VIEW_MAX_REPLICAS + 1 <= sizeof(((ps_work_t *)0)->owners) / sizeof(uint32_t), "owners fit a work");
 
-/* REPLICATE payload: u64 sequence, u32 worker (PS_REPL_ROUND for a sync round), u32 zero, the update. */
-#define PS_REPL_PREFIX 16u
-#define PS_REPL_ROUND UINT32_MAX
+/* REPLICATE: the payload is the update; req_id the pushing worker's sequence (async) and status
+ * its rank, or PS_REPL_ROUND for a sync round. Inside a BATCH (the entries of a worker's batch
+ * being applied) it travels in one message per backup with the others, and so do the backup's
+ * acknowledgements, and the answers they release. */
+#define PS_REPL_ROUND (-1)
 /* STATE payload: the tensor's descriptor and chunk size (a new backup defines the chunk from
  * them), u64 version, u64 step, u32 state arrays, u32 workers (of last_seq, or 0), the workers'
  * sequences (u64 each), the parameters, the state arrays. */
@@ -91,21 +93,19 @@ void ps_server_replicate(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_
                          uint32_t worker, uint64_t seq)
 {
     if (!c->primary || c->nbackups == 0) return;
-    size_t len = PS_REPL_PREFIX + c->param_bytes;
+    ps_wire_hdr_t h;
+    ps_replica_hdr(s, &h, PS_MSG_REPLICATE, t, c, c->version);
+    h.req_id = seq;
+    h.status = worker == UINT32_MAX ? PS_REPL_ROUND : (int32_t)worker;
     for (uint32_t i = 0; i < c->nbackups; i++) {
         ps_tp_peer_t *peer = ps_replica_peer(s, c->backups[i]);
-        uint8_t *msg = peer ? malloc(len) : NULL; /* the optimizer changes `update` next: a copy travels */
-        if (msg == NULL) continue;                /* that backup stays behind: a STATE catches it up */
-        ps_writer_t w;
-        ps_writer_init(&w, msg, PS_REPL_PREFIX);
-        ps_put_u64(&w, seq);
-        ps_put_u32(&w, worker);
-        ps_put_u32(&w, 0);
-        memcpy(msg + PS_REPL_PREFIX, update, c->param_bytes);
-        ps_wire_hdr_t h;
-        ps_replica_hdr(s, &h, PS_MSG_REPLICATE, t, c, c->version);
-        ps_send_msg(peer, &h, msg, len, NULL, ps_send_free_cb, msg);
+        if (peer == NULL) continue; /* that backup stays behind: a STATE catches it up */
         PS_STAT_ADD(s, replicated_bytes, c->param_bytes);
+        if (ps_server_coalesce(s, peer, &h, update, c->param_bytes)) continue; /* copied into the batch */
+        void *copy = malloc(c->param_bytes); /* the optimizer changes `update` next: a copy travels */
+        if (copy == NULL) continue;
+        memcpy(copy, update, c->param_bytes);
+        ps_send_msg(peer, &h, copy, c->param_bytes, NULL, ps_send_free_cb, copy);
     }
 }
 
@@ -141,7 +141,7 @@ static void ps_replica_ack(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_h
     ps_wire_hdr_t h;
     ps_reply_hdr(&h, req, PS_MSG_REPLICATE_ACK, s->store.rank, st);
     h.round = round;
-    ps_send_msg(peer, &h, NULL, 0, NULL, NULL, NULL);
+    ps_server_send(s, peer, &h, NULL, 0, NULL); /* with the others of its batch, if it came in one */
 }
 
 /* The chunk a replication message names (a chunk this shard holds), or NULL. */
@@ -158,19 +158,17 @@ static void ps_replica_on_update(pserv_server_h s, ps_tp_peer_t *peer, const ps_
 {
     ps_tensor_t *t;
     ps_chunk_t *c = ps_replica_chunk(s, h, &t);
-    if (c == NULL || len != PS_REPL_PREFIX + c->param_bytes) {
+    if (c == NULL || len != c->param_bytes) {
         ps_replica_ack(s, peer, h, c ? c->version : 0, PSERV_ERR_STALE);
         return;
     }
     if (c->version == h->round) {
-        ps_reader_t r;
-        ps_reader_init(&r, data, PS_REPL_PREFIX);
-        uint64_t seq = ps_get_u64(&r);
-        uint32_t worker = ps_get_u32(&r);
-        if (worker != PS_REPL_ROUND && worker < s->store.num_workers && ps_server_seq_table(s, c) == PSERV_OK &&
+        uint64_t seq = h->req_id;
+        int32_t worker = h->status;
+        if (worker != PS_REPL_ROUND && (uint32_t)worker < s->store.num_workers && ps_server_seq_table(s, c) == PSERV_OK &&
             seq + 1 > c->last_seq[worker])
             c->last_seq[worker] = seq + 1;
-        ps_server_apply(s, t, c, (float *)(void *)(data + PS_REPL_PREFIX));
+        ps_server_apply(s, t, c, (float *)(void *)data);
         PS_STAT_ADD(s, replica_updates, 1);
     }
     ps_replica_ack(s, peer, h, c->version, c->version > h->round ? PSERV_OK : PSERV_ERR_STALE);

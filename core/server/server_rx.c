@@ -170,7 +170,7 @@ static void ps_server_queue(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_
  * marked as a server's (its HELLO may come later: a first message can overtake a connection's
  * greeting). The apply thread checks the chunk against its store.
  */
-static pserv_status_t ps_server_from_server(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+pserv_status_t ps_server_from_server(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     const char *why = !s->ready                                                 ? "the shard is not set up"

@@ -34,6 +34,9 @@ typedef struct {
 #define PS_BATCH_REQUESTS                                                                                    \
     (PS_BATCH_TYPE_BIT(PS_MSG_PUSH) | PS_BATCH_TYPE_BIT(PS_MSG_PULL) | PS_BATCH_TYPE_BIT(PS_MSG_PUSH_PULL))
 #define PS_BATCH_REPLIES (PS_BATCH_TYPE_BIT(PS_MSG_PUSH_REPLY) | PS_BATCH_TYPE_BIT(PS_MSG_PULL_REPLY))
+/* Between servers: a primary's updates to a backup, a backup's acknowledgements. */
+#define PS_BATCH_REPLICAS (PS_BATCH_TYPE_BIT(PS_MSG_REPLICATE) | PS_BATCH_TYPE_BIT(PS_MSG_REPLICATE_ACK))
+_Static_assert(PS_MSG_REPLICATE_ACK < 32, "batchable types fit the mask");
 
 /*
  * Decodes the entries of a batch whose (already decoded) header is outer and payload data/len.

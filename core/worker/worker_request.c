@@ -535,8 +535,14 @@ static void ps_worker_failover(pserv_worker_h w)
 void ps_worker_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now)
 {
     pserv_worker_h w = arg;
-    (void)old, (void)now;
+    (void)old;
     pthread_mutex_lock(&w->m.lock);
+    /* A server declared dead may still hold its connection (stopped, or cut off): it is done with. */
+    for (uint32_t s = 0; w->servers != NULL && s < w->m.job.num_servers && s < now->num_servers; s++)
+        if (now->server_state[s] == PS_MEMBER_DEAD && !w->server_failed[s]) {
+            ps_warn("server %u at %s declared dead by the coordinator", s, w->m.job.servers[s]);
+            w->server_failed[s] = 1;
+        }
     if (w->servers != NULL && w->m.view->replicas > 0) ps_worker_failover(w);
     pthread_mutex_unlock(&w->m.lock);
 }
