@@ -232,6 +232,13 @@ static int train(trainer_t *t)
         if (accuracy >= cfg->target) break;
     }
     free(idx), free(xb), free(yb);
+    /* Resumed from the checkpoint of a finished run: nothing left to train, but say how good it is. */
+    if (st == PSERV_OK && done > 0 && done >= (uint64_t)cfg->epochs * steps) {
+        size_t correct = 0;
+        float test_loss = 0;
+        if ((st = model_evaluate(t, &correct, &test_loss)) == PSERV_OK)
+            accuracy = (double)correct / (double)pserv_dataset_count(t->test);
+    }
     if (st < 0) return fail(t, "training failed", st);
 
     pserv_worker_stats_t stats = PSERV_WORKER_STATS_INIT;

@@ -62,15 +62,22 @@ void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const p
             complete = s->ckpt_round;
     }
     if (complete == UINT64_MAX || complete <= c->ckpt_complete) return;
+    c->ckpt_complete = complete;
+    /* The files are looked at and old rounds removed on the ticker thread, without the lock:
+     * deleting gigabytes takes long, and heartbeats must not wait for it. */
+    __atomic_store_n(&c->ckpt_prune, 1, __ATOMIC_RELEASE);
+}
+
+void ps_coord_ckpt_prune(pserv_coordinator_h c)
+{
+    if (!__atomic_exchange_n(&c->ckpt_prune, 0, __ATOMIC_ACQ_REL)) return;
     /* What the files say is what counts (a server may have skipped a round): the newest round
-     * whose every shard file is there and sound is kept, with everything after it. */
+     * whose files hold every chunk is kept, with everything after it. */
     uint64_t newest;
     if (ps_ckpt_find_newest(c->job.ckpt_dir, &newest) < 0) {
-        ps_warn("checkpoint round %llu written by every server, yet: %s", (unsigned long long)complete,
-                pserv_last_error());
+        ps_warn("a checkpoint round is written by every server, yet: %s", pserv_last_error());
         return;
     }
-    c->ckpt_complete = complete;
-    ps_info("checkpoint round %llu is complete on every server", (unsigned long long)newest);
+    ps_info("checkpoint round %llu is complete", (unsigned long long)newest);
     ps_ckpt_prune(c->job.ckpt_dir, newest);
 }

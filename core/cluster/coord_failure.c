@@ -175,4 +175,5 @@ void ps_coord_tick(void *arg, int64_t now)
         ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL);
     }
     pthread_mutex_unlock(&c->lock);
+    ps_coord_ckpt_prune(c);
 }

@@ -82,6 +82,7 @@ struct pserv_coordinator {
     char cause_fallback[PS_WIRE_REASON_MAX];
     uint64_t rejected;
     uint64_t ckpt_complete; /* the newest checkpoint round every live server has written */
+    int ckpt_prune;         /* atomic: a round completed; the ticker prunes older ones */
     ps_ticker_t ticker;
 };
 
@@ -109,6 +110,8 @@ void ps_coord_tick(void *arg, int64_t now_ms);
 /* CHECKPOINT from a server: once a round is written by every live server, older ones go. */
 void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                             size_t len);
+/* Ticker thread, lock not held: removes the rounds older than the newest complete one, if one completed. */
+void ps_coord_ckpt_prune(pserv_coordinator_h c);
 /* create: checks the checkpoint parameters and picks the round to resume from; sets last error. */
 pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinator_params_t *p);
 

@@ -32,10 +32,59 @@ struct ps_ckpt_snap {
     uint32_t num_tensors;
 };
 
-static void ps_snap_free(ps_ckpt_snap_t *snap)
+/*
+ * Copy buffers are kept for the next checkpoint, by size (a shard's chunks are the same every
+ * round): a fresh allocation is page faults on the apply thread, most of a copy's cost.
+ */
+typedef struct {
+    uint32_t n, cap;
+    void **bufs;
+} ps_spare_t;
+
+static void *ps_spare_take(ps_server_ckpt_t *k, size_t bytes)
+{
+    pthread_mutex_lock(&k->lock);
+    ps_spare_t *sp = ps_keymap_get(&k->spare, bytes);
+    void *buf = sp && sp->n > 0 ? sp->bufs[--sp->n] : NULL;
+    pthread_mutex_unlock(&k->lock);
+    return buf ? buf : malloc(bytes);
+}
+
+/* Lock held. Frees the buffer when it cannot be kept. */
+static void ps_spare_give(ps_server_ckpt_t *k, void *buf, size_t bytes)
+{
+    ps_spare_t *sp = ps_keymap_get(&k->spare, bytes);
+    if (sp == NULL && (sp = calloc(1, sizeof(*sp))) != NULL && ps_keymap_put(&k->spare, bytes, sp) < 0) {
+        free(sp);
+        sp = NULL;
+    }
+    if (sp && sp->n == sp->cap) {
+        void **more = realloc(sp->bufs, (sp->cap ? 2 * sp->cap : 8) * sizeof(*more));
+        if (more != NULL) {
+            sp->bufs = more;
+            sp->cap = sp->cap ? 2 * sp->cap : 8;
+        }
+    }
+    if (sp && sp->n < sp->cap) sp->bufs[sp->n++] = buf;
+    else free(buf);
+}
+
+static void ps_spare_free(void *arg, void *value)
+{
+    ps_spare_t *sp = value;
+    (void)arg;
+    for (uint32_t i = 0; i < sp->n; i++) free(sp->bufs[i]);
+    free(sp->bufs);
+    free(sp);
+}
+
+static void ps_snap_free(ps_server_ckpt_t *k, ps_ckpt_snap_t *snap)
 {
     if (snap == NULL) return;
-    for (uint32_t i = 0; i < snap->have; i++) free(snap->copies[i]);
+    pthread_mutex_lock(&k->lock);
+    for (uint32_t i = 0; i < snap->have; i++)
+        ps_spare_give(k, snap->copies[i], (size_t)(1 + snap->chunks[i].nstate) * snap->chunks[i].len * sizeof(float));
+    pthread_mutex_unlock(&k->lock);
     free(snap->copies);
     free(snap->chunks);
     free(snap->tensors);
@@ -59,18 +108,18 @@ static ps_ckpt_snap_t *ps_snap_new(pserv_server_h s, uint64_t round)
     snap->chunks = calloc(snap->cap, sizeof(*snap->chunks));
     snap->copies = calloc(snap->cap, sizeof(*snap->copies));
     if (snap->chunks == NULL || snap->copies == NULL) {
-        ps_snap_free(snap);
+        ps_snap_free(&s->ckpt, snap);
         return NULL;
     }
     return snap;
 }
 
 /* Adds a copy of chunk c of t as it is now; 0 without memory. */
-static int ps_snap_add(ps_ckpt_snap_t *snap, const ps_tensor_t *t, const ps_chunk_t *c)
+static int ps_snap_add(ps_server_ckpt_t *k, ps_ckpt_snap_t *snap, const ps_tensor_t *t, const ps_chunk_t *c)
 {
     if (snap->have == snap->cap) return 0;
     uint32_t nstate = c->state.s1 ? 2 : c->state.s0 ? 1 : 0;
-    float *copy = malloc((size_t)(1 + nstate) * c->len * sizeof(float));
+    float *copy = ps_spare_take(k, (size_t)(1 + nstate) * c->len * sizeof(float));
     if (copy == NULL) return 0;
     const float *src[1 + PS_CKPT_MAX_STATE] = {c->param, c->state.s0, c->state.s1};
     ps_ckpt_chunk_t *e = &snap->chunks[snap->have];
@@ -104,21 +153,21 @@ static void ps_ckpt_enqueue(pserv_server_h s, ps_ckpt_snap_t *snap)
     ps_tensor_list_t l = {calloc(s->store.tensors.count + 1, sizeof(ps_ckpt_tensor_t)), 0};
     if (l.tensors == NULL) {
         ps_warn("no memory for checkpoint round %llu", (unsigned long long)snap->round);
-        ps_snap_free(snap);
+        ps_snap_free(k, snap);
         return;
     }
     ps_keymap_each(&s->store.tensors, ps_list_tensor, &l);
     snap->tensors = l.tensors;
     snap->num_tensors = l.n;
-    k->last_round = snap->round;
     pthread_mutex_lock(&k->lock);
     if (k->nqueue == PS_CKPT_QUEUE) {
         pthread_mutex_unlock(&k->lock);
         ps_warn("checkpoint round %llu dropped: the disk is still writing earlier ones", (unsigned long long)snap->round);
         PS_STAT_ADD(s, checkpoints_skipped, 1);
-        ps_snap_free(snap);
+        ps_snap_free(k, snap);
         return;
     }
+    k->last_round = snap->round; /* dropped ones are not: the final state is then still written */
     k->queue[k->nqueue++] = snap;
     pthread_cond_signal(&k->cond);
     pthread_mutex_unlock(&k->lock);
@@ -140,7 +189,7 @@ void ps_server_ckpt_chunk(pserv_server_h s, const ps_tensor_t *t, const ps_chunk
             ps_warn("checkpoint round %llu dropped: its chunks never all reached it",
                     (unsigned long long)k->open[0]->round);
             PS_STAT_ADD(s, checkpoints_skipped, 1);
-            ps_snap_free(k->open[0]);
+            ps_snap_free(k, k->open[0]);
             memmove(&k->open[0], &k->open[1], (PS_CKPT_OPEN - 1) * sizeof(k->open[0]));
             i = PS_CKPT_OPEN - 1;
         }
@@ -149,7 +198,7 @@ void ps_server_ckpt_chunk(pserv_server_h s, const ps_tensor_t *t, const ps_chunk
             return;
         }
     }
-    if (!ps_snap_add(snap, t, c)) {
+    if (!ps_snap_add(k, snap, t, c)) {
         ps_warn("no memory for checkpoint round %llu", (unsigned long long)snap->round);
         snap->want = UINT32_MAX; /* never completes: dropped when it is the oldest */
     }
@@ -180,6 +229,7 @@ static pserv_status_t ps_ckpt_write(pserv_server_h s, ps_ckpt_snap_t *snap)
 {
     char path[PS_CKPT_PATH_MAX];
     const char *dir = s->m.job.ckpt_dir;
+    uint64_t bytes = 0, t0 = ps_now_ns(); /* the directories' fsyncs are part of the write */
     pserv_status_t st = ps_dir_make(dir);
     ps_ckpt_round_dir(dir, snap->round, path, sizeof(path));
     if (st == PSERV_OK) st = ps_dir_make(path);
@@ -190,7 +240,6 @@ static pserv_status_t ps_ckpt_write(pserv_server_h s, ps_ckpt_snap_t *snap)
     pthread_mutex_lock(&s->m.lock);
     h.view_version = s->m.view ? s->m.view->version : 0;
     pthread_mutex_unlock(&s->m.lock);
-    uint64_t bytes = 0, t0 = ps_now_ns();
     if (st == PSERV_OK) st = ps_ckpt_write_file(path, &h, &bytes);
     if (st == PSERV_OK) {
         PS_STAT_ADD(s, checkpoints, 1);
@@ -215,7 +264,7 @@ static void *ps_ckpt_writer(void *arg)
         pthread_mutex_unlock(&k->lock);
         pserv_status_t st = ps_ckpt_write(s, snap);
         ps_ckpt_report(s, snap->round, st, pserv_last_error());
-        ps_snap_free(snap);
+        ps_snap_free(k, snap);
         pthread_mutex_lock(&k->lock);
         memmove(&k->queue[0], &k->queue[1], (PS_CKPT_QUEUE - 1) * sizeof(k->queue[0]));
         k->nqueue--;
@@ -230,6 +279,7 @@ pserv_status_t ps_server_ckpt_start(pserv_server_h s)
     ps_server_ckpt_t *k = &s->ckpt;
     if (s->m.job.ckpt_every == 0) return PSERV_OK;
     if (pthread_mutex_init(&k->lock, NULL) != 0) return PSERV_ERR_NO_RESOURCE;
+    ps_keymap_init(&k->spare);
     if (pthread_cond_init(&k->cond, NULL) != 0) {
         pthread_mutex_destroy(&k->lock);
         return PSERV_ERR_NO_RESOURCE;
@@ -252,10 +302,16 @@ void ps_server_ckpt_drain(pserv_server_h s)
     pthread_mutex_unlock(&k->lock);
 }
 
+typedef struct {
+    ps_server_ckpt_t *k;
+    ps_ckpt_snap_t *snap;
+} ps_snap_walk_t;
+
 static void ps_snap_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 {
-    ps_ckpt_snap_t *snap = arg;
-    if (c->primary && (c->version != snap->round || !ps_snap_add(snap, t, c))) snap->want = UINT32_MAX;
+    ps_snap_walk_t *walk = arg;
+    ps_ckpt_snap_t *snap = walk->snap;
+    if (c->primary && (c->version != snap->round || !ps_snap_add(walk->k, snap, t, c))) snap->want = UINT32_MAX;
 }
 
 static void ps_snap_max_round(void *arg, ps_tensor_t *t, ps_chunk_t *c)
@@ -274,9 +330,10 @@ static void ps_server_ckpt_final(pserv_server_h s)
     if (round == 0 || round == s->ckpt.last_round) return;
     ps_ckpt_snap_t *snap = ps_snap_new(s, round);
     if (snap == NULL) return;
-    ps_store_each_chunk(&s->store, ps_snap_chunk, snap);
+    ps_snap_walk_t walk = {&s->ckpt, snap};
+    ps_store_each_chunk(&s->store, ps_snap_chunk, &walk);
     if (snap->have != snap->want) {
-        ps_snap_free(snap);
+        ps_snap_free(&s->ckpt, snap);
         return;
     }
     ps_ckpt_enqueue(s, snap);
@@ -286,7 +343,7 @@ void ps_server_ckpt_stop(pserv_server_h s)
 {
     ps_server_ckpt_t *k = &s->ckpt;
     if (!k->running) return;
-    for (uint32_t i = 0; i < PS_CKPT_OPEN; i++) ps_snap_free(k->open[i]);
+    for (uint32_t i = 0; i < PS_CKPT_OPEN; i++) ps_snap_free(k, k->open[i]);
     if (s->m.shutdown && !s->m.aborted) ps_server_ckpt_final(s);
     pthread_mutex_lock(&k->lock);
     k->quiet = 1; /* the transport is stopped: nobody to tell */
@@ -294,6 +351,8 @@ void ps_server_ckpt_stop(pserv_server_h s)
     pthread_cond_signal(&k->cond);
     pthread_mutex_unlock(&k->lock);
     pthread_join(k->writer, NULL);
+    ps_keymap_each(&k->spare, ps_spare_free, NULL);
+    ps_keymap_fini(&k->spare);
     pthread_cond_destroy(&k->cond);
     pthread_mutex_destroy(&k->lock);
     k->running = 0;

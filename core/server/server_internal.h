@@ -71,6 +71,7 @@ typedef struct {
     pthread_cond_t cond;
     ps_ckpt_snap_t *queue[PS_CKPT_QUEUE];
     uint32_t nqueue;
+    ps_keymap_t spare; /* lock: copy buffers kept for the next checkpoint, by size */
     int stop, quiet;
     /* Resuming: the checkpoint the job resumes from, opened at the first REGISTER (apply thread). */
     int resume_open;

@@ -3,6 +3,7 @@
 #define PSERV_TEST_CLI_RUN_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct {
     int code;
@@ -16,5 +17,21 @@ void slurp_tail(const char *path, char *buf, size_t cap);
 void run_cmd(run_t *r, int limit_s, const char *env, const char *prog, const char *args);
 double now_s(void);
 void sleep_s(double s);
+
+/* A child process of `pserv train`, told apart from a later process with its pid. */
+typedef struct {
+    pid_t pid;
+    unsigned long long start; /* field 22 of /proc/PID/stat: tells a pid's reuse apart */
+    char role[16];            /* argv[1]: "server" or "worker" */
+} proc_t;
+/* The parent and start time of a process; 0 if there is none with that pid. */
+int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start);
+/* The child processes of parent with their role; returns how many (at most cap). */
+int children_of(pid_t parent, proc_t *out, int cap);
+/* 1 while that process (not a later one with its pid) is there. */
+int still_there(const proc_t *p);
+/* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with the caller. Its log
+ * level is info, so the coordinator says when the job formed. */
+pid_t start_train(const char *out, char *const argv[]);
 
 #endif

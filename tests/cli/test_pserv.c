@@ -175,84 +175,6 @@ Test(cli, device_cuda_trains_or_says_why, .timeout = 300)
 
 /* ---- a member of a local job dies: `pserv train` ends at once and leaves nothing behind ---- */
 
-typedef struct {
-    pid_t pid;
-    unsigned long long start; /* field 22 of /proc/PID/stat: tells a pid's reuse apart */
-    char role[16];            /* argv[1]: "server" or "worker" */
-} proc_t;
-
-/* The parent and start time of a process; 0 if there is none with that pid. */
-static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (p == NULL) return 0;
-    p += 2; /* field 3, the state */
-    int parent = 0;
-    if (sscanf(p, "%*c %d", &parent) != 1) return 0;
-    for (int field = 3; field < 22; field++)
-        if ((p = strchr(p, ' ')) == NULL) return 0;
-        else p++;
-    *ppid = parent;
-    *start = strtoull(p, NULL, 10);
-    return 1;
-}
-
-/* The child processes of parent with their role; returns how many (at most cap). */
-static int children_of(pid_t parent, proc_t *out, int cap)
-{
-    int n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    while (d && n < cap && (e = readdir(d)) != NULL) {
-        pid_t pid = (pid_t)atoi(e->d_name), ppid;
-        unsigned long long start;
-        if (pid <= 0 || !proc_stat(pid, &ppid, &start) || ppid != parent) continue;
-        char path[64], cmd[256] = "";
-        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-        int fd = open(path, O_RDONLY);
-        ssize_t len = fd >= 0 ? read(fd, cmd, sizeof(cmd) - 1) : 0;
-        if (fd >= 0) close(fd);
-        cmd[len > 0 ? len : 0] = '\0';
-        out[n] = (proc_t){.pid = pid, .start = start};
-        if (len > 0 && (size_t)len > strlen(cmd) + 1) /* argv[1] follows argv[0]'s NUL */
-            snprintf(out[n].role, sizeof(out[n].role), "%s", cmd + strlen(cmd) + 1);
-        n++;
-    }
-    if (d) closedir(d);
-    return n;
-}
-
-static int still_there(const proc_t *p)
-{
-    pid_t ppid;
-    unsigned long long start;
-    return proc_stat(p->pid, &ppid, &start) && start == p->start;
-}
-
-/* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with this test. Its log
- * level is info, so the coordinator says when the job formed. */
-static pid_t start_train(const char *out, char *const argv[])
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        setenv("PSERV_LOG_LEVEL", "info", 1);
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(PSERV_CLI, argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 /*
  * Starts a job of 2 servers and 2 workers that would train for minutes, sends one child of role
  * the signal (SIGKILL: it dies; SIGSTOP: it hangs with its connections up) at a random moment
@@ -261,7 +183,8 @@ static pid_t start_train(const char *out, char *const argv[])
  */
 static void signal_member_once(const char *role, int sig)
 {
-    char *argv[] = {"pserv", "train", "--servers", "2", "--workers", "2", "--epochs", "50",
+    /* No backups: a dead server ends the job (test_failover.c covers a job that survives it). */
+    char *argv[] = {"pserv", "train", "--servers", "2", "--replicas", "0", "--workers", "2", "--epochs", "50",
                     "--target-accuracy", "0.99", NULL};
     char out[64], text[16384];
     proc_t kids[16];

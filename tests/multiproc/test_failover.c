@@ -3,10 +3,11 @@
  * of every chunk, 3 workers, SGD with lr 1 on integer gradients, so every sum is exact in float
  * and the parameters after the job are -(every gradient pushed, once), computed here
  * independently of the library. A server is killed with SIGKILL at a random moment of training
- * (in sync mode mid-round); training must complete within its deadline, every worker must pull
+ * (in sync mode mid-round), or stopped with SIGSTOP (only its silence shows, so the coordinator
+ * declares it dead after the failure timeout); training must complete within its deadline, every worker must pull
  * exactly those parameters, and the final checkpoint's per-chunk round counters must all equal
- * the rounds run (no round lost, none applied twice). Each scenario repeats in one run; the
- * second scenario kills two servers, the second after the first one's chunks were re-replicated.
+ * the rounds run (no round lost, none applied twice). Each scenario repeats in one run; one
+ * kills two servers, the second after the first one's chunks were re-replicated.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -25,7 +26,8 @@
 #define NSERVERS 3
 #define COUNT 6000       /* floats: with 4 KiB chunks, 6 chunks over the 3 servers */
 #define CHUNK_BYTES 4096
-#define ROUNDS 400       /* sync rounds, or async pushes per worker */
+#define ROUNDS 1000      /* sync rounds, or async pushes per worker */
+#define TICK 20          /* worker 0 reports every TICK rounds, so kills land in training */
 #define JOB_MS 60000     /* a whole job on a 2-core machine, with margin */
 
 /* The gradient worker w pushes in round r for element i: a small integer. */
@@ -63,6 +65,8 @@ static int worker_fn(void *arg, const char *coord, int fd)
             fprintf(stderr, "worker %u round %u: %s: %s\n", info.rank, r, pserv_strerror(st), pserv_worker_last_error(w));
             rc = 12;
         }
+        char tick = 't';
+        if (rc == 0 && info.rank == 0 && (r + 1) % TICK == 0) harness_write(fd, &tick, 1);
     }
     /* Everyone is done pushing: the parameters are final; pull them and report. */
     pserv_request_t req;
@@ -80,11 +84,22 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+
+/* Waits for worker 0's next n reports (TICK rounds each); returns how many came. */
+static int ticks(int fd, int n)
+{
+    char t;
+    int got = 0;
+    while (got < n && harness_read(fd, &t, 1, JOB_MS) == 0) got++;
+    return got;
+}
+
 /*
- * One job: starts it, kills `kills` servers (the first 30-250 ms into training, the second 1 s
- * later, once the first one's chunks have their second copy again), checks the outcome.
+ * One job: starts it, sends `kills` servers the signal (the first 2-12 reports into training, the
+ * second 10 reports later, once the first one's chunks have their second copy again: both while
+ * training runs), checks the outcome.
  */
-static void run_job(pserv_mode_t mode, int kills, const char *ckpt_dir)
+static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
 {
     harness_t h = {0};
     pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
@@ -95,6 +110,8 @@ static void run_job(pserv_mode_t mode, int kills, const char *ckpt_dir)
     cp.replicas = 1;
     cp.checkpoint_dir = ckpt_dir;
     cp.checkpoint_every = 1000000; /* only the state the job ends with */
+    cp.heartbeat_ms = 100;
+    cp.failure_timeout_ms = 800;
     int cfd;
     pid_t coord = harness_start_coordinator_params(&h, &cp, JOB_MS, &cfd);
     cr_assert_gt(coord, 0);
@@ -109,11 +126,17 @@ static void run_job(pserv_mode_t mode, int kills, const char *ckpt_dir)
     int64_t start = harness_now_ms();
     int victims[2] = {rand() % NSERVERS, 0};
     victims[1] = (victims[0] + 1 + rand() % (NSERVERS - 1)) % NSERVERS;
-    int delay = 30 + rand() % 220;
+    int seen = 0, first = 2 + rand() % 10, at[2] = {0, 0};
     for (int k = 0; k < kills; k++) {
-        sleep_ms(k == 0 ? delay : 1000);
-        kill(servers[victims[k]], SIGKILL);
+        int wait = k == 0 ? first : 10;
+        cr_assert_eq(ticks(fds[0], wait), wait, "training stalled before kill %d", k + 1);
+        seen += wait;
+        at[k] = seen * TICK;
+        sleep_ms(rand() % 3); /* mid-round */
+        kill(servers[victims[k]], sig);
     }
+    int rest = ROUNDS / TICK - seen;
+    cr_assert_eq(ticks(fds[0], rest), rest, "training stalled after the kills");
     static float got[NWORKERS][COUNT];
     for (int w = 0; w < NWORKERS; w++)
         cr_assert_eq(harness_read(fds[w], got[w], sizeof(got[w]), JOB_MS), 0, "worker %d did not finish", w);
@@ -127,8 +150,8 @@ static void run_job(pserv_mode_t mode, int kills, const char *ckpt_dir)
         if (s != victims[0] && (kills < 2 || s != victims[1]))
             cr_assert_eq(harness_wait(servers[s], 20000), 0, "server %d did not end cleanly", s);
     harness_kill_all(&h);
-    fprintf(stderr, "%s: %d server(s) killed (first %d ms in), training took %lld ms\n",
-            mode == PSERV_MODE_SYNC ? "sync" : "async", kills, delay, (long long)took);
+    fprintf(stderr, "%s: %d server(s) got %s (after rounds %d and %d of %d), training took %lld ms\n",
+            mode == PSERV_MODE_SYNC ? "sync" : "async", kills, strsignal(sig), at[0], at[1], ROUNDS, (long long)took);
 
     /* -(every gradient, once): the order of integer sums does not matter. */
     for (size_t i = 0; i < COUNT; i++) {
@@ -151,14 +174,14 @@ static void run_job(pserv_mode_t mode, int kills, const char *ckpt_dir)
     ps_ckpt_set_close(&set);
 }
 
-static void run_reps(pserv_mode_t mode, int kills, int reps)
+static void run_reps(pserv_mode_t mode, int kills, int sig, int reps)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int rep = 0; rep < reps; rep++) {
         char dir[64], cmd[96];
         snprintf(dir, sizeof(dir), "/tmp/pserv_failover_XXXXXX");
         cr_assert_not_null(mkdtemp(dir));
-        run_job(mode, kills, dir);
+        run_job(mode, kills, sig, dir);
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         cr_assert_eq(system(cmd), 0);
     }
@@ -166,15 +189,20 @@ static void run_reps(pserv_mode_t mode, int kills, int reps)
 
 Test(failover, sync_job_survives_a_killed_server_exactly_once, .timeout = 600)
 {
-    run_reps(PSERV_MODE_SYNC, 1, 3);
+    run_reps(PSERV_MODE_SYNC, 1, SIGKILL, 3);
+}
+
+Test(failover, sync_job_survives_a_stopped_server_exactly_once, .timeout = 600)
+{
+    run_reps(PSERV_MODE_SYNC, 1, SIGSTOP, 2);
 }
 
 Test(failover, sync_job_survives_two_servers_killed_one_after_the_other, .timeout = 600)
 {
-    run_reps(PSERV_MODE_SYNC, 2, 2);
+    run_reps(PSERV_MODE_SYNC, 2, SIGKILL, 2);
 }
 
 Test(failover, async_job_counts_every_push_once_across_a_killed_server, .timeout = 600)
 {
-    run_reps(PSERV_MODE_ASYNC, 1, 3);
+    run_reps(PSERV_MODE_ASYNC, 1, SIGKILL, 3);
 }

@@ -387,7 +387,7 @@ static void run_once(const scenario_t *sc, const net_t *net, unsigned *seed, rep
                        sc->plain_leave};
     server_arg_t sa_root = {NULL, NULL, NULL}, sa_ns = {NULL, NULL, NULL};
     int want[HARNESS_MAX_PROCS];
-    /* A dead server always fails the job; a dead worker only under PSERV_ON_FAILURE_FAIL. */
+    /* Without backups a dead server always fails the job; a dead worker only under PSERV_ON_FAILURE_FAIL. */
     int job_fails = sc->policy == PSERV_ON_FAILURE_FAIL || sc->victim == 's';
 
     memset(r, 0, sizeof(*r));
@@ -400,6 +400,7 @@ static void run_once(const scenario_t *sc, const net_t *net, unsigned *seed, rep
     cp.heartbeat_ms = sc->heartbeat_ms;
     cp.failure_timeout_ms = sc->failure_timeout_ms;
     cp.on_worker_failure = sc->policy;
+    cp.replicas = PSERV_REPLICAS_NONE; /* a dead server ends these jobs; test_failover.c has jobs that survive it */
     if (net) {
         snprintf(coord_listen, sizeof(coord_listen), "10.213.%d.1:0", net->x);
         snprintf(ns_listen, sizeof(ns_listen), "10.213.%d.2:0", net->x);
