@@ -173,6 +173,15 @@ int bench_parse_args(const char *prog, int argc, char **argv, const bench_opt_t 
     return BENCH_CONTINUE;
 }
 
+int bench_parse_seconds(const char *text, void *value)
+{
+    char *end;
+    double d = strtod(text, &end);
+    if (*text == '\0' || *end != '\0' || !(d > 0 && d <= 3600)) return -1;
+    *(double *)value = d;
+    return 0;
+}
+
 /* ---- JSON ------------------------------------------------------------------------------------- */
 
 FILE *bench_json_open(const char *prog, const char *path)
@@ -202,10 +211,21 @@ int bench_json_finish(const char *prog, FILE **f, const char *path)
 
 /* ---- a one-process job -------------------------------------------------------------------------- */
 
+int bench_worker_join(const char *prog, const char *coordinator, int timeout_ms, pserv_worker_h *worker)
+{
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    wp.coordinator = coordinator;
+    wp.timeout_ms = timeout_ms;
+    pserv_status_t st = pserv_worker_create(&wp, worker);
+    if (st == PSERV_OK) return 0;
+    *worker = NULL;
+    fprintf(stderr, "%s: cannot join the job at %s: %s (%s)\n", prog, coordinator, pserv_strerror(st), pserv_last_error());
+    return -1;
+}
+
 int bench_job_start(const char *prog, pserv_local_h *local, pserv_worker_h *worker)
 {
     pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
     pserv_status_t st;
     lp.num_workers = 1;
     *local = NULL;
@@ -215,10 +235,7 @@ int bench_job_start(const char *prog, pserv_local_h *local, pserv_worker_h *work
         fprintf(stderr, "%s: cannot start the job: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
         return -1;
     }
-    wp.coordinator = pserv_local_coordinator(*local);
-    if ((st = pserv_worker_create(&wp, worker)) != PSERV_OK) {
-        *worker = NULL;
-        fprintf(stderr, "%s: cannot join the job: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
+    if (bench_worker_join(prog, pserv_local_coordinator(*local), 0, worker) != 0) {
         bench_job_stop(prog, *local, NULL);
         *local = NULL;
         return -1;
