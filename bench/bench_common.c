@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef PSERV_BENCH_CUDA
 #include <cuda_runtime_api.h>
@@ -188,6 +189,22 @@ FILE *bench_json_open(const char *prog, const char *path)
 {
     FILE *f = fopen(path, "w");
     if (f == NULL) fprintf(stderr, "%s: cannot write %s: %s\n", prog, path, strerror(errno));
+    return f;
+}
+
+FILE *bench_json_begin(const char *prog, const char *path, const char *name)
+{
+    FILE *f = bench_json_open(prog, path);
+    char cpu[256], date[32];
+    if (f == NULL) return NULL;
+    bench_cpu_model(cpu, sizeof(cpu));
+    bench_utc_date(date, sizeof(date));
+    fprintf(f, "{\"benchmark\": ");
+    bench_json_str(f, name);
+    fprintf(f, ", \"date\": \"%s\", \"cpu_model\": ", date);
+    bench_json_str(f, cpu);
+    fprintf(f, ", \"cores\": %ld, \"pserv_version\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    bench_json_str(f, pserv_version());
     return f;
 }
 

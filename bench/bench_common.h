@@ -77,6 +77,9 @@ int bench_parse_seconds(const char *text, void *value);
 
 /* Opens path for writing; NULL with the reason on stderr if it cannot. */
 FILE *bench_json_open(const char *prog, const char *path);
+/* bench_json_open, then the header every result file starts with: {"benchmark": NAME, "date",
+ * "cpu_model", "cores", "pserv_version"; the caller goes on with ", \"key\": value". */
+FILE *bench_json_begin(const char *prog, const char *path, const char *name);
 /* Closes it; 0, or -1 with a message if a write failed. */
 int bench_json_close(const char *prog, FILE *f, const char *path);
 /* Ends the "rows" array and the object the program opened ("]}"), closes *f and sets it to NULL;

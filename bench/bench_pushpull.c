@@ -263,17 +263,10 @@ static void json_perftest(FILE *f, const char *name, const perftest_row_t *p)
 static int write_json(const cfg_t *c, const cpus_split_t *k, const char *ucx_version, const job_t *j, const row_t *rows,
                       size_t n, int window, int have_pt, double idle)
 {
-    FILE *f = bench_json_open(PROG, c->json);
-    char cpu[256], date[32];
+    FILE *f = bench_json_begin(PROG, c->json, "pushpull");
     if (f == NULL) return -1;
-    bench_cpu_model(cpu, sizeof(cpu));
-    bench_utc_date(date, sizeof(date));
-    fprintf(f, "{\"benchmark\": \"pushpull\", \"mode\": \"processes\", \"date\": \"%s\", \"cpu_model\": ", date);
-    bench_json_str(f, cpu);
-    fprintf(f, ", \"cores\": %ld, \"ucx_version\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    fprintf(f, ", \"mode\": \"processes\", \"ucx_version\": ");
     bench_json_str(f, ucx_version);
-    fprintf(f, ", \"pserv_version\": ");
-    bench_json_str(f, pserv_version());
     fprintf(f, ", \"progress\": ");
     bench_json_str(f, c->progress);
     fprintf(f, ", \"idle_server_cpu_fraction\": %.4f, \"ucx_tls\": ", idle);
