@@ -1,30 +1,20 @@
 /*
  * pserv_bench_replication: what replicated shards cost, and how long a job takes to get past a
- * killed server, as a user runs pserv.
+ * killed server, as a user runs pserv (bench/README.md has the details).
  *
  *   pserv_bench_replication [--reps R] [--target-s S] [--servers N] [--chunks C]
  *                           [--failover-reps F] [--after-s A] [--seed X] [--quick] [--pserv PATH]
  *                           [--worker-cpus LIST] [--server-cpus LIST] [--json FILE]
  *
- * `pserv coordinator` and `pserv server` run as separate processes (the CLI); this program is
- * each job's one worker (sync mode, SGD). Pinned as pserv_bench_pushpull pins: the first half of
- * our CPUs for the worker, the second half for every server, the coordinator anywhere.
- *
- * 1. Throughput. A tensor of C chunks (default 8) over N servers (default 2); a round is one
- *    push-pull of the whole tensor. Per chunk size (1 and 4 MiB), a job with --replicas 0 (the
- *    baseline) and one with --replicas 1 run side by side (the idle one's threads sleep) and are
- *    timed in turns, ABBA..., R turns each (default 5) of S seconds of rounds (default 1.5), so a
- *    slow moment of a shared machine hits both alike. GB/s = 2 x tensor bytes x rounds / seconds
- *    (gradient pushed + parameters pulled); cost ratio = replicas 1 / replicas 0, of the medians
- *    ("paired": the median of each turn pair's ratio). The issue's goal: >= 0.85. The servers'
- *    CPU time per round (/proc) says where the difference goes.
- * 2. Failover. 3 servers, --replicas 1, C chunks of 1 MiB: rounds back to back; a thread kills a
- *    random server (SIGKILL) at a random moment 0.3-1 s in; the rounds' ends give the time from
- *    the kill to the first round completed, and to the completion of the first round begun after
- *    the kill (that one needs the new view). The coordinator's stderr is captured: its timestamped
- *    warning that the server died is the detection part. F times (default 5); rounds go on for A
- *    seconds (default 1) after the kill, the last half of them give the round time after.
- *
+ * `pserv coordinator` and `pserv server` are processes from the CLI, this program each job's one
+ * worker (sync, SGD), pinned as in pserv_bench_pushpull (worker: first half of our CPUs, servers:
+ * second half, coordinator: any).
+ * 1. Throughput: a tensor of C chunks over N servers, a round = one push-pull of all of it; per
+ *    chunk size, a --replicas 0 job (the baseline) and a --replicas 1 job side by side, timed in
+ *    ABBA turns of S seconds; GB/s, rounds/s, the servers' CPU per round; cost ratio = r1 / r0.
+ * 2. Failover: 3 servers, --replicas 1; a thread SIGKILLs one at a random moment; from the rounds'
+ *    starts and ends, the time to the first round completed and to the first begun after the kill;
+ *    the coordinator's timestamped "died" warning (its stderr, captured) gives the detection.
  * Every job ends by checking the parameters: lr 1 on small integer gradients, so after n rounds
  * they are exactly -n x the gradient; a round lost or applied twice (a failover's too) shows.
  */
@@ -303,8 +293,10 @@ static int fo_job(fo_t *r)
     for (int m = 0; m < FO_NMETRICS; m++) r->m[m] = -1;
     pthread_t th;
     if (job_spawn(&j, FO_SERVERS, FO_CHUNK, 1, PROC_CAPTURE_ALL) != 0 || job_join(&j) != 0 ||
-        job_rounds(&j, 3, 0.2, &took) < 0 || (k.pid = j.server[r->victim].pid, pthread_create(&th, NULL, killer, &k)))
+        job_rounds(&j, 3, 0.2, &took) < 0)
         return job_stop(&j, -1), -1;
+    k.pid = j.server[r->victim].pid;
+    if (pthread_create(&th, NULL, killer, &k) != 0) return job_stop(&j, -1), -1;
     for (; n < FO_MAX_ROUNDS && rc != 0; n++) {
         start[n] = bench_now();
         if (job_round(&j) != 0) break;
@@ -326,9 +318,9 @@ static int fo_job(fo_t *r)
 
 /* ---- output ----------------------------------------------------------------------------------- */
 
-static void fo_stats(const fo_t *fo, int m, double st[3])
+/* Metric m of every failover into v, and its median, min and max. */
+static void fo_stats(const fo_t *fo, int m, double *v, double st[3])
 {
-    double v[MAX_REPS];
     for (int i = 0; i < cfg.fo_reps; i++) v[i] = fo[i].m[m];
     summarize(v, cfg.fo_reps, st);
 }
@@ -361,8 +353,8 @@ static void print_tables(const tput_t *rows, const fo_t *fo)
         printf("\nfailover: %d servers, --replicas 1, %d chunks of %u MiB; one server killed (SIGKILL) at a random\n"
                "moment; %d reps, ms: median [min, max]\n", FO_SERVERS, cfg.chunks, FO_CHUNK >> 20, cfg.fo_reps);
     for (int m = 0; m < FO_NMETRICS && cfg.fo_reps > 0; m++) {
-        double st[3];
-        fo_stats(fo, m, st);
+        double st[3], v[MAX_REPS];
+        fo_stats(fo, m, v, st);
         printf("  %-48s %9.1f [%.1f, %.1f]\n", fo_labels[m], st[0] * 1e3, st[1] * 1e3, st[2] * 1e3);
     }
 }
@@ -388,8 +380,7 @@ static int write_json(const tput_t *rows, const fo_t *fo)
             FO_CHUNK, cfg.chunks, cfg.fo_reps, cfg.after_s);
     for (int m = 0; m < FO_NMETRICS; m++) {
         double st[3], v[MAX_REPS];
-        fo_stats(fo, m, st);
-        for (int i = 0; i < cfg.fo_reps; i++) v[i] = fo[i].m[m];
+        fo_stats(fo, m, v, st);
         json_series(f, fo_names[m], st, v, cfg.fo_reps);
     }
     fprintf(f, ", \"runs\": [");
