@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef PSERV_BENCH_CUDA
 #include <cuda_runtime_api.h>
@@ -173,12 +174,37 @@ int bench_parse_args(const char *prog, int argc, char **argv, const bench_opt_t 
     return BENCH_CONTINUE;
 }
 
+int bench_parse_seconds(const char *text, void *value)
+{
+    char *end;
+    double d = strtod(text, &end);
+    if (*text == '\0' || *end != '\0' || !(d > 0 && d <= 3600)) return -1;
+    *(double *)value = d;
+    return 0;
+}
+
 /* ---- JSON ------------------------------------------------------------------------------------- */
 
 FILE *bench_json_open(const char *prog, const char *path)
 {
     FILE *f = fopen(path, "w");
     if (f == NULL) fprintf(stderr, "%s: cannot write %s: %s\n", prog, path, strerror(errno));
+    return f;
+}
+
+FILE *bench_json_begin(const char *prog, const char *path, const char *name)
+{
+    FILE *f = bench_json_open(prog, path);
+    char cpu[256], date[32];
+    if (f == NULL) return NULL;
+    bench_cpu_model(cpu, sizeof(cpu));
+    bench_utc_date(date, sizeof(date));
+    fprintf(f, "{\"benchmark\": ");
+    bench_json_str(f, name);
+    fprintf(f, ", \"date\": \"%s\", \"cpu_model\": ", date);
+    bench_json_str(f, cpu);
+    fprintf(f, ", \"cores\": %ld, \"pserv_version\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    bench_json_str(f, pserv_version());
     return f;
 }
 
@@ -202,10 +228,21 @@ int bench_json_finish(const char *prog, FILE **f, const char *path)
 
 /* ---- a one-process job -------------------------------------------------------------------------- */
 
+int bench_worker_join(const char *prog, const char *coordinator, int timeout_ms, pserv_worker_h *worker)
+{
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    wp.coordinator = coordinator;
+    wp.timeout_ms = timeout_ms;
+    pserv_status_t st = pserv_worker_create(&wp, worker);
+    if (st == PSERV_OK) return 0;
+    *worker = NULL;
+    fprintf(stderr, "%s: cannot join the job at %s: %s (%s)\n", prog, coordinator, pserv_strerror(st), pserv_last_error());
+    return -1;
+}
+
 int bench_job_start(const char *prog, pserv_local_h *local, pserv_worker_h *worker)
 {
     pserv_local_params_t lp = PSERV_LOCAL_PARAMS_INIT;
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
     pserv_status_t st;
     lp.num_workers = 1;
     *local = NULL;
@@ -215,10 +252,7 @@ int bench_job_start(const char *prog, pserv_local_h *local, pserv_worker_h *work
         fprintf(stderr, "%s: cannot start the job: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
         return -1;
     }
-    wp.coordinator = pserv_local_coordinator(*local);
-    if ((st = pserv_worker_create(&wp, worker)) != PSERV_OK) {
-        *worker = NULL;
-        fprintf(stderr, "%s: cannot join the job: %s (%s)\n", prog, pserv_strerror(st), pserv_last_error());
+    if (bench_worker_join(prog, pserv_local_coordinator(*local), 0, worker) != 0) {
         bench_job_stop(prog, *local, NULL);
         *local = NULL;
         return -1;

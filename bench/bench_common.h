@@ -70,10 +70,16 @@ typedef struct {
  */
 int bench_parse_args(const char *prog, int argc, char **argv, const bench_opt_t *opts, size_t nopts);
 
+/* A BENCH_OPT_PARSE parser of seconds into a double: a number > 0 and <= 3600. */
+int bench_parse_seconds(const char *text, void *value);
+
 /* ---- JSON results --------------------------------------------------------------------------- */
 
 /* Opens path for writing; NULL with the reason on stderr if it cannot. */
 FILE *bench_json_open(const char *prog, const char *path);
+/* bench_json_open, then the header every result file starts with: {"benchmark": NAME, "date",
+ * "cpu_model", "cores", "pserv_version"; the caller goes on with ", \"key\": value". */
+FILE *bench_json_begin(const char *prog, const char *path, const char *name);
 /* Closes it; 0, or -1 with a message if a write failed. */
 int bench_json_close(const char *prog, FILE *f, const char *path);
 /* Ends the "rows" array and the object the program opened ("]}"), closes *f and sets it to NULL;
@@ -82,6 +88,9 @@ int bench_json_finish(const char *prog, FILE **f, const char *path);
 
 /* ---- a job of one server shard and one worker in this process --------------------------------- */
 
+/* Joins the job at coordinator (HOST:PORT) as a worker, waiting up to timeout_ms (0: the default)
+ * for it to form; 0, or -1 with the reason on stderr (and *worker NULL). */
+int bench_worker_join(const char *prog, const char *coordinator, int timeout_ms, pserv_worker_h *worker);
 /* Starts it (pserv_local_*, default chunks, sync mode); 0, or -1 with the reason on stderr. */
 int bench_job_start(const char *prog, pserv_local_h *local, pserv_worker_h *worker);
 /* The worker leaves and the job ends (either may be NULL); 0 if it ended cleanly. */

@@ -53,22 +53,6 @@ typedef struct {
 
 /* ---- paths and options ----------------------------------------------------------------------- */
 
-/* dir/rel, where dir holds this program (/proc/self/exe). */
-static const char *next_to_me(const char *rel, char *buf, size_t cap)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) return rel;
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    size_t dir = slash ? (size_t)(slash - self) : 0, len = strlen(rel);
-    if (dir == 0 || dir + 1 + len >= cap) return rel;
-    memcpy(buf, self, dir);
-    buf[dir] = '/';
-    memcpy(buf + dir + 1, rel, len + 1);
-    return buf;
-}
-
 /* The path of name in PATH, or NULL. */
 static const char *in_path(const char *name, char *buf, size_t cap)
 {
@@ -90,51 +74,6 @@ static int parse_progress(const char *text, void *value)
     return 0;
 }
 
-static int parse_seconds(const char *text, void *value)
-{
-    char *end;
-    double d = strtod(text, &end);
-    if (*text == '\0' || *end != '\0' || !(d > 0 && d <= 3600)) return -1;
-    *(double *)value = d;
-    return 0;
-}
-
-/* ---- CPUs ------------------------------------------------------------------------------------- */
-
-typedef struct {
-    cpu_set_t all, worker, server;
-    int pinned; /* 0 with one CPU: nothing is pinned */
-    char worker_s[128], server_s[128];
-} cpus_t;
-
-/* Default: the CPUs we may run on, first half for the worker, second half for the server. */
-static int choose_cpus(const cfg_t *c, cpus_t *k)
-{
-    if (sched_getaffinity(0, sizeof(k->all), &k->all) != 0) CPU_ZERO(&k->all);
-    int n = CPU_COUNT(&k->all), seen = 0;
-    CPU_ZERO(&k->worker);
-    CPU_ZERO(&k->server);
-    for (int cpu = 0; cpu < CPU_SETSIZE && n >= 2; cpu++)
-        if (CPU_ISSET(cpu, &k->all)) CPU_SET(cpu, seen++ < n / 2 ? &k->worker : &k->server);
-    if (c->worker_cpus && cpus_parse(c->worker_cpus, &k->worker) != 0) {
-        fprintf(stderr, PROG ": --worker-cpus '%s' is not a CPU list (e.g. 0-3,8)\n", c->worker_cpus);
-        return -1;
-    }
-    if (c->server_cpus && cpus_parse(c->server_cpus, &k->server) != 0) {
-        fprintf(stderr, PROG ": --server-cpus '%s' is not a CPU list (e.g. 4-7)\n", c->server_cpus);
-        return -1;
-    }
-    k->pinned = CPU_COUNT(&k->worker) > 0 && CPU_COUNT(&k->server) > 0;
-    if (k->pinned) {
-        cpus_format(&k->worker, k->worker_s, sizeof(k->worker_s));
-        cpus_format(&k->server, k->server_s, sizeof(k->server_s));
-    } else {
-        snprintf(k->worker_s, sizeof(k->worker_s), "any");
-        snprintf(k->server_s, sizeof(k->server_s), "any");
-    }
-    return 0;
-}
-
 /* ---- the pserv job: coordinator and server as processes, this process the worker ------------ */
 
 typedef struct {
@@ -144,39 +83,20 @@ typedef struct {
     size_t chunk_bytes;
 } job_t;
 
-static int job_start(job_t *j, const char *pserv, const cpus_t *k, double timeout_s)
+static int job_start(job_t *j, const char *pserv, const cpus_split_t *k, double timeout_s)
 {
-    char line[512], timeout[16], job_s[16];
-    unsigned port;
-    snprintf(timeout, sizeof(timeout), "%.0f", timeout_s);
-    snprintf(job_s, sizeof(job_s), "%d", 3600); /* the coordinator's own end; we stop it before */
-    char *cargv[] = {(char *)pserv, "coordinator", "--listen", "127.0.0.1:0", "--servers", "1", "--workers", "1",
-                     "--timeout", job_s, NULL};
+    static const char *const args[] = {"--servers", "1", "--workers", "1", NULL};
     /* The coordinator only answers heartbeats in steady state: it runs anywhere. */
-    if (proc_start(&j->coord, "pserv coordinator", cargv, k->pinned ? &k->all : NULL, 1, NULL) != 0) return -1;
-    if (proc_read_line(&j->coord, line, sizeof(line), timeout_s) != 0) return -1;
-    const char *at = strstr(line, "(port ");
-    if (at == NULL || sscanf(at, "(port %u)", &port) != 1) {
-        fprintf(stderr, PROG ": the coordinator said '%s', not its port\n", line);
+    if (proc_pserv_coordinator(&j->coord, pserv, args, k->pinned ? &k->all : NULL, PROC_CAPTURE_OUT, j->addr,
+                               sizeof(j->addr), timeout_s) != 0 ||
+        proc_pserv_server(&j->server, pserv, j->addr, k->pinned ? &k->server : NULL, timeout_s) != 0)
         return -1;
-    }
-    snprintf(j->addr, sizeof(j->addr), "127.0.0.1:%u", port);
-    char *sargv[] = {(char *)pserv, "server", "--coordinator", j->addr, "--threads", "1", "--timeout", timeout, NULL};
-    if (proc_start(&j->server, "pserv server", sargv, k->pinned ? &k->server : NULL, 0, NULL) != 0) return -1;
 
     if (k->pinned && sched_setaffinity(0, sizeof(k->worker), &k->worker) != 0) {
         fprintf(stderr, PROG ": cannot pin the worker to CPUs %s: %s\n", k->worker_s, strerror(errno));
         return -1;
     }
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
-    wp.coordinator = j->addr;
-    wp.timeout_ms = (int)(timeout_s * 1000);
-    pserv_status_t st = pserv_worker_create(&wp, &j->w);
-    if (st != PSERV_OK) {
-        j->w = NULL;
-        fprintf(stderr, PROG ": cannot join the job at %s: %s (%s)\n", j->addr, pserv_strerror(st), pserv_last_error());
-        return -1;
-    }
+    if (bench_worker_join(PROG, j->addr, (int)(timeout_s * 1000), &j->w) != 0) return -1;
     pserv_job_info_t info = PSERV_JOB_INFO_INIT;
     if (pserv_worker_job(j->w, &info) == PSERV_OK) j->chunk_bytes = info.chunk_bytes;
     return 0;
@@ -340,20 +260,13 @@ static void json_perftest(FILE *f, const char *name, const perftest_row_t *p)
     fprintf(f, "}");
 }
 
-static int write_json(const cfg_t *c, const cpus_t *k, const char *ucx_version, const job_t *j, const row_t *rows,
+static int write_json(const cfg_t *c, const cpus_split_t *k, const char *ucx_version, const job_t *j, const row_t *rows,
                       size_t n, int window, int have_pt, double idle)
 {
-    FILE *f = bench_json_open(PROG, c->json);
-    char cpu[256], date[32];
+    FILE *f = bench_json_begin(PROG, c->json, "pushpull");
     if (f == NULL) return -1;
-    bench_cpu_model(cpu, sizeof(cpu));
-    bench_utc_date(date, sizeof(date));
-    fprintf(f, "{\"benchmark\": \"pushpull\", \"mode\": \"processes\", \"date\": \"%s\", \"cpu_model\": ", date);
-    bench_json_str(f, cpu);
-    fprintf(f, ", \"cores\": %ld, \"ucx_version\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    fprintf(f, ", \"mode\": \"processes\", \"ucx_version\": ");
     bench_json_str(f, ucx_version);
-    fprintf(f, ", \"pserv_version\": ");
-    bench_json_str(f, pserv_version());
     fprintf(f, ", \"progress\": ");
     bench_json_str(f, c->progress);
     fprintf(f, ", \"idle_server_cpu_fraction\": %.4f, \"ucx_tls\": ", idle);
@@ -439,8 +352,8 @@ static double idle_cpu(const proc_t *server)
 int main(int argc, char **argv)
 {
     char pserv_buf[PATH_MAX], raw_buf[PATH_MAX], pt_buf[PATH_MAX];
-    cfg_t c = {.pserv = next_to_me("../cli/pserv", pserv_buf, sizeof(pserv_buf)),
-               .raw = next_to_me("raw/pserv_raw_ucx_am_echo", raw_buf, sizeof(raw_buf)),
+    cfg_t c = {.pserv = proc_next_to_me("../cli/pserv", pserv_buf, sizeof(pserv_buf)),
+               .raw = proc_next_to_me("raw/pserv_raw_ucx_am_echo", raw_buf, sizeof(raw_buf)),
                .max_mib = 64,
                .rndv_min = 256 << 10, /* pserv's transport forces rendezvous from there */
                .target_s = 0.5,
@@ -448,7 +361,7 @@ int main(int argc, char **argv)
     const bench_opt_t opts[] = {
         BENCH_SIZE("--max-mib", "M", "largest message in MiB (default 64)", &c.max_mib, 1, 1024),
         BENCH_INT("--reps", "R", "timed round trips per size (default: enough for --target-s)", &c.reps, 1, MAX_REPS),
-        BENCH_PARSE("--target-s", "S", "seconds each size is timed for (default 0.5)", &c.target_s, parse_seconds),
+        BENCH_PARSE("--target-s", "S", "seconds each size is timed for (default 0.5)", &c.target_s, bench_parse_seconds),
         BENCH_FLAG("--quick", "0.1 s per size, up to 16 MiB: a check that it runs, not numbers to keep", &c.quick),
         BENCH_PARSE("--progress", "MODE", "auto|spin|sleep: exported as PSERV_PROGRESS (default: not set)", &c.progress,
                     parse_progress),
@@ -480,8 +393,8 @@ int main(int argc, char **argv)
     int pt_off = c.perftest && strcmp(c.perftest, "none") == 0;
     if (c.perftest == NULL) c.perftest = in_path("ucx_perftest", pt_buf, sizeof(pt_buf));
     if (pt_off) c.perftest = NULL;
-    cpus_t k;
-    if (choose_cpus(&c, &k) != 0) return 2;
+    cpus_split_t k;
+    if (cpus_split(PROG, c.worker_cpus, c.server_cpus, &k) != 0) return 2;
 
     size_t sizes[NSIZES], n = 0, max_bytes = c.max_mib << 20;
     for (size_t i = 0; i < NSIZES; i++)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,6 +121,7 @@ int proc_start(proc_t *p, const char *name, char *const argv[], const cpu_set_t 
         signal(SIGHUP, SIG_DFL);
         if (cpus && sched_setaffinity(0, sizeof(*cpus), cpus) != 0) _exit(126);
         dup2(capture ? fds[1] : STDERR_FILENO, STDOUT_FILENO); /* dup2 clears FD_CLOEXEC */
+        if (capture == PROC_CAPTURE_ALL) dup2(fds[1], STDERR_FILENO);
         if (strchr(argv[0], '/'))
             execve(argv[0], argv, envp);
         else
@@ -235,6 +237,54 @@ void procs_stop_all(double grace_s)
     for (int i = 0; i < nregistry; i++) proc_stop(registry[i], grace_s);
 }
 
+/* ---- pserv's own processes, from its CLI ------------------------------------------------------ */
+
+const char *proc_next_to_me(const char *rel, char *buf, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) return rel;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    size_t dir = slash ? (size_t)(slash - self) : 0, len = strlen(rel);
+    if (dir == 0 || dir + 1 + len >= cap) return rel;
+    memcpy(buf, self, dir);
+    buf[dir] = '/';
+    memcpy(buf + dir + 1, rel, len + 1);
+    return buf;
+}
+
+int proc_pserv_coordinator(proc_t *p, const char *pserv, const char *const *args, const cpu_set_t *cpus,
+                           int capture, char *addr, size_t cap, double timeout_s)
+{
+    const char *argv[32] = {pserv, "coordinator", "--listen", "127.0.0.1:0"};
+    size_t n = 4;
+    for (; args && *args && n < 28; args++) argv[n++] = *args;
+    argv[n++] = "--timeout";
+    argv[n++] = "3600";
+    argv[n] = NULL;
+    char line[512];
+    unsigned port;
+    if (proc_start(p, "pserv coordinator", (char *const *)argv, cpus, capture ? capture : PROC_CAPTURE_OUT, NULL) != 0 ||
+        proc_read_line(p, line, sizeof(line), timeout_s) != 0)
+        return -1;
+    const char *at = strstr(line, "(port ");
+    if (at == NULL || sscanf(at, "(port %u)", &port) != 1) {
+        fprintf(stderr, "the coordinator said '%s', not its port\n", line);
+        return -1;
+    }
+    snprintf(addr, cap, "127.0.0.1:%u", port);
+    return 0;
+}
+
+int proc_pserv_server(proc_t *p, const char *pserv, const char *addr, const cpu_set_t *cpus, double timeout_s)
+{
+    char timeout[16];
+    snprintf(timeout, sizeof(timeout), "%.0f", timeout_s);
+    const char *argv[] = {pserv, "server", "--coordinator", addr, "--threads", "1", "--timeout", timeout, NULL};
+    return proc_start(p, "pserv server", (char *const *)argv, cpus, 0, NULL);
+}
+
 /* ---- CPU sets ------------------------------------------------------------------------------------ */
 
 int cpus_parse(const char *text, cpu_set_t *set)
@@ -280,6 +330,33 @@ int cpus_first(const cpu_set_t *set)
     for (int c = 0; c < CPU_SETSIZE; c++)
         if (CPU_ISSET(c, set)) return c;
     return -1;
+}
+
+int cpus_split(const char *prog, const char *worker_list, const char *server_list, cpus_split_t *k)
+{
+    if (sched_getaffinity(0, sizeof(k->all), &k->all) != 0) CPU_ZERO(&k->all);
+    int n = CPU_COUNT(&k->all), seen = 0;
+    CPU_ZERO(&k->worker);
+    CPU_ZERO(&k->server);
+    for (int cpu = 0; cpu < CPU_SETSIZE && n >= 2; cpu++)
+        if (CPU_ISSET(cpu, &k->all)) CPU_SET(cpu, seen++ < n / 2 ? &k->worker : &k->server);
+    if (worker_list && cpus_parse(worker_list, &k->worker) != 0) {
+        fprintf(stderr, "%s: --worker-cpus '%s' is not a CPU list (e.g. 0-3,8)\n", prog, worker_list);
+        return -1;
+    }
+    if (server_list && cpus_parse(server_list, &k->server) != 0) {
+        fprintf(stderr, "%s: --server-cpus '%s' is not a CPU list (e.g. 4-7)\n", prog, server_list);
+        return -1;
+    }
+    k->pinned = CPU_COUNT(&k->worker) > 0 && CPU_COUNT(&k->server) > 0;
+    if (k->pinned) {
+        cpus_format(&k->worker, k->worker_s, sizeof(k->worker_s));
+        cpus_format(&k->server, k->server_s, sizeof(k->server_s));
+    } else {
+        snprintf(k->worker_s, sizeof(k->worker_s), "any");
+        snprintf(k->server_s, sizeof(k->server_s), "any");
+    }
+    return 0;
 }
 
 double proc_cpu_s(const proc_t *p)

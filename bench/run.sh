@@ -109,6 +109,12 @@ ckpt_args=(--json "$out/checkpoint.json" --dir "$out")
 [ "$quick" = 1 ] && ckpt_args+=(--mib 16 --reps 2)
 step checkpoint 900 "$bench/pserv_bench_checkpoint" "${ckpt_args[@]}"
 
+# Replicated shards: push-pull with --replicas 1 against --replicas 0, and the time a job takes to
+# get past a server killed with SIGKILL.
+repl_args=(--json "$out/replication.json")
+[ "$quick" = 1 ] && repl_args+=(--quick)
+step replication 900 "$bench/pserv_bench_replication" "${repl_args[@]}"
+
 # GPU benchmarks, when built (libpserv with its CUDA part).
 if [ -x "$bench/pserv_bench_cuda_pushpull" ]; then
   cuda_args=(--json "$out/cuda_pushpull.json")
