@@ -106,7 +106,9 @@ pserv_status_t ps_server_rx_buffer(void *arg, ps_tp_peer_t *peer, const void *hd
         *buf = ps_server_batch_buf_get(s); /* bounded by its type; NULL: the transport allocates */
         return PSERV_OK;
     }
-    if (!ps_server_is_data(h.type) || len > s->pipe.slot_bytes) return PSERV_OK; /* the transport allocates */
+    /* Data, and another server's updates, land in a pipeline slot (no allocation per message). */
+    if ((!ps_server_is_data(h.type) && h.type != PS_MSG_REPLICATE) || len > s->pipe.slot_bytes)
+        return PSERV_OK; /* the transport allocates */
     int32_t slot = ps_pipe_slot_get(&s->pipe);
     if (slot < 0) return PSERV_OK; /* every slot busy: the transport allocates, rx copies nothing */
     /* The header travels with the payload: rx will not decode it again. */

@@ -29,6 +29,7 @@ static void ps_chunk_free(ps_chunk_t *c)
     free(c->pushed);
     free(c->pulls);
     free(c->last_seq);
+    free(c->repl);
     free(c);
 }
 
