@@ -406,6 +406,17 @@ static const struct {
     {"RNDV_THRESH", "256k",
      {"UCX_RNDV_THRESH", "UCX_MM_ERROR_HANDLING", "UCX_POSIX_ERROR_HANDLING", "UCX_SYSV_ERROR_HANDLING"}},
 };
+
+/*
+ * Settings UCX reads only from the environment (its connection managers' ucp_config_modify does
+ * not reach, in 1.13): set once per process, before the first context, unless the user set them.
+ * - TCP_CM_REUSEADDR: a process restarted at its address (a coordinator taking its job back)
+ *   listens on its port again at once, although its old connections' sockets still hold it.
+ */
+static void tp_env_defaults(void)
+{
+    setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
+}
 _Static_assert(TP_RNDV_MIN == 256u * 1024, "RNDV_THRESH above says 256k");
 
 static void tp_config_defaults(ucp_config_t *config)
@@ -453,6 +464,8 @@ pserv_status_t ps_tp_create(const ps_tp_params_t *params, ps_tp_t **out)
     if (pthread_mutex_init(&tp->role, NULL) != 0) goto err_lock;
     if (pthread_cond_init(&tp->cond, NULL) != 0) goto err_mutex;
 
+    static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+    pthread_once(&env_once, tp_env_defaults);
     if ((us = ucp_config_read(NULL, NULL, &config)) != UCS_OK) {
         ps_error("ucp_config_read failed: %s", ucs_status_string(us));
         st = tp_status(us);

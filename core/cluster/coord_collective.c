@@ -81,6 +81,11 @@ void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wir
 
 void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h)
 {
+    /* A barrier the job's previous coordinator completed (its answer was lost with it): done. */
+    if (h->round < c->barrier_seq && h->round >= c->barrier_floor && !m->left) {
+        ps_reply_status(m->peer, h, PS_MSG_BARRIER_REPLY, 0, PSERV_OK);
+        return;
+    }
     if (h->round != c->barrier_seq || m->at_barrier || m->left) {
         ps_reply_status(m->peer, h, PS_MSG_BARRIER_REPLY, 0, PSERV_ERR_STALE);
         return;

@@ -56,14 +56,14 @@ uint8_t *ps_coord_member_state(pserv_coordinator_h c, const ps_coord_member_t *m
     return m->role == PS_ROLE_SERVER ? &c->view.server_state[m->rank] : &c->view.worker_state[m->rank];
 }
 
-/* JOIN_REPLY: the member's rank, the job, then the first view. */
-static void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m)
+void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m, uint32_t flags)
 {
     size_t cap = PS_JOB_FIXED_MAX + (size_t)c->job.num_servers * (PS_ADDR_MAX + 4) + (size_t)c->job.num_workers * 4 +
                  ps_view_encoded_size(&c->view);
     uint8_t *payload = malloc(cap);
     ps_wire_hdr_t h;
     ps_wire_hdr_init(&h, PS_MSG_JOIN_REPLY);
+    h.flags = flags;
     h.req_id = m->join_req;
     h.map_version = c->view.version;
     if (payload == NULL) {
@@ -137,7 +137,7 @@ static void ps_coord_form(pserv_coordinator_h c)
             c->job.num_workers, c->job.num_nodes, c->job.mode == PSERV_MODE_SYNC ? "sync" : "async",
             (unsigned long long)c->job.chunk_bytes);
     for (uint32_t i = 0; i < c->capacity; i++)
-        if (c->members[i].used) ps_coord_send_job(c, &c->members[i]);
+        if (c->members[i].used) ps_coord_send_job(c, &c->members[i], 0);
 }
 
 /* The value of key in "key=value key=value ..." (length in *len), or NULL when it is not set. */
@@ -216,14 +216,28 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
         ps_reply_status(peer, h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_NO_MEMORY);
         return;
     }
-    ps_reader_init(&r, data, len);
-    if (ps_join_decode(&r, j) < 0) {
+    /* A rejoin (flagged RETRY): the JOIN body's length and the body, then the job and the view. */
+    ps_reader_t rest;
+    size_t body = len;
+    if (h->flags & PS_WIRE_FLAG_RETRY) {
+        ps_reader_init(&rest, data, len);
+        body = ps_get_u32(&rest);
+        if (rest.bad || body > len - 4) data = NULL;
+        else data = (const uint8_t *)data + 4;
+        ps_reader_init(&rest, data ? (const uint8_t *)data + body : NULL, data ? len - 4 - body : 0);
+    }
+    ps_reader_init(&r, data, data ? body : 0);
+    if (data == NULL || ps_join_decode(&r, j) < 0) {
         c->rejected++;
         ps_warn("malformed JOIN from %s rejected", ps_tp_peer_name(peer));
         ps_reply_status(peer, h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_BAD_MESSAGE);
         goto out;
     }
     ps_role_t role = j->role;
+    if ((h->flags & PS_WIRE_FLAG_RETRY) && ps_tp_peer_get_ctx(peer) == NULL) {
+        ps_coord_on_rejoin(c, peer, h, j, &rest); /* its job and view follow the JOIN body */
+        goto out;
+    }
     if (ps_tp_peer_get_ctx(peer) != NULL || c->formed || c->joined[role] >= ps_coord_role_size(c, role)) {
         ps_warn("JOIN from %s refused: the job is full or already formed", ps_tp_peer_name(peer));
         ps_coord_refuse(peer, h, PS_MSG_JOIN_REPLY, PSERV_ERR_NO_RESOURCE, "the job is full or already formed");
@@ -406,6 +420,7 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     c->job.failure_timeout_ms =
         params->failure_timeout_ms > 0 ? (uint32_t)params->failure_timeout_ms : PS_DEFAULT_FAILURE_TIMEOUT_MS;
     c->job.on_worker_failure = params->on_worker_failure;
+    c->barrier_floor = UINT64_MAX; /* no barrier done before this coordinator (coord_recover.c) */
     if ((st = ps_coord_ckpt_setup(c, params)) < 0) {
         free(c);
         return st;

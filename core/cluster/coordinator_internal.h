@@ -64,10 +64,12 @@ struct pserv_coordinator {
     uint32_t capacity;
     uint32_t joined[3];         /* by role */
     int formed;
+    int recovering;  /* restarted: taking a running job back from its members (coord_recover.c) */
     char settings[PS_SETTINGS_MAX]; /* the first worker's job settings: every later one must match */
     uint32_t settings_from;         /* the member slot that set them */
     int have_settings;
     uint64_t barrier_seq;
+    uint64_t barrier_floor; /* recovered: barriers from here to barrier_seq were completed before */
     uint32_t barrier_arrived;
     ps_coord_node_t *nodes; /* job.num_nodes, once formed */
     uint32_t workers_done;  /* left or failed */
@@ -85,6 +87,12 @@ struct pserv_coordinator {
     int ckpt_prune;         /* atomic: a round completed; the ticker prunes older ones */
     ps_ticker_t ticker;
 };
+
+/* JOIN_REPLY: the member's rank, the job, then the view (flags: PS_WIRE_FLAG_RETRY for a rejoin). */
+void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m, uint32_t flags);
+/* A JOIN flagged RETRY: a member of a running job whose coordinator restarted (rest: its job and view). */
+void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const ps_join_t *j,
+                        ps_reader_t *rest);
 
 /* "server 1 at 127.0.0.1:4242" */
 void ps_coord_member_name(const ps_coord_member_t *m, char *out, size_t cap);

@@ -102,31 +102,50 @@ static void ps_member_ctl_sent(void *arg, pserv_status_t status)
     pthread_mutex_unlock(&m->lock);
 }
 
-/* Sends a control message to the coordinator and waits for the reply of type `expect`. */
+/* Once the job has formed, a lost coordinator is not the end: it may come back (coord_recover.c). */
+static int ps_member_awaits_coord(const ps_member_t *m)
+{
+    return m->job.servers != NULL && (m->coord_failed || m->rejoining) && !m->aborted && !m->shutdown;
+}
+
+/*
+ * Sends a control message to the coordinator and waits for the reply of type `expect`. Once the
+ * job has formed, a coordinator lost before or during the call is waited for (until the
+ * deadline) and the call sent again to the one that comes back.
+ */
 static pserv_status_t ps_member_ctl(ps_member_t *m, ps_wire_hdr_t *h, const void *data, size_t len,
                                     ps_msg_type_t expect, int timeout_ms)
 {
     ps_deadline_t deadline;
-    pserv_status_t st;
+    pserv_status_t st = PSERV_OK;
 
     ps_deadline_set(&deadline, timeout_ms);
     pthread_mutex_lock(&m->lock);
-    if (m->coord_failed || m->aborted) {
+    for (;;) {
+        while (ps_member_awaits_coord(m) && st == PSERV_OK)
+            if (ps_cond_wait(&m->cond, &m->lock, &deadline) == PSERV_ERR_TIMED_OUT) st = PSERV_ERR_TIMED_OUT;
+        if (st < 0 || m->coord_failed || m->aborted) {
+            pthread_mutex_unlock(&m->lock);
+            return st < 0 ? st : m->aborted ? PSERV_ERR_JOB_FAILED : PSERV_ERR_PEER_FAILED;
+        }
+        h->req_id = m->next_req++;
+        h->sender = m->rank;
+        m->ctl_expect = (uint16_t)expect;
+        m->ctl_req = h->req_id;
+        m->ctl_done = 0;
+        ps_tp_peer_t *coord = m->coord;
         pthread_mutex_unlock(&m->lock);
-        return m->aborted ? PSERV_ERR_JOB_FAILED : PSERV_ERR_PEER_FAILED;
-    }
-    h->req_id = m->next_req++;
-    h->sender = m->rank;
-    m->ctl_expect = (uint16_t)expect;
-    m->ctl_req = h->req_id;
-    m->ctl_done = 0;
-    ps_tp_peer_t *coord = m->coord;
-    pthread_mutex_unlock(&m->lock);
 
-    st = ps_send_msg(coord, h, data, len, NULL, ps_member_ctl_sent, m);
-    pthread_mutex_lock(&m->lock);
-    while (st == PSERV_OK && !m->ctl_done && !m->coord_failed && !m->aborted)
-        if (ps_cond_wait(&m->cond, &m->lock, &deadline) == PSERV_ERR_TIMED_OUT) break;
+        st = ps_send_msg(coord, h, data, len, NULL, ps_member_ctl_sent, m);
+        pthread_mutex_lock(&m->lock);
+        while (st == PSERV_OK && !m->ctl_done && !m->coord_failed && !m->aborted)
+            if (ps_cond_wait(&m->cond, &m->lock, &deadline) == PSERV_ERR_TIMED_OUT) break;
+        if (!m->ctl_done && ps_member_awaits_coord(m)) { /* lost it meanwhile: again, to the next one */
+            st = PSERV_OK;
+            continue;
+        }
+        break;
+    }
     if (st == PSERV_OK)
         st = m->ctl_done       ? m->ctl_status
              : m->aborted      ? PSERV_ERR_JOB_FAILED
@@ -158,6 +177,8 @@ pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const
                                m->coord_addr);
     ps_writer_init(&w, m->ctl_payload, sizeof(m->ctl_payload));
     ps_join_encode(&w, m->role, wanted_rank, advertised_addr, node, settings);
+    memcpy(m->join_body, m->ctl_payload, w.len); /* a rejoin sends it again */
+    m->join_len = w.len;
     ps_deadline_set(&deadline, timeout_ms);
     /* Members may start before the coordinator listens (mpirun starts every rank at once):
      * a refused connection is retried, with growing pauses, until the timeout. */
@@ -240,6 +261,52 @@ void ps_member_heard(ps_member_t *m)
     __atomic_store_n(&m->last_any_ms, ps_now_ms(), __ATOMIC_RELAXED);
 }
 
+/*
+ * The coordinator is gone (ticker thread): dial it again and join the running job with JOIN
+ * flagged RETRY: our JOIN body, the job and our view, the round of our collectives. Its
+ * JOIN_REPLY (ps_member_on_rejoined) ends the rejoin; a failed connection is tried next tick.
+ */
+static void ps_member_rejoin(ps_member_t *m)
+{
+    char host[PS_HOST_MAX];
+    uint16_t port;
+    ps_tp_peer_t *peer;
+    if (ps_hostport_parse(m->coord_addr, 0, host, &port) < 0 || ps_tp_connect(m->tp, host, port, &peer) < 0) return;
+    pthread_mutex_lock(&m->lock);
+    size_t cap = 4 + m->join_len + PS_JOB_FIXED_MAX + (size_t)m->job.num_servers * (PS_ADDR_MAX + 4) +
+                 (size_t)m->job.num_workers * 4 + ps_view_encoded_size(m->view);
+    uint8_t *payload = malloc(cap);
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_JOIN);
+    h.flags = PS_WIRE_FLAG_RETRY;
+    h.sender = m->rank;
+    h.req_id = m->next_req++;
+    h.round = m->rejoin_round;
+    h.map_version = m->view->version;
+    ps_writer_t w;
+    if (payload != NULL) {
+        ps_writer_init(&w, payload, cap);
+        ps_put_u32(&w, (uint32_t)m->join_len); /* the JOIN body, then the job and the view */
+        memcpy(payload + w.len, m->join_body, m->join_len);
+        w.len += m->join_len;
+        ps_job_encode(&m->job, m->rank, &w);
+        ps_view_encode(m->view, &w);
+    }
+    ps_tp_peer_t *old = m->coord;
+    m->coord = peer;
+    m->coord_failed = 0;
+    m->rejoining = 1;
+    m->rejoin_req = h.req_id;
+    pthread_mutex_unlock(&m->lock);
+    if (old) ps_tp_peer_close(old);
+    if (payload == NULL || ps_send_msg(peer, &h, payload, w.len, NULL, ps_send_free_cb, payload) < 0) {
+        pthread_mutex_lock(&m->lock);
+        m->coord_failed = 1;
+        m->rejoining = 0;
+        pthread_mutex_unlock(&m->lock);
+    }
+}
+
 /* The heartbeat: tell the coordinator we live, and end ourselves if cut off from everyone. */
 static void ps_member_tick(void *arg, int64_t now)
 {
@@ -253,17 +320,27 @@ static void ps_member_tick(void *arg, int64_t now)
     h.map_version = m->view ? m->view->version : 0;
     ps_tp_peer_t *coord_peer = m->coord_failed ? NULL : m->coord;
     int64_t timeout = m->job.failure_timeout_ms;
-    int cut_off = !m->aborted && !m->shutdown && now - coord > timeout && now - any > timeout;
-    if (cut_off) {
+    /* A coordinator whose connection failed is waited for (it may be restarted), for a while. */
+    int absent = m->job.servers != NULL && (m->coord_failed || m->rejoining);
+    int64_t bound = absent ? PS_MEMBER_COORD_ABSENCE_MS(timeout) : timeout;
+    int cut_off = !m->aborted && !m->shutdown && now - coord > bound && (absent || now - any > timeout);
+    if (cut_off && absent) {
+        __atomic_store_n(&m->aborted, 1, __ATOMIC_RELAXED);
+        snprintf(m->last_error, sizeof(m->last_error), "the coordinator at %s has been gone for %lld ms",
+                 m->coord_addr, (long long)(now - coord));
+        pthread_cond_broadcast(&m->cond);
+    } else if (cut_off) {
         __atomic_store_n(&m->aborted, 1, __ATOMIC_RELAXED); /* also read without the lock */
         snprintf(m->last_error, sizeof(m->last_error),
                  "cut off: nothing heard from the coordinator at %s or any peer for %lld ms", m->coord_addr,
                  (long long)(now - (coord > any ? coord : any)));
         pthread_cond_broadcast(&m->cond);
     }
+    int redial = m->job.servers != NULL && m->coord_failed && !m->aborted && !m->shutdown;
     pthread_mutex_unlock(&m->lock);
     if (coord_peer) ps_send_msg(coord_peer, &h, NULL, 0, NULL, NULL, NULL);
     if (cut_off) ps_warn("%s", m->last_error);
+    if (redial) ps_member_rejoin(m);
 }
 
 static pserv_status_t ps_member_start_heartbeats(ps_member_t *m)
@@ -341,6 +418,36 @@ static void ps_member_reason(char out[PS_WIRE_REASON_MAX + 1], const void *data,
     out[n] = '\0';
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] == 0x7f) out[i] = ' ';
+}
+
+/* The restarted coordinator took us back (or refused: a job that is not ours to rejoin). */
+static void ps_member_on_rejoined(ps_member_t *m, const ps_wire_hdr_t *h, const void *data, size_t len)
+{
+    pthread_mutex_lock(&m->lock);
+    int ours = m->rejoining && h->req_id == m->rejoin_req;
+    pthread_mutex_unlock(&m->lock);
+    if (!ours) return;
+    if (h->status < 0) {
+        ps_error("the coordinator at %s refused to take this member back: %s", m->coord_addr,
+                 pserv_strerror(h->status));
+        pthread_mutex_lock(&m->lock);
+        m->rejoining = 0;
+        m->coord_failed = 1;
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
+    ps_reader_t r;
+    ps_job_t job = {0};
+    uint32_t rank;
+    ps_reader_init(&r, data, len);
+    if (ps_job_decode(&r, &job, &rank) == PSERV_OK) /* ours already; the view after it may be newer */
+        ps_member_install(m, h, (const uint8_t *)data + r.pos, len - r.pos);
+    ps_job_free(&job);
+    pthread_mutex_lock(&m->lock);
+    m->rejoining = 0;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    ps_warn("rejoined the coordinator at %s", m->coord_addr);
 }
 
 static void ps_member_on_join_reply(ps_member_t *m, const ps_wire_hdr_t *h, const void *data, size_t len)
@@ -426,7 +533,8 @@ int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, con
         ps_member_on_abort(m, data, len);
         return 1;
     case PS_MSG_JOIN_REPLY:
-        ps_member_on_join_reply(m, h, data, len);
+        if (h->flags & PS_WIRE_FLAG_RETRY) ps_member_on_rejoined(m, h, data, len);
+        else ps_member_on_join_reply(m, h, data, len);
         return 1;
     default:
         break;
@@ -458,6 +566,7 @@ int ps_member_peer_failed(ps_member_t *m, ps_tp_peer_t *peer)
         return 0;
     }
     m->coord_failed = 1;
+    m->rejoining = 0; /* a rejoin that failed is tried again next tick */
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
     return 1;

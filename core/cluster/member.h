@@ -45,6 +45,9 @@ typedef struct {
     uint64_t round; /* the reply header's round */
 } ps_ctl_reply_t;
 
+/* How long a member waits for a lost coordinator to come back before it gives the job up. */
+#define PS_MEMBER_COORD_ABSENCE_MS(failure_timeout_ms) ((int64_t)(failure_timeout_ms) * 20 > 60000 ? (int64_t)(failure_timeout_ms) * 20 : 60000)
+
 typedef struct {
     ps_role_t role;
     ps_tp_t *tp;
@@ -62,6 +65,14 @@ typedef struct {
     /* outlives the send, even when the call times out */
     uint8_t ctl_payload[PS_ADDR_MAX + PS_NODE_MAX + PS_SETTINGS_MAX + PSERV_NODE_BROADCAST_MAX + 32];
     int coord_failed;
+    /* A restarted coordinator (coord_recover.c): once the job has formed, a lost coordinator is
+     * dialled again every heartbeat and joined with JOIN flagged RETRY (our JOIN body, then the job
+     * and our view); control calls wait for it meanwhile. rejoin_round is the role's place in the
+     * job's collectives (a worker's next barrier). */
+    int rejoining;
+    uint64_t rejoin_req, rejoin_round;
+    uint8_t join_body[PS_WIRE_JOIN_MAX];
+    size_t join_len;
     int shutdown; /* the coordinator ended the job */
     int aborted;  /* the job failed (ABORT from the coordinator, or cut off from everyone): last_error says why */
     uint32_t rank;

@@ -164,15 +164,12 @@ pserv_status_t pserv_server_wait(pserv_server_h server, int timeout_ms)
     PS_CHECK_ARG(server);
     ps_deadline_set(&deadline, timeout_ms);
     pthread_mutex_lock(&server->m.lock);
-    while (!server->m.shutdown && !server->m.coord_failed && !server->m.aborted)
+    /* A lost coordinator is waited for (it may be restarted): the member gives up after a while. */
+    while (!server->m.shutdown && !server->m.aborted)
         if (ps_cond_wait(&server->m.cond, &server->m.lock, &deadline) == PSERV_ERR_TIMED_OUT) break;
-    pserv_status_t st = server->m.shutdown       ? PSERV_OK
-                        : server->m.aborted      ? PSERV_ERR_JOB_FAILED
-                        : server->m.coord_failed ? PSERV_ERR_PEER_FAILED
-                                                 : PSERV_ERR_TIMED_OUT;
-    if (st == PSERV_ERR_PEER_FAILED)
-        snprintf(server->m.last_error, sizeof(server->m.last_error), "lost the coordinator at %s",
-                 server->m.coord_addr);
+    pserv_status_t st = server->m.shutdown  ? PSERV_OK
+                        : server->m.aborted ? PSERV_ERR_JOB_FAILED
+                                            : PSERV_ERR_TIMED_OUT;
     pthread_mutex_unlock(&server->m.lock);
     return st;
 }

@@ -75,8 +75,7 @@ static int ps_wire_carries_elements(const ps_wire_hdr_t *h)
 uint64_t ps_wire_max_payload(uint32_t type)
 {
     switch (type) {
-    case PS_MSG_JOIN:
-        return 4 * 4 + PS_WIRE_JOIN_MAX;
+    case PS_MSG_JOIN: /* a rejoin carries the job and the view too */
     case PS_MSG_JOIN_REPLY:
     case PS_MSG_VIEW:
         return PS_WIRE_VIEW_MAX;

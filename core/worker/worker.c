@@ -305,7 +305,12 @@ pserv_status_t pserv_worker_barrier(pserv_worker_h worker, int timeout_ms)
 {
     PS_CHECK_ARG(worker);
     pserv_status_t st = ps_member_call(&worker->m, PS_MSG_BARRIER, worker->barrier_seq, timeout_ms);
-    if (st == PSERV_OK) worker->barrier_seq++;
+    if (st == PSERV_OK) {
+        worker->barrier_seq++;
+        pthread_mutex_lock(&worker->m.lock);
+        worker->m.rejoin_round = worker->barrier_seq; /* a restarted coordinator's next barrier */
+        pthread_mutex_unlock(&worker->m.lock);
+    }
     else ps_member_error(&worker->m, st, "barrier %llu failed", (unsigned long long)worker->barrier_seq);
     return st;
 }

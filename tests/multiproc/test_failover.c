@@ -19,64 +19,13 @@
 #include <unistd.h>
 
 #include "ckpt_set.h"
+#include "exact_job.h"
 #include "harness.h"
 #include "pserv/pserv.h"
 
 #define NWORKERS 3
 #define NSERVERS 3
-#define COUNT 6000       /* floats: with 4 KiB chunks, 6 chunks over the 3 servers */
-#define CHUNK_BYTES 4096
-#define ROUNDS 1000      /* sync rounds, or async pushes per worker */
-#define TICK 20          /* workers report every TICK rounds, so kills land in training */
-#define JOB_MS 60000     /* a whole job on a 2-core machine, with margin */
-
-/* The gradient worker w pushes in round r for element i: a small integer. */
-static float grad_of(unsigned w, unsigned r, size_t i)
-{
-    return (float)((int)((w + 1) * 3 + (i % 11) + (r % 5)) - 9);
-}
-
-static int worker_fn(void *arg, const char *coord, int fd)
-{
-    (void)arg;
-    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
-    pserv_worker_h w;
-    wp.coordinator = coord;
-    wp.timeout_ms = 20000;
-    if (pserv_worker_create(&wp, &w) != PSERV_OK) return 10;
-    pserv_job_info_t info = PSERV_JOB_INFO_INIT;
-    pserv_worker_job(w, &info);
-    pserv_tensor_params_t t = PSERV_TENSOR_PARAMS_INIT;
-    t.key = 1;
-    t.count = COUNT;
-    t.optim.type = PSERV_OPTIM_SGD;
-    t.optim.lr = 1.0f;
-    static float grad[COUNT], values[COUNT];
-    int rc = 0;
-    if (pserv_worker_register(w, &t) != PSERV_OK || pserv_worker_barrier(w, 20000) != PSERV_OK) rc = 11;
-    char ready = 1;
-    if (rc == 0) harness_write(fd, &ready, 1);
-    for (unsigned r = 0; r < ROUNDS && rc == 0; r++) {
-        for (size_t i = 0; i < COUNT; i++) grad[i] = grad_of(info.rank, r, i);
-        pserv_request_t req;
-        pserv_status_t st = pserv_worker_push_pull(w, 1, grad, values, &req);
-        if (st == PSERV_OK) st = pserv_worker_wait(w, req, 20000);
-        if (st != PSERV_OK) {
-            fprintf(stderr, "worker %u round %u: %s: %s\n", info.rank, r, pserv_strerror(st), pserv_worker_last_error(w));
-            rc = 12;
-        }
-        char tick = 't';
-        if (rc == 0 && (r + 1) % TICK == 0) harness_write(fd, &tick, 1);
-    }
-    /* Everyone is done pushing: the parameters are final; pull them and report. */
-    pserv_request_t req;
-    if (rc == 0 && (pserv_worker_barrier(w, 20000) != PSERV_OK || pserv_worker_pull(w, 1, values, &req) != PSERV_OK ||
-                    pserv_worker_wait(w, req, 20000) != PSERV_OK))
-        rc = 13;
-    if (rc == 0) harness_write(fd, values, sizeof(values));
-    pserv_worker_destroy(w);
-    return rc;
-}
+#define ROUNDS 1000 /* sync rounds, or async pushes per worker */
 
 static void sleep_ms(int ms)
 {
@@ -84,15 +33,6 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-
-/* Waits for a worker's next n reports (TICK rounds each); returns how many came. */
-static int ticks(int fd, int n)
-{
-    char t;
-    int got = 0;
-    while (got < n && harness_read(fd, &t, 1, JOB_MS) == 0) got++;
-    return got;
-}
 
 /*
  * One job: starts it, sends `kills` servers the signal (the first 2-12 of the first worker's reports into training, the
@@ -106,20 +46,21 @@ static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
     cp.num_servers = NSERVERS;
     cp.num_workers = NWORKERS;
     cp.mode = mode;
-    cp.chunk_bytes = CHUNK_BYTES;
+    cp.chunk_bytes = EXACT_CHUNK_BYTES;
     cp.replicas = 1;
     cp.checkpoint_dir = ckpt_dir;
     cp.checkpoint_every = 1000000; /* only the state the job ends with */
     cp.heartbeat_ms = 100;
     cp.failure_timeout_ms = 800;
     int cfd;
-    pid_t coord = harness_start_coordinator_params(&h, &cp, JOB_MS, &cfd);
+    pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
     cr_assert_gt(coord, 0);
     pid_t servers[NSERVERS];
     for (int s = 0; s < NSERVERS; s++) servers[s] = harness_start_server(&h, 1);
+    exact_job_t job = {ROUNDS, 0};
     int fds[NWORKERS];
     pid_t workers[NWORKERS];
-    for (int w = 0; w < NWORKERS; w++) workers[w] = harness_start(&h, worker_fn, NULL, &fds[w]);
+    for (int w = 0; w < NWORKERS; w++) workers[w] = harness_start(&h, exact_job_worker, &job, &fds[w]);
     char ready;
     for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_read(fds[w], &ready, 1, 30000), 0, "worker %d never started", w);
 
@@ -129,18 +70,15 @@ static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
     int seen = 0, first = 2 + rand() % 10, at[2] = {0, 0};
     for (int k = 0; k < kills; k++) {
         int wait = k == 0 ? first : 10;
-        cr_assert_eq(ticks(fds[0], wait), wait, "training stalled before kill %d", k + 1);
+        cr_assert_eq(exact_job_ticks(fds[0], wait), wait, "training stalled before kill %d", k + 1);
         seen += wait;
-        at[k] = seen * TICK;
+        at[k] = seen * EXACT_TICK;
         sleep_ms(rand() % 3); /* mid-round */
         kill(servers[victims[k]], sig);
     }
-    static float got[NWORKERS][COUNT];
-    for (int w = 0; w < NWORKERS; w++) {
-        int rest = ROUNDS / TICK - (w == 0 ? seen : 0);
-        cr_assert_eq(ticks(fds[w], rest), rest, "worker %d stalled after the kills", w);
-        cr_assert_eq(harness_read(fds[w], got[w], sizeof(got[w]), JOB_MS), 0, "worker %d did not finish", w);
-    }
+    static float got[NWORKERS][EXACT_COUNT];
+    for (int w = 0; w < NWORKERS; w++)
+        cr_assert_eq(exact_job_result(fds[w], &job, w == 0 ? seen : 0, got[w]), 0, "worker %d did not finish", w);
     int64_t took = harness_now_ms() - start;
     for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_wait(workers[w], 20000), 0, "worker %d failed", w);
     harness_coord_result_t res;
@@ -154,14 +92,7 @@ static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
     fprintf(stderr, "%s: %d server(s) got %s (after rounds %d and %d of %d), training took %lld ms\n",
             mode == PSERV_MODE_SYNC ? "sync" : "async", kills, strsignal(sig), at[0], at[1], ROUNDS, (long long)took);
 
-    /* -(every gradient, once): the order of integer sums does not matter. */
-    for (size_t i = 0; i < COUNT; i++) {
-        double want = 0;
-        for (unsigned w = 0; w < NWORKERS; w++)
-            for (unsigned r = 0; r < ROUNDS; r++) want -= grad_of(w, r, i);
-        for (int w = 0; w < NWORKERS; w++)
-            cr_assert_eq(got[w][i], (float)want, "worker %d element %zu: %g, want %g", w, i, got[w][i], want);
-    }
+    for (int w = 0; w < NWORKERS; w++) exact_job_check(got[w], NWORKERS, ROUNDS, w);
     /* The counters: every chunk applied exactly ROUNDS rounds (sync) or all pushes (async). */
     ps_ckpt_set_t set;
     cr_assert_eq(ps_ckpt_set_open(&set, ckpt_dir, 0), PSERV_OK, "%s", pserv_last_error());

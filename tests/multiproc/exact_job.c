@@ -1,0 +1,82 @@
+#include "exact_job.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+
+#include "harness.h"
+#include "pserv/pserv.h"
+
+/* The gradient worker w pushes in round r for element i: a small integer. */
+static float exact_grad(unsigned w, unsigned r, size_t i)
+{
+    return (float)((int)((w + 1) * 3 + (i % 11) + (r % 5)) - 9);
+}
+
+int exact_job_worker(void *arg, const char *coord, int fd)
+{
+    const exact_job_t *job = arg;
+    pserv_worker_params_t wp = PSERV_WORKER_PARAMS_INIT;
+    pserv_worker_h w;
+    wp.coordinator = coord;
+    wp.timeout_ms = 20000;
+    if (pserv_worker_create(&wp, &w) != PSERV_OK) return 10;
+    pserv_job_info_t info = PSERV_JOB_INFO_INIT;
+    pserv_worker_job(w, &info);
+    pserv_tensor_params_t t = PSERV_TENSOR_PARAMS_INIT;
+    t.key = 1;
+    t.count = EXACT_COUNT;
+    t.optim.type = PSERV_OPTIM_SGD;
+    t.optim.lr = 1.0f;
+    static float grad[EXACT_COUNT], values[EXACT_COUNT];
+    int rc = 0;
+    if (pserv_worker_register(w, &t) != PSERV_OK || pserv_worker_barrier(w, 20000) != PSERV_OK) rc = 11;
+    char ready = 1;
+    if (rc == 0) harness_write(fd, &ready, 1);
+    for (unsigned r = 0; r < job->rounds && rc == 0; r++) {
+        for (size_t i = 0; i < EXACT_COUNT; i++) grad[i] = exact_grad(info.rank, r, i);
+        pserv_request_t req;
+        pserv_status_t st = pserv_worker_push_pull(w, 1, grad, values, &req);
+        if (st == PSERV_OK) st = pserv_worker_wait(w, req, 20000);
+        if (st == PSERV_OK && job->barrier_every && (r + 1) % job->barrier_every == 0)
+            st = pserv_worker_barrier(w, EXACT_JOB_MS);
+        if (st != PSERV_OK) {
+            fprintf(stderr, "worker %u round %u: %s: %s\n", info.rank, r, pserv_strerror(st), pserv_worker_last_error(w));
+            rc = 12;
+        }
+        char tick = 't';
+        if (rc == 0 && (r + 1) % EXACT_TICK == 0) harness_write(fd, &tick, 1);
+    }
+    /* Everyone is done pushing: the parameters are final; pull them and report. */
+    pserv_request_t req;
+    if (rc == 0 && (pserv_worker_barrier(w, 20000) != PSERV_OK || pserv_worker_pull(w, 1, values, &req) != PSERV_OK ||
+                    pserv_worker_wait(w, req, 20000) != PSERV_OK))
+        rc = 13;
+    if (rc == 0) harness_write(fd, values, sizeof(values));
+    pserv_worker_destroy(w);
+    return rc;
+}
+
+int exact_job_ticks(int fd, int n)
+{
+    char t;
+    int got = 0;
+    while (got < n && harness_read(fd, &t, 1, EXACT_JOB_MS) == 0) got++;
+    return got;
+}
+
+int exact_job_result(int fd, const exact_job_t *job, int seen, float *got)
+{
+    int rest = (int)(job->rounds / EXACT_TICK) - seen;
+    if (exact_job_ticks(fd, rest) != rest) return -1;
+    return harness_read(fd, got, EXACT_COUNT * sizeof(float), EXACT_JOB_MS);
+}
+
+void exact_job_check(const float *got, unsigned nworkers, unsigned rounds, int worker)
+{
+    for (size_t i = 0; i < EXACT_COUNT; i++) {
+        double want = 0;
+        for (unsigned w = 0; w < nworkers; w++)
+            for (unsigned r = 0; r < rounds; r++) want -= exact_grad(w, r, i);
+        cr_assert_eq(got[i], (float)want, "worker %d element %zu: %g, want %g", worker, i, got[i], want);
+    }
+}

@@ -1,0 +1,34 @@
+/*
+ * A job whose result is known exactly, for failure tests: workers push integer gradients to one
+ * tensor with SGD at lr 1, so every sum is exact in float whatever the order, and the parameters
+ * after the job are -(every gradient pushed, once), computed by exact_job_check independently of
+ * the library. Workers report their progress on their pipe (one byte every EXACT_TICK rounds), so
+ * a test can strike in the middle of training, then send the final parameters.
+ */
+#ifndef PS_TEST_EXACT_JOB_H
+#define PS_TEST_EXACT_JOB_H
+
+#include <stddef.h>
+
+#define EXACT_COUNT 6000  /* floats: with 4 KiB chunks, 6 chunks */
+#define EXACT_CHUNK_BYTES 4096
+#define EXACT_TICK 20
+#define EXACT_JOB_MS 60000 /* a whole job on a 2-core machine, with margin */
+
+typedef struct {
+    unsigned rounds;        /* sync rounds, or async pushes of each worker */
+    unsigned barrier_every; /* > 0: a barrier every that many rounds (control calls in training) */
+} exact_job_t;
+
+/* harness_start's function of a worker (arg: an exact_job_t): one byte when ready, a byte every
+ * EXACT_TICK rounds, then the final parameters (EXACT_COUNT floats). */
+int exact_job_worker(void *arg, const char *coord, int fd);
+/* Reads n progress bytes of a worker within the job's deadline; returns how many came. */
+int exact_job_ticks(int fd, int n);
+/* Reads the rest of worker `fd`'s progress (all of it when seen is 0) and its parameters into got;
+ * 0 on success. */
+int exact_job_result(int fd, const exact_job_t *job, int seen, float *got);
+/* Checks a worker's parameters against -(the sum of every gradient of nworkers workers). */
+void exact_job_check(const float *got, unsigned nworkers, unsigned rounds, int worker);
+
+#endif
