@@ -26,6 +26,12 @@ void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
         ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG, "worker rank out of range");
         return;
     }
+    if (p != NULL && p->hello && p->rank == h->sender && p->server == server) {
+        /* Known already (a server's first message may come before its HELLO): the apply thread
+         * reads these fields, so they are written once. */
+        if (!server) ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_OK);
+        return;
+    }
     if (p == NULL) {
         if ((p = calloc(1, sizeof(*p))) == NULL) {
             ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_ERR_NO_MEMORY);

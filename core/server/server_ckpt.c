@@ -372,13 +372,13 @@ pserv_status_t ps_server_ckpt_restore(pserv_server_h s, const ps_tensor_t *t, ps
     if (st < 0) {
         snprintf(text, sizeof(text), "%s", k->resume_error);
     } else if (ct == NULL) {
-        snprintf(text, sizeof(text), "checkpoint %s has no tensor %llu: it is of another model", k->resume.dir,
+        snprintf(text, sizeof(text), "checkpoint %.400s has no tensor %llu: it is of another model", k->resume.dir,
                  (unsigned long long)t->key);
         st = PSERV_ERR_MISMATCH;
     } else if (ct->desc.count != t->desc.count || ct->desc.dtype != t->desc.dtype ||
                ct->desc.optim.type != t->desc.optim.type) {
         snprintf(text, sizeof(text),
-                 "checkpoint %s holds tensor %llu with %llu elements and optimizer %s; this job registers %llu "
+                 "checkpoint %.400s holds tensor %llu with %llu elements and optimizer %s; this job registers %llu "
                  "elements and optimizer %s",
                  k->resume.dir, (unsigned long long)t->key, (unsigned long long)ct->desc.count,
                  pserv_optim_name(ct->desc.optim.type), (unsigned long long)t->desc.count,

@@ -31,18 +31,27 @@ static pserv_status_t ps_worker_connect_servers(pserv_worker_h w, int timeout_ms
     uint64_t id;
     pserv_status_t st;
 
-    w->servers = calloc(n, sizeof(*w->servers));
-    w->server_failed = calloc(n, sizeof(*w->server_failed));
-    if (w->servers == NULL || w->server_failed == NULL) return PSERV_ERR_NO_MEMORY;
+    /* Filled here, then published under the lock: the progress thread's hooks look at them. */
+    ps_tp_peer_t **servers = calloc(n, sizeof(*servers));
+    int *failed = calloc(n, sizeof(*failed));
+    pthread_mutex_lock(&w->m.lock);
+    w->servers = servers;
+    w->server_failed = failed;
+    pthread_mutex_unlock(&w->m.lock);
+    if (servers == NULL || failed == NULL) return PSERV_ERR_NO_MEMORY;
     for (uint32_t s = 0; s < n; s++) {
         char host[PS_HOST_MAX];
         uint16_t port;
+        ps_tp_peer_t *peer;
         if (ps_hostport_parse(w->m.job.servers[s], 0, host, &port) < 0)
             return ps_member_error(&w->m, PSERV_ERR_BAD_MESSAGE, "server %u has a bad address '%s'", s,
                                    w->m.job.servers[s]);
-        if ((st = ps_tp_connect(w->m.tp, host, port, &w->servers[s])) < 0)
+        if ((st = ps_tp_connect(w->m.tp, host, port, &peer)) < 0)
             return ps_member_error(&w->m, PSERV_ERR_UNREACHABLE, "cannot reach server %u at %s", s,
                                    w->m.job.servers[s]);
+        pthread_mutex_lock(&w->m.lock);
+        servers[s] = peer;
+        pthread_mutex_unlock(&w->m.lock);
     }
     pthread_mutex_lock(&w->m.lock);
     st = ps_worker_req_alloc(w, PS_MSG_HELLO, NULL, NULL, &id);
