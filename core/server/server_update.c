@@ -62,6 +62,18 @@ static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t
     }
 }
 
+/* The request a parked answer answers, as far as its reply needs it. */
+static void ps_pending_request(ps_wire_hdr_t *h, const ps_tensor_t *t, const ps_chunk_t *c, const ps_pending_pull_t *p)
+{
+    ps_wire_hdr_init(h, p->reply == PS_MSG_PUSH_REPLY ? PS_MSG_PUSH : PS_MSG_PULL);
+    h->req_id = p->req_id;
+    h->key = t->key;
+    h->chunk = c->index;
+    h->offset = c->offset;
+    h->round = p->reply == PS_MSG_PUSH_REPLY ? p->round - 1 : p->round;
+    h->map_version = p->map_version;
+}
+
 /* A waiting answer: the values (a pull) or the acknowledgement (a push, with backups). */
 static void ps_server_answer(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_t *c, const ps_pending_pull_t *p)
 {
@@ -70,13 +82,7 @@ static void ps_server_answer(pserv_server_h s, const ps_tensor_t *t, const ps_ch
         return;
     }
     ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, PS_MSG_PUSH);
-    h.req_id = p->req_id;
-    h.key = t->key;
-    h.chunk = c->index;
-    h.offset = c->offset;
-    h.round = p->round - 1;
-    h.map_version = p->map_version;
+    ps_pending_request(&h, t, c, p);
     ps_server_reply(s, p->peer, &h, PS_MSG_PUSH_REPLY, PSERV_OK);
 }
 
@@ -245,12 +251,7 @@ static void ps_server_sweep_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
         }
         if (sw->peer != NULL) continue; /* its connection is gone: nobody to answer */
         ps_wire_hdr_t h;
-        ps_wire_hdr_init(&h, PS_MSG_PULL);
-        h.req_id = p->req_id;
-        h.key = t->key;
-        h.chunk = c->index;
-        h.offset = c->offset;
-        h.round = p->round;
+        ps_pending_request(&h, t, c, p);
         ps_server_reply(sw->s, p->peer, &h, (ps_msg_type_t)p->reply, sw->st);
     }
     c->npulls = kept;

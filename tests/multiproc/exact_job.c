@@ -56,6 +56,15 @@ int exact_job_worker(void *arg, const char *coord, int fd)
     return rc;
 }
 
+void exact_job_start(harness_t *h, const exact_job_t *job, int nservers, pid_t *servers, int nworkers, pid_t *workers,
+                     int *fds)
+{
+    for (int s = 0; s < nservers; s++) servers[s] = harness_start_server(h, 1);
+    for (int w = 0; w < nworkers; w++) workers[w] = harness_start(h, exact_job_worker, (void *)job, &fds[w]);
+    char ready;
+    for (int w = 0; w < nworkers; w++) cr_assert_eq(harness_read(fds[w], &ready, 1, 30000), 0, "worker %d never started", w);
+}
+
 int exact_job_ticks(int fd, int n)
 {
     char t;

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "harness.h"
+
 #define EXACT_COUNT 6000  /* floats: with 4 KiB chunks, 6 chunks */
 #define EXACT_CHUNK_BYTES 4096
 #define EXACT_TICK 20
@@ -23,6 +25,10 @@ typedef struct {
 /* harness_start's function of a worker (arg: an exact_job_t): one byte when ready, a byte every
  * EXACT_TICK rounds, then the final parameters (EXACT_COUNT floats). */
 int exact_job_worker(void *arg, const char *coord, int fd);
+/* Starts nservers servers and nworkers workers of the job in h (its coordinator started), and
+ * waits until every worker is ready. */
+void exact_job_start(harness_t *h, const exact_job_t *job, int nservers, pid_t *servers, int nworkers, pid_t *workers,
+                     int *fds);
 /* Reads n progress bytes of a worker within the job's deadline; returns how many came. */
 int exact_job_ticks(int fd, int n);
 /* Reads the rest of worker `fd`'s progress (all of it when seen is 0) and its parameters into got;

@@ -41,14 +41,10 @@ static void restart_once(void)
     cr_assert_gt(coord, 0);
     char listen[64];
     snprintf(listen, sizeof(listen), "%s", h.coord); /* the same address again after the restart */
-    pid_t servers[NSERVERS];
-    for (int s = 0; s < NSERVERS; s++) servers[s] = harness_start_server(&h, 1);
-    exact_job_t job = {ROUNDS, 50};
+    pid_t servers[NSERVERS], workers[NWORKERS];
     int fds[NWORKERS];
-    pid_t workers[NWORKERS];
-    for (int w = 0; w < NWORKERS; w++) workers[w] = harness_start(&h, exact_job_worker, &job, &fds[w]);
-    char ready;
-    for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_read(fds[w], &ready, 1, 30000), 0, "worker %d never started", w);
+    exact_job_t job = {ROUNDS, 50};
+    exact_job_start(&h, &job, NSERVERS, servers, NWORKERS, workers, fds);
 
     int first = 2 + rand() % 12, down_ms = 200 + rand() % 800;
     cr_assert_eq(exact_job_ticks(fds[0], first), first, "training stalled before the kill");

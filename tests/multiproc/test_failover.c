@@ -55,14 +55,10 @@ static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
     int cfd;
     pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
     cr_assert_gt(coord, 0);
-    pid_t servers[NSERVERS];
-    for (int s = 0; s < NSERVERS; s++) servers[s] = harness_start_server(&h, 1);
-    exact_job_t job = {ROUNDS, 0};
+    pid_t servers[NSERVERS], workers[NWORKERS];
     int fds[NWORKERS];
-    pid_t workers[NWORKERS];
-    for (int w = 0; w < NWORKERS; w++) workers[w] = harness_start(&h, exact_job_worker, &job, &fds[w]);
-    char ready;
-    for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_read(fds[w], &ready, 1, 30000), 0, "worker %d never started", w);
+    exact_job_t job = {ROUNDS, 0};
+    exact_job_start(&h, &job, NSERVERS, servers, NWORKERS, workers, fds);
 
     int64_t start = harness_now_ms();
     int victims[2] = {rand() % NSERVERS, 0};
