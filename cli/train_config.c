@@ -96,6 +96,11 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                                 "once (default: the host name)",
                                 NULL, 0};
     if (!with_job)
+        opts[n++] = (cli_opt_t){"rejoin", CLI_FLAG, &cfg->rejoin, NULL,
+                                "join a running job in a dead worker's place (its coordinator runs with "
+                                "--on-worker-failure continue); in from the job's next epoch",
+                                NULL, 0};
+    if (!with_job)
         opts[n++] = (cli_opt_t){"report-fd", CLI_UINT, &cfg->report_fd, "FD",
                                 "internal: report progress to this file descriptor for pserv train", NULL, 0};
     return n;

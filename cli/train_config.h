@@ -36,6 +36,7 @@ typedef struct train_config {
     unsigned limit;        /* train on the first N samples only (0: all) */
     unsigned timeout_s;
     int report_fd;         /* internal: where a launched worker reports progress (-1: print) */
+    int rejoin;            /* pserv worker --rejoin: take a dead worker's place in a running job */
 } train_config_t;
 
 #define TRAIN_FLAGS_MAX 32

@@ -143,44 +143,72 @@ static pserv_status_t model_step(trainer_t *t, const float *x, const uint8_t *y,
     return st < 0 ? st : exchange(t, scale);
 }
 
+/*
+ * This worker's share of the data for the next epoch: equal shards among the workers that met at
+ * the last barrier (a dead one's share is taken over, a rejoined one takes one back). When the
+ * share changes, the order starts again from the shard's own; returns 1 then.
+ */
+static int share_data(trainer_t *t, size_t count, size_t *idx, size_t *per, unsigned *index, unsigned *workers)
+{
+    unsigned i, n;
+    if (pserv_worker_share(t->worker, &i, &n) < 0 || n == 0 || (i == *index && n == *workers)) return 0;
+    *index = i, *workers = n;
+    *per = count / n;
+    for (size_t k = 0; k < *per; k++) idx[k] = (size_t)i * *per + k;
+    return 1;
+}
+
 static int train(trainer_t *t)
 {
     const train_config_t *cfg = t->cfg;
     size_t features = pserv_dataset_features(t->train), count = pserv_dataset_count(t->train);
     if (cfg->limit && cfg->limit < count) count = cfg->limit;
-    /* Equal shards: in sync mode every worker must take the same number of steps. */
-    size_t per = count / t->job.num_workers, begin = (size_t)t->job.rank * per;
-    size_t steps = per / cfg->batch;
-    if (steps == 0) {
-        fprintf(stderr, "pserv worker: %zu samples per worker is less than one batch of %u\n", per, cfg->batch);
-        return 2;
-    }
-    size_t *idx = malloc(per * sizeof(*idx));
+    size_t per = 0, steps = 0;
+    unsigned share_index = UINT32_MAX, share_count = 0;
+    size_t *idx = malloc(count * sizeof(*idx));
     float *xb = malloc((size_t)cfg->batch * features * sizeof(float));
     uint8_t *yb = malloc(cfg->batch);
     if (!idx || !xb || !yb) {
         free(idx), free(xb), free(yb);
         return fail(t, "out of memory", PSERV_ERR_NO_MEMORY);
     }
-    for (size_t i = 0; i < per; i++) idx[i] = begin + i;
+    /* Equal shards: in sync mode every worker must take the same number of steps. */
+    share_data(t, count, idx, &per, &share_index, &share_count);
+    if ((steps = per / cfg->batch) == 0) {
+        fprintf(stderr, "pserv worker: %zu samples per worker is less than one batch of %u\n", per, cfg->batch);
+        free(idx), free(xb), free(yb);
+        return 2;
+    }
     const float *images = pserv_dataset_images(t->train);
     const uint8_t *labels = pserv_dataset_labels(t->train);
     /* Sync mode sums the workers' pushes: send 1/W of each so the step uses their mean. Async
      * mode takes W steps where sync takes one: the same 1/W keeps the learning rate's meaning
      * (and the same defaults) in both modes. */
-    float scale = 1.0f / (float)t->job.num_workers;
+    float scale = 1.0f / (float)share_count;
     double start = progress_now();
     uint64_t samples = 0;
     double accuracy = 0;
     /* A resumed job goes on where its checkpoint was taken: after `done` steps (a sync round is a
      * step; an async chunk counts every worker's update): its place in the data is the epoch, the
-     * step in it and the shuffles so far (each a function of the seed, the rank and the epoch). */
+     * step in it and the shuffles so far (each a function of the seed, the rank and the epoch). A
+     * rejoined worker goes on with the epoch after the barrier it met the job at (one per epoch in
+     * sync mode, two in async). */
     uint64_t done = t->job.mode == PSERV_MODE_SYNC ? t->job.resume_round : t->job.resume_round / t->job.num_workers;
     unsigned epoch = (unsigned)(done / steps);
     size_t first_step = (size_t)(done % steps);
     pserv_status_t st = PSERV_OK;
+    if (cfg->rejoin) {
+        epoch = (unsigned)(t->job.mode == PSERV_MODE_SYNC ? t->job.next_barrier : (t->job.next_barrier + 1) / 2);
+        first_step = 0;
+        size_t correct = 0;
+        float test_loss = 0;
+        if ((st = model_evaluate(t, &correct, &test_loss)) == PSERV_OK)
+            accuracy = (double)correct / (double)pserv_dataset_count(t->test);
+        printf("worker %u rejoined after epoch %u: test accuracy %.4f\n", t->job.rank, epoch, accuracy);
+        if (accuracy >= cfg->target) epoch = cfg->epochs; /* the others stop here too */
+    }
     /* Each epoch shuffles the previous epoch's order: replay the epochs already done. */
-    for (unsigned e = 1; e <= epoch && e < cfg->epochs; e++) shuffle(idx, per, epoch_seed(cfg, t, e));
+    for (unsigned e = 1; e <= epoch && e < cfg->epochs && !cfg->rejoin; e++) shuffle(idx, per, epoch_seed(cfg, t, e));
     if (done > 0 && t->report)
         fprintf(t->report, "resumed %u %llu %u %zu %zu\n", t->job.rank, (unsigned long long)t->job.resume_round,
                 epoch + 1, first_step + 1, steps);
@@ -190,6 +218,12 @@ static int train(trainer_t *t)
 
     while (epoch < cfg->epochs && st == PSERV_OK) {
         epoch++;
+        if (share_data(t, count, idx, &per, &share_index, &share_count)) {
+            steps = per / cfg->batch;
+            scale = 1.0f / (float)share_count;
+            if (t->job.rank == share_index || share_index == 0)
+                printf("worker %u: epoch %u shared among %u workers\n", t->job.rank, epoch, share_count);
+        }
         shuffle(idx, per, epoch_seed(cfg, t, epoch));
         double loss_sum = 0;
         for (size_t s = first_step; s < steps && st == PSERV_OK; s++) {
@@ -313,6 +347,7 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
     wp.coordinator = coordinator;
     wp.settings = settings;
     wp.timeout_ms = (int)cfg->timeout_s * 1000;
+    wp.rejoin = cfg->rejoin;
     /* GPU workers of one machine reduce over NCCL first: by default a node group is a host. */
     if (use_gpu) wp.node = cfg->node ? cfg->node : gethostname(node, sizeof(node) - 1) == 0 ? node : NULL;
     if ((st = pserv_worker_create(&wp, &t.worker)) < 0) {
@@ -327,8 +362,15 @@ int train_worker_run(const train_config_t *cfg, const char *coordinator)
         rc = fail(&t, "cannot register the model's tensors", st);
         goto out;
     }
-    /* Resumed: the servers hold the checkpoint's parameters, not the initial ones. */
-    if (t.job.resume_round > 0 && (st = pull_all(&t)) < 0) {
+    /* A rejoined worker met the job at the end of an epoch; in async mode the others pull and
+     * meet once more there. */
+    if (cfg->rejoin && t.job.mode == PSERV_MODE_ASYNC && t.job.next_barrier % 2 == 1 &&
+        ((st = pull_all(&t)) < 0 || (st = pserv_worker_barrier(t.worker, WORKER_TIMEOUT_MS)) < 0)) {
+        rc = fail(&t, "cannot meet the running job", st);
+        goto out;
+    }
+    /* Resumed or rejoined: the servers hold the job's parameters, not the initial ones. */
+    if ((t.job.resume_round > 0 || cfg->rejoin) && (st = pull_all(&t)) < 0) {
         rc = fail(&t, "cannot pull the resumed parameters", st);
         goto out;
     }

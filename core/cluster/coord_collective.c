@@ -4,11 +4,31 @@
 
 #include "coordinator_internal.h"
 
-/* Releases the barrier when every worker still in the job has arrived (or fails it). */
+/*
+ * Releases the barrier when every worker still in the job has arrived (or fails it). A worker that
+ * rejoined (JOINING) is in the job from here: the view says so before the answers go. Each answer
+ * says how many workers met there and this one's place among them (offset, chunk), so a training
+ * loop can share the data among the workers that are there.
+ */
 void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
 {
     uint32_t alive = c->job.num_workers - c->workers_done;
     if (fail == PSERV_OK && (c->barrier_arrived < alive || c->barrier_arrived == 0)) return;
+    int joined = 0;
+    for (uint32_t i = 0; fail == PSERV_OK && i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (m->used && m->at_barrier && m->role == PS_ROLE_WORKER && c->view.worker_state[m->rank] == PS_MEMBER_JOINING) {
+            c->view.worker_state[m->rank] = PS_MEMBER_LIVE;
+            joined = 1;
+        }
+    }
+    if (joined) ps_coord_publish(c);
+    /* A worker's place: how many of those that met have a lower rank. */
+    uint32_t W = c->job.num_workers, *place = calloc(W + 1, sizeof(*place)), next = 0;
+    for (uint32_t i = 0; place && i < c->capacity; i++)
+        if (c->members[i].used && c->members[i].at_barrier && c->members[i].role == PS_ROLE_WORKER)
+            place[c->members[i].rank + 1] = 1;
+    for (uint32_t r = 0; place && r < W; r++) place[r + 1] += place[r];
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
         if (!m->used || !m->at_barrier) continue;
@@ -16,9 +36,12 @@ void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
         ps_wire_hdr_init(&req, PS_MSG_BARRIER);
         req.req_id = m->barrier_req;
         req.round = c->barrier_seq;
+        req.offset = c->barrier_arrived;
+        req.chunk = place ? place[m->rank] : next++;
         ps_reply_status(m->peer, &req, PS_MSG_BARRIER_REPLY, 0, fail);
         m->at_barrier = 0;
     }
+    free(place);
     c->barrier_arrived = 0;
     c->barrier_seq++;
 }

@@ -126,3 +126,39 @@ void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire
     ps_coord_send_job(c, m, PS_WIRE_FLAG_RETRY);
     ps_coord_recovered(c);
 }
+
+void ps_coord_on_worker_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const ps_join_t *j)
+{
+    char why[PS_WIRE_REASON_MAX] = "";
+    ps_coord_member_t *m = NULL;
+    if (!c->formed || c->recovering || c->done || j->role != PS_ROLE_WORKER ||
+        c->job.on_worker_failure != PSERV_ON_FAILURE_CONTINUE)
+        snprintf(why, sizeof(why), "a worker rejoins a running job whose policy is on_worker_failure continue");
+    else if (c->have_settings)
+        ps_coord_settings_differ(c->settings, j->settings, why, sizeof(why)); /* why names the setting */
+    for (uint32_t i = 0; !why[0] && i < c->capacity && m == NULL; i++) {
+        ps_coord_member_t *x = &c->members[i];
+        if (x->used && x->role == PS_ROLE_WORKER && x->failed && (j->wanted_rank < 0 || (uint32_t)j->wanted_rank == x->rank))
+            m = x;
+    }
+    if (!why[0] && m == NULL) snprintf(why, sizeof(why), "no dead worker's place to take");
+    if (why[0]) {
+        ps_warn("worker at %s cannot rejoin: %s", ps_tp_peer_name(peer), why);
+        ps_coord_refuse(peer, h, PS_MSG_JOIN_REPLY, PSERV_ERR_NO_RESOURCE, why);
+        return;
+    }
+    m->failed = 0;
+    if (m->left) c->workers_done--;
+    m->left = 0;
+    m->at_barrier = m->at_bcast = 0;
+    m->join_req = h->req_id;
+    m->last_heard_ms = ps_now_ms();
+    snprintf(m->node, sizeof(m->node), "%s", j->node);
+    c->view.worker_state[m->rank] = PS_MEMBER_JOINING; /* in the job from the next barrier on */
+    ps_warn("worker %u rejoins from %s: in the job from barrier %llu on", m->rank, ps_tp_peer_name(peer),
+            (unsigned long long)c->barrier_seq);
+    ps_coord_publish(c); /* to the others; the new one gets this view with the job */
+    m->peer = peer;
+    ps_tp_peer_set_ctx(peer, m);
+    ps_coord_send_job(c, m, 0);
+}

@@ -65,6 +65,7 @@ void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m, uint32_t fla
     ps_wire_hdr_init(&h, PS_MSG_JOIN_REPLY);
     h.flags = flags;
     h.req_id = m->join_req;
+    h.round = c->barrier_seq; /* the job's next barrier (a worker joining a running job meets it there) */
     h.map_version = c->view.version;
     if (payload == NULL) {
         ps_reply_status(m->peer, &h, PS_MSG_JOIN_REPLY, 0, PSERV_ERR_NO_MEMORY);
@@ -179,15 +180,15 @@ static int ps_coord_settings_cover(const char *a, const char *b, int a_is_mine, 
 }
 
 /* Workers' settings must equal the first worker's: NULL when they do, else the reason. */
-static const char *ps_coord_settings_differ(const char *job, const char *mine, char *why, size_t cap)
+const char *ps_coord_settings_differ(const char *job, const char *mine, char *why, size_t cap)
 {
     if (ps_coord_settings_cover(mine, job, 1, why, cap) && ps_coord_settings_cover(job, mine, 0, why, cap))
         return NULL;
     return why;
 }
 
-static void ps_coord_refuse(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_msg_type_t type, pserv_status_t st,
-                            const char *why)
+void ps_coord_refuse(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_msg_type_t type, pserv_status_t st,
+                     const char *why)
 {
     size_t len = strlen(why) < PS_WIRE_REASON_MAX ? strlen(why) : PS_WIRE_REASON_MAX;
     char *copy = malloc(len + 1);
@@ -234,6 +235,10 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
         goto out;
     }
     ps_role_t role = j->role;
+    if ((h->flags & PS_WIRE_FLAG_REJOIN) && ps_tp_peer_get_ctx(peer) == NULL) {
+        ps_coord_on_worker_rejoin(c, peer, h, j);
+        goto out;
+    }
     if ((h->flags & PS_WIRE_FLAG_RETRY) && ps_tp_peer_get_ctx(peer) == NULL) {
         ps_coord_on_rejoin(c, peer, h, j, &rest); /* its job and view follow the JOIN body */
         goto out;

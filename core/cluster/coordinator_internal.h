@@ -94,6 +94,15 @@ void ps_coord_send_job(pserv_coordinator_h c, ps_coord_member_t *m, uint32_t fla
 void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const ps_join_t *j,
                         ps_reader_t *rest);
 
+/* Workers' settings must equal the job's: NULL when they do, else the reason (in why). */
+const char *ps_coord_settings_differ(const char *job, const char *mine, char *why, size_t cap);
+/* Refuses a request with a status and the reason in words. */
+void ps_coord_refuse(ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_msg_type_t type, pserv_status_t st,
+                     const char *why);
+/* A JOIN flagged REJOIN: a restarted worker takes the place of a dead one (on_worker_failure
+ * continue); it is JOINING until the next barrier, where it is in the job again. */
+void ps_coord_on_worker_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const ps_join_t *j);
+
 /* "server 1 at 127.0.0.1:4242" */
 void ps_coord_member_name(const ps_coord_member_t *m, char *out, size_t cap);
 /* The member's state in the view. */

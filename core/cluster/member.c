@@ -194,6 +194,7 @@ pserv_status_t ps_member_join(ps_member_t *m, const char *advertised_addr, const
         if (ps_tp_peer_is_failed(coord)) m->coord_failed = 1;
         pthread_mutex_unlock(&m->lock);
         ps_wire_hdr_init(&h, PS_MSG_JOIN);
+        h.flags = m->join_flags;
         st = ps_member_ctl(m, &h, m->ctl_payload, w.len, PS_MSG_JOIN_REPLY, ps_deadline_left_ms(&deadline));
         int left = ps_deadline_left_ms(&deadline);
         if (!ps_member_unreachable(st) || (left >= 0 && left <= (int)delay_ms)) break;
@@ -365,6 +366,8 @@ static void ps_member_ctl_done(ps_member_t *m, const ps_wire_hdr_t *h, pserv_sta
         ps_ctl_reply_t *r = m->ctl_reply;
         r->len = len;
         r->round = h->round;
+        r->chunk = h->chunk;
+        r->offset = h->offset;
         if (r->buf && r->cap) memcpy(r->buf, data, len < r->cap ? len : r->cap);
     }
     m->ctl_status = status;
@@ -484,6 +487,7 @@ static void ps_member_on_join_reply(ps_member_t *m, const ps_wire_hdr_t *h, cons
         m->job = job;
         m->rank = rank;
         m->view = v;
+        m->join_round = h->round;
     } else if (why[0]) {
         snprintf(m->last_error, sizeof(m->last_error), "%s", why);
     }

@@ -43,6 +43,8 @@ typedef struct {
     size_t cap;
     size_t len;     /* bytes the reply carried (at most cap are copied) */
     uint64_t round; /* the reply header's round */
+    uint32_t chunk; /* ... chunk and offset (a BARRIER_REPLY's place among the workers that met, and how many) */
+    uint64_t offset;
 } ps_ctl_reply_t;
 
 /* How long a member waits for a lost coordinator to come back before it gives the job up. */
@@ -73,6 +75,8 @@ typedef struct {
     uint64_t rejoin_req, rejoin_round;
     uint8_t join_body[PS_WIRE_JOIN_MAX];
     size_t join_len;
+    uint32_t join_flags;  /* set before ps_member_join: PS_WIRE_FLAG_REJOIN for a worker taking a dead one's place */
+    uint64_t join_round;  /* the JOIN_REPLY's round: the job's next barrier */
     int shutdown; /* the coordinator ended the job */
     int aborted;  /* the job failed (ABORT from the coordinator, or cut off from everyone): last_error says why */
     uint32_t rank;

@@ -65,6 +65,7 @@ typedef enum {
 #define PS_WIRE_FLAG_RETRY 0x1u
 #define PS_WIRE_FLAG_FAILED 0x2u /* LEAVE: the worker cannot go on (payload = why); the job's policy applies */
 #define PS_WIRE_FLAG_CAUSED 0x4u
+#define PS_WIRE_FLAG_REJOIN 0x10u /* JOIN: a restarted worker takes a dead worker's place in a running job */
 #define PS_WIRE_FLAG_SERVER 0x8u /* HELLO: from a server (a primary to its backup), sender = its server rank */ /* LEAVE, with FAILED: because another member died (the root cause is elsewhere) */
 /* Largest text an ABORT, a failed LEAVE or a refused TENSOR carries. */
 #define PS_WIRE_REASON_MAX 512

@@ -92,7 +92,11 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
         st = ps_member_error(&w->m, PSERV_ERR_INVALID_ARG, "job settings longer than %d bytes", PS_SETTINGS_MAX - 1);
         goto err_member;
     }
+    if (params->rejoin) w->m.join_flags = PS_WIRE_FLAG_REJOIN; /* a dead worker's place in a running job */
     if ((st = ps_member_join(&w->m, NULL, params->node, params->settings, -1, timeout)) < 0) goto err_member;
+    w->barrier_seq = w->m.rejoin_round = w->m.join_round; /* a rejoining worker meets the job there */
+    w->share_index = w->m.rank;
+    w->share_count = w->m.job.num_workers;
     st = ps_worker_reqs_init(w, params->max_requests ? params->max_requests : 1024);
     if (st < 0) goto err_member;
     if ((st = ps_worker_connect_servers(w, timeout)) < 0) goto err_member;
@@ -125,6 +129,7 @@ pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info)
     info->num_nodes = worker->m.job.num_nodes;
     ps_job_node_of(&worker->m.job, worker->m.rank, &info->local_rank, &info->local_size);
     info->resume_round = worker->m.job.resume_round;
+    info->next_barrier = worker->m.join_round;
     return PSERV_OK;
 }
 
@@ -313,15 +318,29 @@ err_unlock:
 pserv_status_t pserv_worker_barrier(pserv_worker_h worker, int timeout_ms)
 {
     PS_CHECK_ARG(worker);
-    pserv_status_t st = ps_member_call(&worker->m, PS_MSG_BARRIER, worker->barrier_seq, timeout_ms);
+    ps_ctl_reply_t reply = {0};
+    pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_BARRIER, 0, worker->barrier_seq, NULL, 0, &reply,
+                                            timeout_ms);
     if (st == PSERV_OK) {
         worker->barrier_seq++;
+        if (reply.offset > 0 && reply.chunk < reply.offset) {
+            worker->share_index = reply.chunk;
+            worker->share_count = (uint32_t)reply.offset;
+        }
         pthread_mutex_lock(&worker->m.lock);
         worker->m.rejoin_round = worker->barrier_seq; /* a restarted coordinator's next barrier */
         pthread_mutex_unlock(&worker->m.lock);
     }
     else ps_member_error(&worker->m, st, "barrier %llu failed", (unsigned long long)worker->barrier_seq);
     return st;
+}
+
+pserv_status_t pserv_worker_share(pserv_worker_h worker, unsigned *index, unsigned *count)
+{
+    PS_CHECK_ARG(worker && index && count);
+    *index = worker->share_index;
+    *count = worker->share_count;
+    return PSERV_OK;
 }
 
 pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_stats_t *stats)

@@ -498,6 +498,9 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
         /* The chunk's rounds so far (a resumed job's): its next push is that round. */
         ((ps_wtensor_t *)r->tensor)->rounds[h.chunk] = h.round;
     } else if (h.type == PS_MSG_PULL_REPLY) {
+        /* The chunk's rounds so far: a worker that rejoined a running job pushes the next one. */
+        ps_wtensor_t *t = (ps_wtensor_t *)r->tensor;
+        if (h.round > t->rounds[h.chunk]) t->rounds[h.chunk] = h.round;
         uint8_t *dst = r->dst + (h.offset - r->base) * r->tensor->layout.elem_size;
         if (data != dst) memcpy(dst, data, len);
         PS_WSTAT_ADD(w, bytes_pulled, len);

@@ -299,9 +299,16 @@ typedef struct {
      * create with PSERV_ERR_MISMATCH, and pserv_worker_last_error() names the setting. NULL: none.
      */
     const char *settings;
+    /**
+     * 1: join a running job in the place of a dead worker (the job's on_worker_failure must be
+     * continue; rank: that worker's, or any dead one's). The worker is in the job from the job's
+     * next barrier on: call pserv_worker_barrier first, then pull the parameters
+     * (pserv_job_info_t.next_barrier says which barrier that is).
+     */
+    int rejoin;
 } pserv_worker_params_t;
 
-#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0, NULL, NULL }
+#define PSERV_WORKER_PARAMS_INIT { sizeof(pserv_worker_params_t), NULL, 0, 0, NULL, NULL, 0 }
 
 /** What a worker learns when it joins. */
 typedef struct {
@@ -319,9 +326,10 @@ typedef struct {
      * from it, so a training loop picks up its place in the data there. 0: a fresh start.
      */
     uint64_t resume_round;
+    uint64_t next_barrier; /**< barriers the job has passed when this worker joined (a rejoining worker's first) */
 } pserv_job_info_t;
 
-#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, 0, 0, 0, 0 }
+#define PSERV_JOB_INFO_INIT { sizeof(pserv_job_info_t), 0, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /** Largest payload of pserv_worker_node_broadcast (an NCCL unique id is 128 bytes). */
 #define PSERV_NODE_BROADCAST_MAX 1024
@@ -447,6 +455,12 @@ PSERV_API pserv_status_t pserv_worker_test(pserv_worker_h worker, pserv_request_
 PSERV_API pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, size_t len, int timeout_ms);
 /** Blocks until every worker of the job reaches the barrier (timeout_ms < 0: forever). */
 PSERV_API pserv_status_t pserv_worker_barrier(pserv_worker_h worker, int timeout_ms);
+/**
+ * How many workers met at the last barrier and this worker's place among them (0 .. count-1, by
+ * rank): with on_worker_failure continue, dead workers are not counted and a rejoined one is, so
+ * a training loop shares its data among the workers there. Before any barrier: the job's.
+ */
+PSERV_API pserv_status_t pserv_worker_share(pserv_worker_h worker, unsigned *index, unsigned *count);
 /** Copies the worker's counters. Thread-safe. */
 PSERV_API pserv_status_t pserv_worker_stats(pserv_worker_h worker, pserv_worker_stats_t *stats);
 /** Detail of the last error on this handle, or "". */

@@ -1,6 +1,9 @@
 #include "cli_run.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -136,3 +139,17 @@ pid_t start_train(const char *out, char *const argv[])
     return pid;
 }
 
+
+int free_port(void)
+{
+    for (int i = 0; i < 1000; i++) {
+        int port = 10000 + (int)((getpid() + i * 7919) % 20000);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        if (fd >= 0) close(fd);
+        if (ok) return port;
+    }
+    return 10000 + (int)(getpid() % 20000);
+}

@@ -15,6 +15,8 @@ void slurp(const char *path, char *buf, size_t cap);
 void slurp_tail(const char *path, char *buf, size_t cap);
 /* Runs a shell command line under a time limit; captures stdout, stderr and the exit code. */
 void run_cmd(run_t *r, int limit_s, const char *env, const char *prog, const char *args);
+/* A TCP port of 127.0.0.1 free right now (a coordinator's fixed address). */
+int free_port(void);
 double now_s(void);
 void sleep_s(double s);
 

@@ -57,20 +57,6 @@ Test(cli, async_run_learns, .timeout = 300)
  * A port for mpirun's coordinator: below the kernel's ephemeral range (32768 and up), where the
  * job's own connections take theirs, and free when probed.
  */
-static int free_port(void)
-{
-    for (int i = 0; i < 1000; i++) {
-        int port = 10000 + (int)((getpid() + i * 7919) % 20000);
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-        if (fd >= 0) close(fd);
-        if (ok) return port;
-    }
-    return 10000 + (int)(getpid() % 20000);
-}
-
 Test(cli, mpirun_trains_like_the_local_launcher, .timeout = 300)
 {
     run_t *local = malloc(sizeof(*local)), *mpi = malloc(sizeof(*mpi));
