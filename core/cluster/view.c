@@ -177,29 +177,46 @@ pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t 
     return PSERV_OK;
 }
 
-uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s)
+/*
+ * Server s is dead: fn(v, t, c, o, s, arg) for every chunk c of every tensor t it holds (o: its R
+ * owners); returns the sum of what fn returns.
+ */
+static uint32_t ps_view_each_held(ps_view_t *v, uint32_t s,
+                                  uint32_t (*fn)(ps_view_t *v, const ps_view_tensor_t *t, uint32_t c, uint32_t *o,
+                                                 uint32_t s))
 {
-    uint32_t moved = 0, R = v->replicas + 1;
+    uint32_t sum = 0, R = v->replicas + 1;
     if (s >= v->num_servers) return 0;
     v->server_state[s] = PS_MEMBER_DEAD;
     for (uint32_t i = 0; i < v->num_tensors; i++) {
         ps_view_tensor_t *t = &v->tensors[i];
-        for (uint32_t c = 0; c < t->num_chunks; c++) {
-            uint32_t *o = &t->owners[(size_t)c * R];
-            for (uint32_t r = 0; r < R; r++) {
-                if (o[r] != s) continue;
-                uint32_t to = ps_view_least_loaded(v, o, R);
-                if (to == UINT32_MAX) continue; /* nowhere to go: stays on the dead server */
-                if (r == 0) {
-                    ps_view_account(v, s, ps_view_chunk_bytes(t, c), -1);
-                    ps_view_account(v, to, ps_view_chunk_bytes(t, c), +1);
-                    moved++;
-                }
-                o[r] = to;
-            }
+        for (uint32_t c = 0; c < t->num_chunks; c++)
+            if (ps_view_holds(v, t->key, c, s)) sum += fn(v, t, c, &t->owners[(size_t)c * R], s);
+    }
+    return sum;
+}
+
+/* Without copies: the chunk moves to the least-loaded live server (its state is lost). */
+static uint32_t ps_view_move_away(ps_view_t *v, const ps_view_tensor_t *t, uint32_t c, uint32_t *o, uint32_t s)
+{
+    uint32_t moved = 0, R = v->replicas + 1;
+    for (uint32_t r = 0; r < R; r++) {
+        if (o[r] != s) continue;
+        uint32_t to = ps_view_least_loaded(v, o, R);
+        if (to == UINT32_MAX) continue; /* nowhere to go: stays on the dead server */
+        if (r == 0) {
+            ps_view_account(v, s, ps_view_chunk_bytes(t, c), -1);
+            ps_view_account(v, to, ps_view_chunk_bytes(t, c), +1);
+            moved++;
         }
+        o[r] = to;
     }
     return moved;
+}
+
+uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s)
+{
+    return ps_view_each_held(v, s, ps_view_move_away);
 }
 
 /* Owners o (R of them) without s: survivors first, in order; then a new backup or a repeat. */
@@ -241,28 +258,21 @@ uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s)
     return n;
 }
 
+/* With copies: a live one takes the dead server's place; 1 when none is left (the chunk is lost). */
+static uint32_t ps_view_fail_over(ps_view_t *v, const ps_view_tensor_t *t, uint32_t c, uint32_t *o, uint32_t s)
+{
+    uint32_t primary = o[0];
+    if (!ps_view_drop_owner(v, o, v->replicas + 1, s)) return 1;
+    if (o[0] != primary) {
+        ps_view_account(v, primary, ps_view_chunk_bytes(t, c), -1);
+        ps_view_account(v, o[0], ps_view_chunk_bytes(t, c), +1);
+    }
+    return 0;
+}
+
 uint32_t ps_view_fail_server(ps_view_t *v, uint32_t s)
 {
-    uint32_t lost = 0, R = v->replicas + 1;
-    if (s >= v->num_servers) return 0;
-    v->server_state[s] = PS_MEMBER_DEAD;
-    for (uint32_t i = 0; i < v->num_tensors; i++) {
-        ps_view_tensor_t *t = &v->tensors[i];
-        for (uint32_t c = 0; c < t->num_chunks; c++) {
-            uint32_t *o = &t->owners[(size_t)c * R];
-            if (!ps_view_holds(v, t->key, c, s)) continue;
-            uint32_t primary = o[0];
-            if (!ps_view_drop_owner(v, o, R, s)) {
-                lost++;
-                continue;
-            }
-            if (o[0] != primary) {
-                ps_view_account(v, primary, ps_view_chunk_bytes(t, c), -1);
-                ps_view_account(v, o[0], ps_view_chunk_bytes(t, c), +1);
-            }
-        }
-    }
-    return lost;
+    return ps_view_each_held(v, s, ps_view_fail_over);
 }
 
 /* The primary chunk of server s whose move to `to` lowers max(load(s), load(to)) the most. */

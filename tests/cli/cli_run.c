@@ -122,14 +122,17 @@ int still_there(const proc_t *p)
     return proc_stat(p->pid, &ppid, &start) && start == p->start;
 }
 
-/* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with this test. Its log
- * level is info, so the coordinator says when the job formed. */
 pid_t start_train(const char *out, char *const argv[])
+{
+    return spawn_pserv(out, argv, "info");
+}
+
+pid_t spawn_pserv(const char *out, char *const argv[], const char *log_level)
 {
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        setenv("PSERV_LOG_LEVEL", "info", 1);
+        if (log_level) setenv("PSERV_LOG_LEVEL", log_level, 1);
         int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         dup2(fd, 1);
         dup2(fd, 2);

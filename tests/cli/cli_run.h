@@ -35,5 +35,8 @@ int still_there(const proc_t *p);
 /* Starts `pserv train ARGS...` with stdout and stderr into out; it dies with the caller. Its log
  * level is info, so the coordinator says when the job formed. */
 pid_t start_train(const char *out, char *const argv[]);
+/* Starts `pserv ARGS...` (argv[0] is its name) with stdout and stderr into out; it dies with the
+ * caller. log_level: PSERV_LOG_LEVEL for it, or NULL. */
+pid_t spawn_pserv(const char *out, char *const argv[], const char *log_level);
 
 #endif

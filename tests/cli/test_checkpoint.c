@@ -106,15 +106,7 @@ static uint64_t train_and_kill(unsigned servers, const char *dir)
     char *argv[] = {"pserv", "train", "--workers", "2", "--epochs", "4", "--limit", "6000", "--batch", "60",
                     "--hidden", "64", "--target-accuracy", "1", "--device", "cpu", "--checkpoint-every", "7",
                     "--servers", s, "--checkpoint-dir", (char *)dir, NULL};
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(PSERV_CLI, argv);
-        _exit(127);
-    }
+    pid_t pid = spawn_pserv(log, argv, NULL);
     cr_assert_gt(pid, 0);
     int status, ended = 0;
     for (double until = now_s() + 60; newest_round(dir) == 0 && now_s() < until && !ended; sleep_s(0.002))

@@ -24,16 +24,7 @@
 
 static pid_t spawn(const char *out, char *const argv[])
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(PSERV_CLI, argv);
-        _exit(127);
-    }
-    return pid;
+    return spawn_pserv(out, argv, NULL);
 }
 
 static int wait_exit(pid_t pid, double until)

@@ -225,3 +225,49 @@ Test(view, encode_decode_round_trip, .timeout = 10)
     free(buf);
     ps_view_free(&v);
 }
+
+/* Every chunk's owners: not the dead server, and distinct while `distinct` (2+ live servers). */
+static void check_owners(const ps_view_t *v, uint32_t dead, int distinct)
+{
+    uint32_t R = v->replicas + 1;
+    for (uint32_t i = 0; i < v->num_tensors; i++)
+        for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++) {
+            const uint32_t *o = &v->tensors[i].owners[(size_t)c * R];
+            for (uint32_t r = 0; r < R; r++) {
+                cr_assert_neq(o[r], dead, "tensor %u chunk %u still names the dead server", i, c);
+                for (uint32_t q = 0; q < r && distinct; q++) cr_assert_neq(o[q], o[r], "two copies on one server");
+            }
+        }
+}
+
+Test(view, a_dead_server_fails_over_to_its_backups, .timeout = 10)
+{
+    ps_view_t v;
+    cr_assert_eq(ps_view_init(&v, 3, 2, 1), PSERV_OK);
+    for (uint32_t s = 0; s < 3; s++) v.server_state[s] = PS_MEMBER_LIVE;
+    place_mlp(&v);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++) n += v.tensors[i].num_chunks;
+    uint32_t *before = malloc(2 * n * sizeof(*before)); /* each chunk's primary and backup */
+    n = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++, n++) memcpy(&before[2 * n], &v.tensors[i].owners[2 * c], 8);
+    cr_assert_eq(ps_view_sole_copies(&v, 1), 0, "every chunk has a second copy");
+    cr_assert_eq(ps_view_fail_server(&v, 1), 0);
+    check_owners(&v, 1, 1);
+    n = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++, n++) {
+            uint32_t want = before[2 * n] == 1 ? before[2 * n + 1] : before[2 * n];
+            cr_assert_eq(ps_view_owner(&v, v.tensors[i].key, c), want, "tensor %u chunk %u", i, c);
+        }
+    /* 2 servers left: the next death leaves every chunk on the last one; then a third loses them. */
+    cr_assert_eq(ps_view_sole_copies(&v, 0), 0);
+    cr_assert_eq(ps_view_fail_server(&v, 0), 0);
+    check_owners(&v, 0, 0);
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) cr_assert_eq(ps_view_owner(&v, v.tensors[i].key, c), 2);
+    cr_assert_eq(ps_view_sole_copies(&v, 2), n);
+    free(before);
+    ps_view_free(&v);
+}

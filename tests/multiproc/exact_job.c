@@ -80,6 +80,19 @@ int exact_job_result(int fd, const exact_job_t *job, int seen, float *got)
     return harness_read(fd, got, EXACT_COUNT * sizeof(float), EXACT_JOB_MS);
 }
 
+int64_t exact_job_finish(const exact_job_t *job, int nworkers, const pid_t *workers, const int *fds, int seen,
+                         float (*got)[EXACT_COUNT], int cfd)
+{
+    for (int w = 0; w < nworkers; w++)
+        cr_assert_eq(exact_job_result(fds[w], job, w == 0 ? seen : 0, got[w]), 0, "worker %d did not finish", w);
+    int64_t done = harness_now_ms();
+    for (int w = 0; w < nworkers; w++) cr_assert_eq(harness_wait(workers[w], 20000), 0, "worker %d failed", w);
+    harness_coord_result_t res;
+    cr_assert_eq(harness_read(cfd, &res, sizeof(res), 30000), 0);
+    cr_assert_eq(res.status, PSERV_OK, "the job failed: %s", res.why);
+    return done;
+}
+
 void exact_job_check(const float *got, unsigned nworkers, unsigned rounds, int worker)
 {
     for (size_t i = 0; i < EXACT_COUNT; i++) {

@@ -34,6 +34,13 @@ int exact_job_ticks(int fd, int n);
 /* Reads the rest of worker `fd`'s progress (all of it when seen is 0) and its parameters into got;
  * 0 on success. */
 int exact_job_result(int fd, const exact_job_t *job, int seen, float *got);
+/*
+ * The end of a job: every worker's parameters into got (worker 0 had `seen` reports read already),
+ * every worker and the coordinator (result on cfd) ending well; returns when the last worker
+ * reported, in harness_now_ms() time.
+ */
+int64_t exact_job_finish(const exact_job_t *job, int nworkers, const pid_t *workers, const int *fds, int seen,
+                         float (*got)[EXACT_COUNT], int cfd);
 /* Checks a worker's parameters against -(the sum of every gradient of nworkers workers). */
 void exact_job_check(const float *got, unsigned nworkers, unsigned rounds, int worker);
 

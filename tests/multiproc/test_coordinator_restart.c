@@ -58,13 +58,7 @@ static void restart_once(void)
     }
     cr_assert_gt(again, 0, "the coordinator could not listen at %s again", listen);
     static float got[NWORKERS][EXACT_COUNT];
-    for (int w = 0; w < NWORKERS; w++)
-        cr_assert_eq(exact_job_result(fds[w], &job, w == 0 ? first : 0, got[w]), 0, "worker %d did not finish", w);
-    int64_t took = harness_now_ms() - killed;
-    for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_wait(workers[w], 20000), 0, "worker %d failed", w);
-    harness_coord_result_t res;
-    cr_assert_eq(harness_read(cfd, &res, sizeof(res), 30000), 0);
-    cr_assert_eq(res.status, PSERV_OK, "the job failed: %s", res.why);
+    int64_t took = exact_job_finish(&job, NWORKERS, workers, fds, first, got, cfd) - killed;
     for (int s = 0; s < NSERVERS; s++) cr_assert_eq(harness_wait(servers[s], 20000), 0, "server %d did not end cleanly", s);
     harness_kill_all(&h);
     fprintf(stderr, "coordinator killed after round %d, down %d ms; the job ended %lld ms after the kill\n",

@@ -73,13 +73,7 @@ static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
         kill(servers[victims[k]], sig);
     }
     static float got[NWORKERS][EXACT_COUNT];
-    for (int w = 0; w < NWORKERS; w++)
-        cr_assert_eq(exact_job_result(fds[w], &job, w == 0 ? seen : 0, got[w]), 0, "worker %d did not finish", w);
-    int64_t took = harness_now_ms() - start;
-    for (int w = 0; w < NWORKERS; w++) cr_assert_eq(harness_wait(workers[w], 20000), 0, "worker %d failed", w);
-    harness_coord_result_t res;
-    cr_assert_eq(harness_read(cfd, &res, sizeof(res), 30000), 0);
-    cr_assert_eq(res.status, PSERV_OK, "the job failed: %s", res.why);
+    int64_t took = exact_job_finish(&job, NWORKERS, workers, fds, seen, got, cfd) - start;
     /* The survivors end with the job, writing the state it ended with. */
     for (int s = 0; s < NSERVERS; s++)
         if (s != victims[0] && (kills < 2 || s != victims[1]))
