@@ -3,7 +3,7 @@
  * --on-worker-failure continue, 2 servers and 2 workers; one worker is killed with SIGKILL at a
  * random moment of epoch 2 and a `pserv worker --rejoin` is started in its place. The other
  * worker takes over the whole training set while it is alone, the rejoined one takes a share back
- * from the next epoch, and the job reaches its target: both workers exit 0 with the same final
+ * from the next epoch (unless the target was reached right there), and the job reaches its target: both workers exit 0 with the same final
  * accuracy, at least the target. Repeated, each within its deadline.
  */
 #include <criterion/criterion.h>
@@ -20,7 +20,7 @@
 #include "cli_run.h"
 
 #define RUN_S 180
-#define TARGET "0.85"
+#define TARGET "0.86"
 
 static pid_t spawn(const char *out, char *const argv[])
 {
@@ -56,7 +56,7 @@ static void kill_and_rejoin(int port)
     char *coord[] = {"pserv", "coordinator", "--listen", addr, "--servers", "2", "--workers", "2",
                      "--on-worker-failure", "continue", "--timeout", "170", NULL};
     char *server[] = {"pserv", "server", "--coordinator", addr, NULL};
-    char *worker[] = {"pserv", "worker", "--coordinator", addr, "--epochs", "8", "--limit", "24000",
+    char *worker[] = {"pserv", "worker", "--coordinator", addr, "--epochs", "12", "--limit", "24000",
                       "--target-accuracy", TARGET, "--device", "cpu", NULL, NULL};
     double t0 = now_s();
     pid_t c = spawn(logs[0], coord);
@@ -89,9 +89,15 @@ static void kill_and_rejoin(int port)
     cr_assert_eq(rc_back, 0, "the rejoined worker:\n%s", text[1]);
     cr_assert_eq(rc_survivor, 0, "the other worker:\n%s", text[0]);
     cr_assert_eq(rc_c, 0, "the coordinator failed");
-    cr_assert(strstr(text[1], "rejoined after epoch"), "%s", text[1]);
+    const char *back_at = strstr(text[1], "rejoined after epoch ");
+    const char *ended = strstr(text[0], " after ");
+    cr_assert(back_at && ended, "%s\n%s", text[1], text[0]);
+    unsigned rejoined = (unsigned)atoi(back_at + strlen("rejoined after epoch ")), last = 0;
+    for (const char *e = ended; e; e = strstr(e + 1, " after ")) last = (unsigned)atoi(e + strlen(" after "));
     cr_assert(strstr(text[0], "shared among 1 workers"), "the survivor never took the whole set:\n%s", text[0]);
-    cr_assert(strstr(text[0], "shared among 2 workers"), "the survivor never shared again:\n%s", text[0]);
+    /* Unless the target was reached at the very barrier the new worker met, they shared the rest. */
+    if (last > rejoined)
+        cr_assert(strstr(text[0], "shared among 2 workers"), "the survivor never shared again:\n%s", text[0]);
     double a = final_accuracy(text[0]), b = final_accuracy(text[1]);
     cr_assert_eq(a, b, "the workers end with different accuracies: %g and %g", a, b);
     cr_assert_geq(a, atof(TARGET), "the target was not reached:\n%s", text[0]);
