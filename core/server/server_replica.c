@@ -180,6 +180,10 @@ static void ps_replica_on_update(pserv_server_h s, ps_tp_peer_t *peer, const ps_
 {
     ps_tensor_t *t;
     ps_chunk_t *c = ps_replica_chunk(s, h, &t);
+    if (c != NULL && c->primary) { /* from a server that is no longer its primary (declared dead) */
+        ps_replica_ack(s, peer, h, c->version, PSERV_ERR_MISMATCH);
+        return;
+    }
     if (c == NULL || len != c->param_bytes) {
         ps_replica_ack(s, peer, h, c ? c->version : 0, PSERV_ERR_STALE);
         return;
@@ -230,7 +234,7 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
     size_t head = PS_STATE_PREFIX + (size_t)nw * 8;
     if (c == NULL && dst == PSERV_OK && !r.bad && nw <= s->store.num_workers && head <= len)
         c = ps_replica_define(s, h, &desc, chunk_elems, data + head, len - head, &t);
-    int fits = c && !r.bad && nstate == ps_chunk_nstate(c) && (nw == 0 || nw == s->store.num_workers) &&
+    int fits = c && !c->primary && !r.bad && nstate == ps_chunk_nstate(c) && (nw == 0 || nw == s->store.num_workers) &&
                len == PS_STATE_PREFIX + (size_t)nw * 8 + (size_t)(1 + nstate) * c->param_bytes;
     if (!fits || (nw > 0 && ps_server_seq_table(s, c) < 0)) {
         ps_warn("STATE of tensor %llu chunk %u from server %u refused: it does not fit the chunk here",
