@@ -221,8 +221,7 @@ static int train(trainer_t *t)
         if (share_data(t, count, idx, &per, &share_index, &share_count)) {
             steps = per / cfg->batch;
             scale = 1.0f / (float)share_count;
-            if (t->job.rank == share_index || share_index == 0)
-                printf("worker %u: epoch %u shared among %u workers\n", t->job.rank, epoch, share_count);
+            if (!t->report) printf("worker %u: epoch %u shared among %u workers\n", t->job.rank, epoch, share_count);
         }
         shuffle(idx, per, epoch_seed(cfg, t, epoch));
         double loss_sum = 0;

@@ -166,6 +166,12 @@ static pserv_status_t ps_ckpt_set_index(ps_ckpt_set_t *s)
     return PSERV_OK;
 }
 
+static int ps_ckpt_by_rank(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* The shard ranks with a file in a round's directory, ascending (a fresh array, or NULL). */
 static uint32_t *ps_ckpt_list_shards(const char *round_dir, uint32_t *n)
 {
@@ -185,12 +191,7 @@ static uint32_t *ps_ckpt_list_shards(const char *round_dir, uint32_t *n)
         ranks[(*n)++] = rank;
     }
     closedir(d);
-    for (uint32_t a = 1; a < *n; a++) /* few files: insertion sort */
-        for (uint32_t b = a; b > 0 && ranks[b - 1] > ranks[b]; b--) {
-            uint32_t t = ranks[b];
-            ranks[b] = ranks[b - 1];
-            ranks[b - 1] = t;
-        }
+    if (ranks) qsort(ranks, *n, sizeof(*ranks), ps_ckpt_by_rank);
     return ranks;
 }
 

@@ -90,19 +90,11 @@ static void ps_replica_hdr(pserv_server_h s, ps_wire_hdr_t *h, ps_msg_type_t typ
 }
 
 /*
- * Where an update travels from, outside a batch (the optimizer changes `update` next). Sync: the
- * chunk's kept buffer, free again by the next round (which needs every backup's acknowledgement
- * of this one, so the sends are done). Async: several may be in flight, so a copy each.
+ * Outside a batch an update travels from a buffer of its own (the optimizer changes `update`
+ * next). Sync: the chunk's kept buffer, free again by the next round (which needs every backup's
+ * acknowledgement of this one, so its sends are done). Async: several may be in flight, so each
+ * send has a copy it frees.
  */
-static void *ps_replica_payload(pserv_server_h s, ps_chunk_t *c, const float *update, int *owned)
-{
-    *owned = !s->store.sync;
-    if (s->store.sync && c->repl == NULL && posix_memalign((void **)&c->repl, 64, c->param_bytes) != 0) c->repl = NULL;
-    void *buf = s->store.sync ? (void *)c->repl : malloc(c->param_bytes);
-    if (buf) memcpy(buf, update, c->param_bytes);
-    return buf;
-}
-
 void ps_server_replicate(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, const float *update, uint32_t worker,
                          uint64_t seq)
 {
@@ -111,24 +103,23 @@ void ps_server_replicate(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, 
     ps_replica_hdr(s, &h, PS_MSG_REPLICATE, t, c, c->version);
     h.req_id = seq;
     h.status = worker == UINT32_MAX ? PS_REPL_ROUND : (int32_t)worker;
-    void *payload = NULL;
-    int owned = 0;
+    int kept = 0; /* sync: c->repl holds this update */
     for (uint32_t i = 0; i < c->nbackups; i++) {
         ps_tp_peer_t *peer = ps_replica_peer(s, c->backups[i]);
         if (peer == NULL) continue; /* that backup stays behind: a STATE catches it up */
         PS_STAT_ADD(s, replicated_bytes, c->param_bytes);
         if (ps_server_coalesce(s, peer, &h, update, c->param_bytes)) continue; /* copied into the batch */
-        if (payload == NULL && (payload = ps_replica_payload(s, c, update, &owned)) == NULL) continue;
-        if (owned) {
-            void *copy = i + 1 < c->nbackups ? malloc(c->param_bytes) : NULL; /* the last send takes payload */
-            if (copy) memcpy(copy, payload, c->param_bytes);
-            ps_send_msg(peer, &h, copy ? copy : payload, c->param_bytes, NULL, ps_send_free_cb, copy ? copy : payload);
-            if (!copy) payload = NULL;
-        } else {
-            ps_send_msg(peer, &h, payload, c->param_bytes, NULL, NULL, NULL);
+        if (s->store.sync && !kept) {
+            if (c->repl == NULL && posix_memalign((void **)&c->repl, 64, c->param_bytes) != 0) c->repl = NULL;
+            if (c->repl == NULL) continue;
+            memcpy(c->repl, update, c->param_bytes);
+            kept = 1;
         }
+        void *copy = s->store.sync ? NULL : malloc(c->param_bytes);
+        if (!s->store.sync && copy == NULL) continue;
+        if (copy) memcpy(copy, update, c->param_bytes);
+        ps_send_msg(peer, &h, copy ? copy : c->repl, c->param_bytes, NULL, copy ? ps_send_free_cb : NULL, copy);
     }
-    if (owned) free(payload);
 }
 
 /* The chunk's whole state to backup `to`: what it needs to serve as a copy from now on. */
