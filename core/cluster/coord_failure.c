@@ -24,7 +24,7 @@ static void ps_coord_end_if_done(pserv_coordinator_h c)
     if (c->done || c->workers_done < c->job.num_workers || c->cause_pending) return; /* the tick decides */
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
-        if (!m->used || m->role != PS_ROLE_SERVER || m->failed) continue;
+        if (!m->used || m->role != PS_ROLE_SERVER || m->failed || m->left) continue;
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_SHUTDOWN);
         if (ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL) == PSERV_OK) {
@@ -89,6 +89,7 @@ static int ps_coord_server_failover(pserv_coordinator_h c, ps_coord_member_t *m,
     ps_view_fail_server(&c->view, m->rank);
     ps_warn("%s: its chunks fail over to their backups", why);
     ps_coord_publish(c);
+    ps_coord_membership_changed(c); /* drains going on plan their moves again */
     return 1;
 }
 
@@ -105,6 +106,7 @@ void ps_coord_member_dead(pserv_coordinator_h c, ps_coord_member_t *m, const cha
         ps_coord_worker_out(c, m, PS_MEMBER_DEAD);
         return;
     }
+    if (m->role == PS_ROLE_SERVER) ps_coord_moves_server_gone(c, m, text);
     if (m->role == PS_ROLE_SERVER && c->view.replicas > 0 && ps_coord_server_failover(c, m, text)) return;
     *ps_coord_member_state(c, m) = PS_MEMBER_DEAD;
     if (m->role == PS_ROLE_WORKER) {

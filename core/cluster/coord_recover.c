@@ -41,7 +41,7 @@ static void ps_coord_adopt(pserv_coordinator_h c, ps_job_t *job, ps_view_t *view
     memset(c->members, 0, c->capacity * sizeof(*c->members));
     memset(c->nodes, 0, c->job.num_workers * sizeof(*c->nodes));
     for (uint32_t w = 0; w < c->job.num_workers; w++) c->nodes[c->job.worker_node[w]].size++;
-    for (uint32_t i = 0; i < c->capacity; i++) {
+    for (uint32_t i = 0; i < c->job.num_servers + c->job.num_workers; i++) {
         ps_coord_member_t *m = &c->members[i];
         int server = i < c->job.num_servers;
         m->used = 1;
@@ -51,6 +51,7 @@ static void ps_coord_adopt(pserv_coordinator_h c, ps_job_t *job, ps_view_t *view
         if (server) snprintf(m->addr, sizeof(m->addr), "%s", c->job.servers[m->rank]);
         uint8_t state = *ps_coord_member_state(c, m);
         if (state == PS_MEMBER_DEAD) m->failed = 1;
+        if (server && state == PS_MEMBER_LEFT) m->left = 1; /* drained before the restart */
         if (!server && (state == PS_MEMBER_DEAD || state == PS_MEMBER_LEFT)) {
             m->left = 1;
             c->workers_done++;
@@ -71,7 +72,7 @@ static void ps_coord_recovered(pserv_coordinator_h c)
 {
     for (uint32_t i = 0; i < c->capacity; i++) {
         const ps_coord_member_t *m = &c->members[i];
-        if (m->peer == NULL && !m->failed && !m->left) return;
+        if (m->used && m->peer == NULL && !m->failed && !m->left) return;
     }
     c->recovering = 0;
     if (c->barrier_floor > c->barrier_seq) c->barrier_floor = c->barrier_seq;
@@ -87,7 +88,9 @@ void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire
     uint32_t rank = UINT32_MAX;
     const char *why = NULL;
     if (ps_job_decode(rest, &job, &rank) < 0 || ps_view_decode(rest, &view) < 0) why = "a malformed job or view";
-    else if (job.num_servers != c->job.num_servers || job.num_workers != c->job.num_workers || job.mode != c->job.mode)
+    /* Servers may have joined the job since it began (a fresh coordinator knows the first count). */
+    else if ((c->formed ? job.num_servers != c->job.num_servers : job.num_servers < c->job.num_servers) ||
+             job.num_workers != c->job.num_workers || job.mode != c->job.mode)
         why = "a job of other sizes or mode than this coordinator's";
     else if (rank != h->sender || view.num_servers != job.num_servers || view.num_workers != job.num_workers)
         why = "a rank or view that does not fit its job";

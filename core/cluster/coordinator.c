@@ -129,7 +129,10 @@ static void ps_coord_form(pserv_coordinator_h c)
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
         if (!m->used) continue;
-        if (m->role == PS_ROLE_SERVER) snprintf(c->job.servers[m->rank], PS_ADDR_MAX, "%s", m->addr);
+        if (m->role == PS_ROLE_SERVER) {
+            snprintf(c->job.servers[m->rank], PS_ADDR_MAX, "%s", m->addr);
+            snprintf(c->view.addrs[m->rank], PS_ADDR_MAX, "%s", m->addr);
+        }
         *ps_coord_member_state(c, m) = PS_MEMBER_LIVE;
         m->last_heard_ms = now; /* silence counts from here */
     }
@@ -243,6 +246,10 @@ static void ps_coord_on_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
         ps_coord_on_rejoin(c, peer, h, j, &rest); /* its job and view follow the JOIN body */
         goto out;
     }
+    if (role == PS_ROLE_SERVER && c->formed && ps_tp_peer_get_ctx(peer) == NULL) {
+        ps_coord_on_server_join(c, peer, h, j);
+        goto out;
+    }
     if (ps_tp_peer_get_ctx(peer) != NULL || c->formed || c->joined[role] >= ps_coord_role_size(c, role)) {
         ps_warn("JOIN from %s refused: the job is full or already formed", ps_tp_peer_name(peer));
         ps_coord_refuse(peer, h, PS_MSG_JOIN_REPLY, PSERV_ERR_NO_RESOURCE, "the job is full or already formed");
@@ -325,10 +332,15 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
         ps_coord_on_tensor(c, m, &h, data, len);
     } else if (h.type == PS_MSG_CHECKPOINT && m && c->formed && m->role == PS_ROLE_SERVER) {
         ps_coord_on_checkpoint(c, m, &h, data, len);
+    } else if (h.type == PS_MSG_SYNCED && m && c->formed && m->role == PS_ROLE_SERVER) {
+        ps_coord_on_synced(c, m, &h);
+    } else if (h.type == PS_MSG_DRAIN && m == NULL) {
+        ps_coord_on_drain(c, peer, &h);
     } else {
         c->rejected++;
         ps_warn("unexpected %s from %s rejected", ps_wire_type_name(h.type), ps_tp_peer_name(peer));
-        if (h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE || h.type == PS_MSG_NODE_BCAST || h.type == PS_MSG_TENSOR)
+        if (h.type == PS_MSG_BARRIER || h.type == PS_MSG_LEAVE || h.type == PS_MSG_NODE_BCAST || h.type == PS_MSG_TENSOR ||
+            h.type == PS_MSG_DRAIN)
             ps_reply_status(peer, &h, (ps_msg_type_t)(h.type + 1), 0, PSERV_ERR_INVALID_ARG);
     }
 out:
@@ -361,6 +373,7 @@ static void ps_coord_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t w
         ps_coord_end_heard(c, m);
         goto out;
     }
+    if (m == NULL) ps_coord_drain_requester_gone(c, peer);
     if (m == NULL || m->failed) goto out;
     if (!c->formed) {
         /* Before the job forms a member may simply come back: free its place. */
@@ -430,7 +443,9 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
         free(c);
         return st;
     }
-    c->capacity = params->num_servers + params->num_workers;
+    /* Room for every server the job may ever have: servers join a running job, and a member's
+     * place is the transport peer's context (it never moves). */
+    c->capacity = PS_VIEW_MAX_SERVERS + params->num_workers;
     c->members = calloc(c->capacity, sizeof(*c->members));
     c->job.servers = calloc(params->num_servers, sizeof(*c->job.servers));
     c->job.worker_node = calloc(params->num_workers, sizeof(*c->job.worker_node));

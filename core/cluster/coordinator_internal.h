@@ -2,7 +2,8 @@
  * Coordinator internals shared by its files: coordinator.c (create, join, forming the job,
  * dispatch), coord_collective.c (barriers, node broadcasts), coord_failure.c (heartbeats, a
  * member's death, the failure policy, the end of the job) and coord_tensor.c (placing tensors,
- * publishing views). All state is changed under c->lock: on the progress thread (messages) or on
+ * publishing views), coord_checkpoint.c, coord_recover.c (a restarted coordinator) and
+ * coord_membership.c (servers joining and drained). All state is changed under c->lock: on the progress thread (messages) or on
  * the ticker thread (heartbeats). Control traffic only, never the data path.
  */
 #ifndef PS_COORDINATOR_INTERNAL_H
@@ -43,6 +44,9 @@ typedef struct {
     uint64_t bcast_req;     /* req id of its node broadcast call, while it waits in one */
     int at_bcast;
     uint64_t ckpt_round;    /* a server's newest checkpoint written */
+    ps_tp_peer_t *drain_peer; /* a server being drained: who asked (answered once it left), or NULL */
+    uint64_t drain_req;
+    int drained;              /* a drained server that holds nothing: told SHUTDOWN once its last view is out */
 } ps_coord_member_t;
 
 /* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */
@@ -131,6 +135,20 @@ void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const p
 void ps_coord_ckpt_prune(pserv_coordinator_h c);
 /* create: checks the checkpoint parameters and picks the round to resume from; sets last error. */
 pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinator_params_t *p);
+
+/* Servers joining a running job and drained out of it (coord_membership.c). */
+/* A JOIN from a server once the job has formed: the next rank, and the chunks that balance the load. */
+void ps_coord_on_server_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const ps_join_t *j);
+/* DRAIN (any peer): server h->chunk gives every copy away, then leaves; answered then. */
+void ps_coord_on_drain(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
+/* SYNCED from a server: its copy of h->key/h->chunk holds the state; a move to it finishes. */
+void ps_coord_on_synced(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h);
+/* A server died (before its failover): the moves from or to it end, and its drain is answered. */
+void ps_coord_moves_server_gone(pserv_coordinator_h c, ps_coord_member_t *m, const char *why);
+/* After a failover: drains still going plan moves again; publishes if the view changed. */
+void ps_coord_membership_changed(pserv_coordinator_h c);
+/* A peer that is not a member went away: it asked for no drain any more. */
+void ps_coord_drain_requester_gone(pserv_coordinator_h c, ps_tp_peer_t *peer);
 
 /* Tensors and views: TENSOR from a worker, and sending the view after every change. */
 void ps_coord_on_tensor(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,

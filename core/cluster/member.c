@@ -375,6 +375,30 @@ static void ps_member_ctl_done(ps_member_t *m, const ps_wire_hdr_t *h, pserv_sta
     pthread_cond_broadcast(&m->cond);
 }
 
+/* Servers that joined (lock held): the role makes room, then their addresses go into the job. */
+static pserv_status_t ps_member_add_servers(ps_member_t *m, const ps_view_t *v)
+{
+    uint32_t old_n = m->job.num_servers;
+    pserv_status_t st = m->hooks.servers_added ? m->hooks.servers_added(m->hooks.arg, old_n, v->num_servers) : PSERV_OK;
+    if (st < 0) return st;
+    for (uint32_t s = old_n; s < v->num_servers; s++) {
+        snprintf(m->job.servers[s], PS_ADDR_MAX, "%s", v->addrs[s]);
+        ps_info("server %u joined the job at %s", s, v->addrs[s]);
+    }
+    m->job.num_servers = v->num_servers;
+    return PSERV_OK;
+}
+
+/* Gives a decoded job's server list room for every server the job may have. */
+static pserv_status_t ps_member_servers_room(ps_job_t *job)
+{
+    char(*servers)[PS_ADDR_MAX] = realloc(job->servers, PS_VIEW_MAX_SERVERS * sizeof(*servers));
+    if (servers == NULL) return PSERV_ERR_NO_MEMORY;
+    memset(servers + job->num_servers, 0, (PS_VIEW_MAX_SERVERS - job->num_servers) * sizeof(*servers));
+    job->servers = servers;
+    return PSERV_OK;
+}
+
 /* Installs a newer view (progress thread): swapped under the lock, then the role hears of it. */
 static void ps_member_install(ps_member_t *m, const ps_wire_hdr_t *h, const void *data, size_t len)
 {
@@ -386,7 +410,7 @@ static void ps_member_install(ps_member_t *m, const ps_wire_hdr_t *h, const void
     }
     ps_reader_init(&r, data, len);
     pserv_status_t st = ps_view_decode(&r, v);
-    if (st < 0 || v->version != h->map_version || v->num_servers != m->job.num_servers ||
+    if (st < 0 || v->version != h->map_version || v->num_servers < m->job.num_servers ||
         v->num_workers != m->job.num_workers) {
         ps_warn("view %u from the coordinator rejected: %s", h->map_version,
                 st < 0 ? pserv_strerror(st) : "it does not match the job");
@@ -398,6 +422,13 @@ static void ps_member_install(ps_member_t *m, const ps_wire_hdr_t *h, const void
     ps_view_t *old = m->view;
     if (old && old->version >= v->version) { /* a late, older view */
         pthread_mutex_unlock(&m->lock);
+        ps_view_free(v);
+        free(v);
+        return;
+    }
+    if (v->num_servers > m->job.num_servers && ps_member_add_servers(m, v) < 0) {
+        pthread_mutex_unlock(&m->lock);
+        ps_error("view %u refused: no room for its %u servers", v->version, v->num_servers);
         ps_view_free(v);
         free(v);
         return;
@@ -467,6 +498,7 @@ static void ps_member_on_join_reply(ps_member_t *m, const ps_wire_hdr_t *h, cons
         ps_reader_t r;
         ps_reader_init(&r, data, len);
         st = ps_job_decode(&r, &job, &rank);
+        if (st == PSERV_OK) st = ps_member_servers_room(&job);
         if (st == PSERV_OK && (v = malloc(sizeof(*v))) == NULL) st = PSERV_ERR_NO_MEMORY;
         if (st == PSERV_OK && (st = ps_view_decode(&r, v)) < 0) {
             free(v);

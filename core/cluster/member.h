@@ -35,6 +35,10 @@ typedef struct {
     void (*view_changed)(void *arg, const ps_view_t *old, const ps_view_t *now);
     /* The coordinator aborted the job (the reason is in last_error). May be NULL. */
     void (*aborted)(void *arg);
+    /* Servers joined the job (ranks old_n .. new_n - 1, addresses in job.servers once this
+     * succeeds): called with the lock held, before the view that has them is installed, so the
+     * role grows what it keeps per server. A failure refuses the view. May be NULL. */
+    pserv_status_t (*servers_added)(void *arg, uint32_t old_n, uint32_t new_n);
 } ps_member_hooks_t;
 
 /* Where a control call's reply payload goes, and what came back. */
@@ -80,7 +84,7 @@ typedef struct {
     int shutdown; /* the coordinator ended the job */
     int aborted;  /* the job failed (ABORT from the coordinator, or cut off from everyone): last_error says why */
     uint32_t rank;
-    ps_job_t job;
+    ps_job_t job; /* job.servers has room for PS_VIEW_MAX_SERVERS: servers that join are added in place */
     ps_view_t *view; /* the installed view: swapped under lock on the progress thread, which reads it freely */
     ps_member_hooks_t hooks;
     ps_ticker_t ticker;

@@ -1,6 +1,7 @@
 #include "view.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +22,9 @@ pserv_status_t ps_view_init(ps_view_t *v, uint32_t num_servers, uint32_t num_wor
     v->worker_state = calloc(num_workers ? num_workers : 1, 1);
     v->load_bytes = calloc(num_servers, sizeof(*v->load_bytes));
     v->load_chunks = calloc(num_servers, sizeof(*v->load_chunks));
-    if (v->server_state == NULL || v->worker_state == NULL || v->load_bytes == NULL || v->load_chunks == NULL) {
+    v->addrs = calloc(num_servers, sizeof(*v->addrs));
+    if (v->server_state == NULL || v->worker_state == NULL || v->load_bytes == NULL || v->load_chunks == NULL ||
+        v->addrs == NULL) {
         ps_view_free(v);
         return PSERV_ERR_NO_MEMORY;
     }
@@ -30,8 +33,12 @@ pserv_status_t ps_view_init(ps_view_t *v, uint32_t num_servers, uint32_t num_wor
 
 void ps_view_free(ps_view_t *v)
 {
-    for (uint32_t i = 0; i < v->num_tensors; i++) free(v->tensors[i].owners);
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        free(v->tensors[i].owners);
+        free(v->tensors[i].moves);
+    }
     free(v->tensors);
+    free(v->addrs);
     ps_keymap_fini(&v->index);
     free(v->server_state);
     free(v->worker_state);
@@ -63,14 +70,26 @@ int ps_view_holds(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t server)
 
 int ps_view_member_alive(uint8_t state)
 {
+    return state == PS_MEMBER_LIVE || state == PS_MEMBER_SUSPECT || state == PS_MEMBER_LEAVING;
+}
+
+/* A server that new chunks and moved copies may go to: alive and not being drained. */
+static int ps_view_takes_chunks(uint8_t state)
+{
     return state == PS_MEMBER_LIVE || state == PS_MEMBER_SUSPECT;
 }
 
 uint32_t ps_view_live_servers(const ps_view_t *v)
 {
     uint32_t n = 0;
-    for (uint32_t s = 0; s < v->num_servers; s++) n += ps_view_member_alive(v->server_state[s]);
+    for (uint32_t s = 0; s < v->num_servers; s++) n += ps_view_takes_chunks(v->server_state[s]);
     return n;
+}
+
+uint32_t ps_view_move_to(const ps_view_t *v, uint64_t key, uint32_t c)
+{
+    const ps_view_tensor_t *t = ps_view_tensor(v, key);
+    return t && c < t->num_chunks ? t->moves[(size_t)c * 2 + 1] : UINT32_MAX;
 }
 
 /* Room for one more tensor. */
@@ -97,12 +116,12 @@ static uint64_t ps_view_load(const ps_view_t *v, uint32_t s)
     return v->load_bytes[s] + v->load_chunks[s] * PS_VIEW_CHUNK_COST_BYTES;
 }
 
-/* The live server with the least load that is not excluded (lowest rank on ties), or UINT32_MAX. */
+/* The server taking chunks with the least load that is not excluded (lowest rank on ties), or UINT32_MAX. */
 static uint32_t ps_view_least_loaded(const ps_view_t *v, const uint32_t *exclude, uint32_t nexclude)
 {
     uint32_t best = UINT32_MAX;
     for (uint32_t s = 0; s < v->num_servers; s++) {
-        if (!ps_view_member_alive(v->server_state[s])) continue;
+        if (!ps_view_takes_chunks(v->server_state[s])) continue;
         int skip = 0;
         for (uint32_t i = 0; i < nexclude && !skip; i++) skip = exclude[i] == s;
         if (!skip && (best == UINT32_MAX || ps_view_load(v, s) < ps_view_load(v, best))) best = s;
@@ -166,12 +185,15 @@ pserv_status_t ps_view_place(ps_view_t *v, uint64_t key, const ps_tensor_desc_t 
     t->chunk_elems = elems;
     t->num_chunks = (uint32_t)n;
     t->owners = malloc(n * (v->replicas + 1) * sizeof(*t->owners));
-    if (t->owners == NULL) return PSERV_ERR_NO_MEMORY;
-    pserv_status_t st = ps_keymap_put(&v->index, key, (void *)(uintptr_t)(v->num_tensors + 1));
+    t->moves = malloc(n * 2 * sizeof(*t->moves));
+    pserv_status_t st = t->owners && t->moves ? ps_keymap_put(&v->index, key, (void *)(uintptr_t)(v->num_tensors + 1))
+                                              : PSERV_ERR_NO_MEMORY;
     if (st < 0) {
         free(t->owners);
+        free(t->moves);
         return st;
     }
+    memset(t->moves, 0xff, n * 2 * sizeof(*t->moves));
     v->num_tensors++;
     for (uint32_t c = 0; c < t->num_chunks; c++) ps_view_assign(v, t, c);
     return PSERV_OK;
@@ -219,8 +241,9 @@ uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s)
     return ps_view_each_held(v, s, ps_view_move_away);
 }
 
-/* Owners o (R of them) without s: survivors first, in order; then a new backup or a repeat. */
-static int ps_view_drop_owner(ps_view_t *v, uint32_t *o, uint32_t R, uint32_t s)
+/* Owners o (R of them) without s: survivors first, in order; then a new backup (not `moving_to`,
+ * the server a move brings the chunk to) or a repeat. */
+static int ps_view_drop_owner(ps_view_t *v, uint32_t *o, uint32_t R, uint32_t s, uint32_t moving_to)
 {
     uint32_t keep[PS_VIEW_MAX_REPLICAS + 1], n = 0;
     for (uint32_t r = 0; r < R; r++) {
@@ -234,7 +257,10 @@ static int ps_view_drop_owner(ps_view_t *v, uint32_t *o, uint32_t R, uint32_t s)
             o[r] = keep[r];
             continue;
         }
-        uint32_t to = ps_view_least_loaded(v, o, r);
+        uint32_t exclude[PS_VIEW_MAX_REPLICAS + 2];
+        memcpy(exclude, o, r * sizeof(*o));
+        exclude[r] = moving_to;
+        uint32_t to = ps_view_least_loaded(v, exclude, r + 1);
         o[r] = to == UINT32_MAX ? o[0] : to;
     }
     return 1;
@@ -262,7 +288,7 @@ uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s)
 static uint32_t ps_view_fail_over(ps_view_t *v, const ps_view_tensor_t *t, uint32_t c, uint32_t *o, uint32_t s)
 {
     uint32_t primary = o[0];
-    if (!ps_view_drop_owner(v, o, v->replicas + 1, s)) return 1;
+    if (!ps_view_drop_owner(v, o, v->replicas + 1, s, t->moves[(size_t)c * 2 + 1])) return 1;
     if (o[0] != primary) {
         ps_view_account(v, primary, ps_view_chunk_bytes(t, c), -1);
         ps_view_account(v, o[0], ps_view_chunk_bytes(t, c), +1);
@@ -275,7 +301,8 @@ uint32_t ps_view_fail_server(ps_view_t *v, uint32_t s)
     return ps_view_each_held(v, s, ps_view_fail_over);
 }
 
-/* The primary chunk of server s whose move to `to` lowers max(load(s), load(to)) the most. */
+/* The primary chunk of server s, not moving and with no copy on `to`, whose move there lowers
+ * max(load(s), load(to)) the most. */
 static int ps_view_best_move(const ps_view_t *v, uint32_t s, uint32_t to, uint32_t *ti, uint32_t *tc)
 {
     uint64_t ls = ps_view_load(v, s), lt = ps_view_load(v, to), best_max = ls;
@@ -283,7 +310,9 @@ static int ps_view_best_move(const ps_view_t *v, uint32_t s, uint32_t to, uint32
     for (uint32_t i = 0; i < v->num_tensors; i++) {
         const ps_view_tensor_t *t = &v->tensors[i];
         for (uint32_t c = 0; c < t->num_chunks; c++) {
-            if (t->owners[(size_t)c * (v->replicas + 1)] != s) continue;
+            if (t->owners[(size_t)c * (v->replicas + 1)] != s || t->moves[(size_t)c * 2] != UINT32_MAX ||
+                ps_view_holds(v, t->key, c, to))
+                continue;
             uint64_t w = ps_view_chunk_bytes(t, c) + PS_VIEW_CHUNK_COST_BYTES;
             uint64_t after = ls - w > lt + w ? ls - w : lt + w;
             if (after < best_max) {
@@ -297,50 +326,149 @@ static int ps_view_best_move(const ps_view_t *v, uint32_t s, uint32_t to, uint32
     return found;
 }
 
-long ps_view_add_server(ps_view_t *v)
+uint32_t ps_view_add_server(ps_view_t *v, const char *addr)
 {
     uint32_t S = v->num_servers + 1;
+    if (S > PS_VIEW_MAX_SERVERS) return UINT32_MAX;
     uint8_t *state = realloc(v->server_state, S);
-    if (state == NULL) return -1;
+    if (state == NULL) return UINT32_MAX;
     v->server_state = state;
     uint64_t *lb = realloc(v->load_bytes, S * sizeof(*lb));
-    if (lb == NULL) return -1;
+    if (lb == NULL) return UINT32_MAX;
     v->load_bytes = lb;
     uint64_t *lc = realloc(v->load_chunks, S * sizeof(*lc));
-    if (lc == NULL) return -1;
+    if (lc == NULL) return UINT32_MAX;
     v->load_chunks = lc;
+    char(*addrs)[PS_ADDR_MAX] = realloc(v->addrs, S * sizeof(*addrs));
+    if (addrs == NULL) return UINT32_MAX;
+    v->addrs = addrs;
     uint32_t to = v->num_servers;
     v->server_state[to] = PS_MEMBER_LIVE;
     v->load_bytes[to] = v->load_chunks[to] = 0;
+    snprintf(v->addrs[to], PS_ADDR_MAX, "%s", addr);
     v->num_servers = S;
-    long moved = 0;
+    return to;
+}
+
+/* Records the move of chunk c from `from` to `to`; the load counts a primary's move as done. */
+static void ps_view_start_move(ps_view_t *v, ps_view_tensor_t *t, uint32_t c, uint32_t from, uint32_t to)
+{
+    t->moves[(size_t)c * 2] = from;
+    t->moves[(size_t)c * 2 + 1] = to;
+    v->num_moves++;
+    if (t->owners[(size_t)c * (v->replicas + 1)] == from) {
+        ps_view_account(v, from, ps_view_chunk_bytes(t, c), -1);
+        ps_view_account(v, to, ps_view_chunk_bytes(t, c), +1);
+    }
+}
+
+uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to)
+{
+    uint32_t planned = 0;
+    if (to >= v->num_servers || !ps_view_takes_chunks(v->server_state[to])) return 0;
     for (;;) {
         uint32_t src = UINT32_MAX, ti, tc;
-        for (uint32_t s = 0; s < to; s++)
-            if (ps_view_member_alive(v->server_state[s]) && (src == UINT32_MAX || ps_view_load(v, s) > ps_view_load(v, src)))
+        for (uint32_t s = 0; s < v->num_servers; s++)
+            if (s != to && ps_view_member_alive(v->server_state[s]) &&
+                (src == UINT32_MAX || ps_view_load(v, s) > ps_view_load(v, src)))
                 src = s;
         if (src == UINT32_MAX || !ps_view_best_move(v, src, to, &ti, &tc)) break;
-        ps_view_tensor_t *t = &v->tensors[ti];
-        uint32_t *o = &t->owners[(size_t)tc * (v->replicas + 1)];
-        /* A backup already on the new server trades places with the primary. */
-        for (uint32_t r = 1; r <= v->replicas; r++)
-            if (o[r] == to) o[r] = src;
-        o[0] = to;
-        ps_view_account(v, src, ps_view_chunk_bytes(t, tc), -1);
-        ps_view_account(v, to, ps_view_chunk_bytes(t, tc), +1);
-        moved++;
+        ps_view_start_move(v, &v->tensors[ti], tc, src, to);
+        planned++;
     }
-    return moved;
+    return planned;
+}
+
+uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t *stuck)
+{
+    uint32_t held = 0, R = v->replicas + 1;
+    *stuck = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            if (!ps_view_holds(v, t->key, c, s)) continue;
+            held++;
+            if (t->moves[(size_t)c * 2] != UINT32_MAX) continue; /* one move at a time: planned after it */
+            uint32_t to = ps_view_least_loaded(v, &t->owners[(size_t)c * R], R);
+            if (to == UINT32_MAX) (*stuck)++;
+            else ps_view_start_move(v, t, c, s, to);
+        }
+    }
+    return held;
+}
+
+/* Ends the move of chunk c (the load's part of it stays). */
+static void ps_view_end_move(ps_view_t *v, ps_view_tensor_t *t, uint32_t c)
+{
+    t->moves[(size_t)c * 2] = t->moves[(size_t)c * 2 + 1] = UINT32_MAX;
+    v->num_moves--;
+}
+
+int ps_view_finish_move(ps_view_t *v, uint64_t key, uint32_t c, uint32_t to)
+{
+    ps_view_tensor_t *t = (ps_view_tensor_t *)ps_view_tensor(v, key);
+    if (t == NULL || c >= t->num_chunks || t->moves[(size_t)c * 2 + 1] != to || ps_view_holds(v, key, c, to)) return 0;
+    uint32_t from = t->moves[(size_t)c * 2], *o = &t->owners[(size_t)c * (v->replicas + 1)];
+    ps_view_end_move(v, t, c);
+    int done = 0;
+    for (uint32_t r = 0; r <= v->replicas; r++)
+        if (o[r] == from) {
+            o[r] = to;
+            done = 1;
+        }
+    return done;
+}
+
+uint32_t ps_view_cancel_moves(ps_view_t *v, uint32_t s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++) {
+        ps_view_tensor_t *t = &v->tensors[i];
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            uint32_t from = t->moves[(size_t)c * 2], to = t->moves[(size_t)c * 2 + 1];
+            if (from == UINT32_MAX || (from != s && to != s)) continue;
+            if (t->owners[(size_t)c * (v->replicas + 1)] == from) { /* the primary stays where it was */
+                ps_view_account(v, to, ps_view_chunk_bytes(t, c), -1);
+                ps_view_account(v, from, ps_view_chunk_bytes(t, c), +1);
+            }
+            ps_view_end_move(v, t, c);
+            n++;
+        }
+    }
+    return n;
+}
+
+uint32_t ps_view_copies(const ps_view_t *v, uint32_t s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++)
+        for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++) n += ps_view_holds(v, v->tensors[i].key, c, s);
+    return n;
+}
+
+/* Chunks of a tensor with a move in progress. */
+static uint32_t ps_view_tensor_moves(const ps_view_tensor_t *t)
+{
+    uint32_t n = 0;
+    for (uint32_t c = 0; c < t->num_chunks; c++) n += t->moves[(size_t)c * 2] != UINT32_MAX;
+    return n;
 }
 
 size_t ps_view_encoded_size(const ps_view_t *v)
 {
     size_t n = 5 * 4 + (size_t)v->num_servers * 4 + (size_t)v->num_workers * 4;
+    for (uint32_t s = 0; s < v->num_servers; s++) n += 4 + strlen(v->addrs[s]);
     for (uint32_t i = 0; i < v->num_tensors; i++)
-        n += 8 + PS_TENSOR_DESC_LEN + 8 + 4 + (size_t)v->tensors[i].num_chunks * (v->replicas + 1) * 4;
+        n += 8 + PS_TENSOR_DESC_LEN + 8 + 4 + (size_t)v->tensors[i].num_chunks * (v->replicas + 1) * 4 + 4 +
+             (size_t)ps_view_tensor_moves(&v->tensors[i]) * 12;
     return n;
 }
 
+/*
+ * Layout: version, servers, workers, replicas; every server's state, every worker's; every
+ * server's address (a string); tensors: key, descriptor, chunk size, chunks, owners,
+ * then the moves in progress (count, then chunk, from, to each).
+ */
 void ps_view_encode(const ps_view_t *v, ps_writer_t *w)
 {
     ps_put_u32(w, v->version);
@@ -349,6 +477,7 @@ void ps_view_encode(const ps_view_t *v, ps_writer_t *w)
     ps_put_u32(w, v->replicas);
     for (uint32_t s = 0; s < v->num_servers; s++) ps_put_u32(w, v->server_state[s]);
     for (uint32_t r = 0; r < v->num_workers; r++) ps_put_u32(w, v->worker_state[r]);
+    for (uint32_t s = 0; s < v->num_servers; s++) ps_put_str(w, v->addrs[s]);
     ps_put_u32(w, v->num_tensors);
     for (uint32_t i = 0; i < v->num_tensors; i++) {
         const ps_view_tensor_t *t = &v->tensors[i];
@@ -357,7 +486,31 @@ void ps_view_encode(const ps_view_t *v, ps_writer_t *w)
         ps_put_u64(w, t->chunk_elems);
         ps_put_u32(w, t->num_chunks);
         for (size_t k = 0; k < (size_t)t->num_chunks * (v->replicas + 1); k++) ps_put_u32(w, t->owners[k]);
+        ps_put_u32(w, ps_view_tensor_moves(t));
+        for (uint32_t c = 0; c < t->num_chunks; c++) {
+            if (t->moves[(size_t)c * 2] == UINT32_MAX) continue;
+            ps_put_u32(w, c);
+            ps_put_u32(w, t->moves[(size_t)c * 2]);
+            ps_put_u32(w, t->moves[(size_t)c * 2 + 1]);
+        }
     }
+}
+
+/* A tensor's moves: each of a chunk in range not moving yet, from one of its owners to a server that holds none. */
+static pserv_status_t ps_view_decode_moves(ps_reader_t *r, ps_view_t *v, ps_view_tensor_t *t)
+{
+    uint32_t n = ps_get_u32(r);
+    if (r->bad || n > t->num_chunks || (uint64_t)n * 12 > r->len - r->pos) return PSERV_ERR_BAD_MESSAGE;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t c = ps_get_u32(r), from = ps_get_u32(r), to = ps_get_u32(r);
+        if (r->bad || c >= t->num_chunks || from >= v->num_servers || to >= v->num_servers ||
+            t->moves[(size_t)c * 2] != UINT32_MAX || !ps_view_holds(v, t->key, c, from) || ps_view_holds(v, t->key, c, to))
+            return PSERV_ERR_BAD_MESSAGE;
+        t->moves[(size_t)c * 2] = from;
+        t->moves[(size_t)c * 2 + 1] = to;
+        v->num_moves++;
+    }
+    return PSERV_OK;
 }
 
 static pserv_status_t ps_view_decode_tensor(ps_reader_t *r, ps_view_t *v)
@@ -375,21 +528,29 @@ static pserv_status_t ps_view_decode_tensor(ps_reader_t *r, ps_view_t *v)
     if (ps_view_reserve(v) < 0) return PSERV_ERR_NO_MEMORY;
     ps_view_tensor_t *t = &v->tensors[v->num_tensors];
     *t = (ps_view_tensor_t){.key = key, .desc = desc, .chunk_elems = elems, .num_chunks = n};
-    if ((t->owners = malloc((size_t)n * R * sizeof(*t->owners))) == NULL) return PSERV_ERR_NO_MEMORY;
+    t->owners = malloc((size_t)n * R * sizeof(*t->owners));
+    t->moves = malloc((size_t)n * 2 * sizeof(*t->moves));
+    if (t->owners == NULL || t->moves == NULL) goto err_free;
+    memset(t->moves, 0xff, (size_t)n * 2 * sizeof(*t->moves));
     for (size_t k = 0; k < (size_t)n * R; k++) {
         t->owners[k] = ps_get_u32(r);
         if (t->owners[k] >= v->num_servers) {
             free(t->owners);
+            free(t->moves);
             return PSERV_ERR_BAD_MESSAGE;
         }
     }
-    if (ps_keymap_put(&v->index, key, (void *)(uintptr_t)(v->num_tensors + 1)) < 0) {
-        free(t->owners);
-        return PSERV_ERR_NO_MEMORY;
-    }
-    v->num_tensors++;
+    if (ps_keymap_put(&v->index, key, (void *)(uintptr_t)(v->num_tensors + 1)) < 0) goto err_free;
+    v->num_tensors++; /* ps_view_free frees it from here on */
+    pserv_status_t st = ps_view_decode_moves(r, v, t);
+    if (st < 0) return st;
     for (uint32_t c = 0; c < n; c++) ps_view_account(v, t->owners[(size_t)c * R], ps_view_chunk_bytes(t, c), +1);
     return PSERV_OK;
+
+err_free:
+    free(t->owners);
+    free(t->moves);
+    return PSERV_ERR_NO_MEMORY;
 }
 
 pserv_status_t ps_view_decode(ps_reader_t *r, ps_view_t *v)
@@ -406,6 +567,7 @@ pserv_status_t ps_view_decode(ps_reader_t *r, ps_view_t *v)
         if (k < S) v->server_state[k] = (uint8_t)state;
         else v->worker_state[k - S] = (uint8_t)state;
     }
+    for (uint32_t s = 0; s < S; s++) ps_get_str(r, v->addrs[s], PS_ADDR_MAX);
     uint32_t nt = ps_get_u32(r);
     if (r->bad) goto err_free;
     for (uint32_t i = 0; i < nt; i++)

@@ -16,6 +16,13 @@
  * server count, so it spreads evenly; each chunk goes to the server with the least load, where
  * load counts bytes and a fixed cost per chunk (every chunk is a message per worker and round).
  * Adding or removing a server moves only the chunks needed to rebalance.
+ *
+ * Moving a chunk is never a switch of owners alone: a move (from, to) is first recorded in the
+ * view, and the primary treats `to` as one more backup (it gets the chunk's whole state, then
+ * every update); once `to` reports its copy in sync, the coordinator replaces `from` by `to` among
+ * the owners in a new view. So the new owner holds every update acknowledged before the switch.
+ * A server joining gets the chunks that balance the load; a server drained (state LEAVING) keeps
+ * serving what it holds until every copy it held has moved, then leaves.
  */
 #ifndef PS_VIEW_H
 #define PS_VIEW_H
@@ -24,6 +31,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "job.h"
 #include "keymap.h"
 #include "tensor_desc.h"
 
@@ -32,7 +40,7 @@ typedef enum {
     PS_MEMBER_LIVE,
     PS_MEMBER_SUSPECT, /* missed heartbeats, not yet declared dead */
     PS_MEMBER_DEAD,
-    PS_MEMBER_LEAVING, /* said it is done; its sync rounds are no longer awaited */
+    PS_MEMBER_LEAVING, /* a server being drained: it serves what it holds and takes nothing new */
     PS_MEMBER_LEFT,
     PS_MEMBER_STATE_MAX
 } ps_member_state_t;
@@ -54,6 +62,7 @@ typedef struct {
     uint64_t chunk_elems;
     uint32_t num_chunks;
     uint32_t *owners; /* num_chunks x (replicas + 1): owners[c * (replicas + 1)] is the primary */
+    uint32_t *moves;  /* num_chunks x 2: a move in progress (from, to), or UINT32_MAX twice */
 } ps_view_tensor_t;
 
 typedef struct {
@@ -61,6 +70,8 @@ typedef struct {
     uint32_t num_servers, num_workers, replicas;
     uint8_t *server_state; /* ps_member_state_t by server rank */
     uint8_t *worker_state; /* by worker rank */
+    char (*addrs)[PS_ADDR_MAX]; /* by server rank: where workers and servers reach it ("" unknown) */
+    uint32_t num_moves;    /* chunk moves in progress */
     ps_view_tensor_t *tensors;
     uint32_t num_tensors, cap_tensors;
     ps_keymap_t index;     /* key -> its index in tensors, plus one, as a pointer (never NULL) */
@@ -80,9 +91,12 @@ uint64_t ps_view_chunk_bytes(const ps_view_tensor_t *t, uint32_t c);
 uint32_t ps_view_owner(const ps_view_t *v, uint64_t key, uint32_t c);
 /* 1 when server is the primary or a backup of chunk c of key. */
 int ps_view_holds(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t server);
-/* Live servers / workers (state LIVE or SUSPECT: not yet declared dead). */
+/* Servers that take new chunks (LIVE or SUSPECT; not dead, not being drained). */
 uint32_t ps_view_live_servers(const ps_view_t *v);
+/* A member still in the job: LIVE or SUSPECT (not yet declared dead), or a server being drained. */
 int ps_view_member_alive(uint8_t state);
+/* The server a move brings chunk c of key to, or UINT32_MAX when the chunk is not moving. */
+uint32_t ps_view_move_to(const ps_view_t *v, uint64_t key, uint32_t c);
 
 /*
  * Places a new tensor (the version is not changed; the caller bumps it once per change).
@@ -106,11 +120,30 @@ uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s);
 uint32_t ps_view_fail_server(ps_view_t *v, uint32_t s);
 /* The chunks of which server s holds the only live copy. */
 uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s);
+/* A new live server at address addr joins as rank num_servers (holding nothing yet); the rank,
+ * or UINT32_MAX when the view is full or out of memory. */
+uint32_t ps_view_add_server(ps_view_t *v, const char *addr);
 /*
- * A new live server joins as rank num_servers: chunks move to it from the most loaded servers
- * while that lowers the maximum load. Returns the number moved, or -1 on allocation failure.
+ * Plans moves of primaries to server `to` (a server that just joined) from the most loaded
+ * servers, while each lowers the maximum load; chunks already moving stay put. Returns the
+ * number planned (the load counts them as done).
  */
-long ps_view_add_server(ps_view_t *v);
+uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to);
+/*
+ * Plans a move for every copy server s (LEAVING) holds that is not moving yet, each to the
+ * least-loaded server that takes chunks and holds no copy of it. Returns the copies s still
+ * holds (moving or not); *stuck counts those with nowhere to go.
+ */
+uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t *stuck);
+/*
+ * Server `to` holds chunk c of key in sync: it replaces the move's `from` among the owners, and
+ * the move ends. 0 (nothing changed) when no such move is in progress.
+ */
+int ps_view_finish_move(ps_view_t *v, uint64_t key, uint32_t c, uint32_t to);
+/* Server s failed: the moves from or to it end (to it: its planned load returns). Returns how many. */
+uint32_t ps_view_cancel_moves(ps_view_t *v, uint32_t s);
+/* Copies (primary or backup) server s holds. */
+uint32_t ps_view_copies(const ps_view_t *v, uint32_t s);
 
 /* The whole view as bytes (the VIEW message's payload). */
 void ps_view_encode(const ps_view_t *v, ps_writer_t *w);

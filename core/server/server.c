@@ -86,8 +86,10 @@ void ps_server_setup(pserv_server_h s)
         ps_server_setup_failed(s, "no memory for the batch buffers");
         return;
     }
-    s->replicas.peer = calloc(s->m.job.num_servers, sizeof(*s->replicas.peer));
-    s->replicas.ctx = calloc(s->m.job.num_servers, sizeof(*s->replicas.ctx));
+    /* By server rank, for every server the job may have: servers join a running job, and a
+     * connection's context is its slot here (it never moves). */
+    s->replicas.peer = calloc(PS_VIEW_MAX_SERVERS, sizeof(*s->replicas.peer));
+    s->replicas.ctx = calloc(PS_VIEW_MAX_SERVERS, sizeof(*s->replicas.ctx));
     if (s->replicas.peer == NULL || s->replicas.ctx == NULL) {
         ps_server_setup_failed(s, "no memory for the replicas' connections");
         return;

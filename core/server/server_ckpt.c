@@ -234,11 +234,12 @@ static pserv_status_t ps_ckpt_write(pserv_server_h s, ps_ckpt_snap_t *snap)
     ps_ckpt_round_dir(dir, snap->round, path, sizeof(path));
     if (st == PSERV_OK) st = ps_dir_make(path);
     ps_ckpt_shard_path(dir, snap->round, s->m.rank, path, sizeof(path));
-    ps_ckpt_header_t h = {.round = snap->round, .rank = s->m.rank, .num_servers = s->m.job.num_servers,
+    ps_ckpt_header_t h = {.round = snap->round, .rank = s->m.rank,
                           .mode = (uint32_t)s->m.job.mode, .num_tensors = snap->num_tensors,
                           .num_chunks = snap->have, .tensors = snap->tensors, .chunks = snap->chunks};
     pthread_mutex_lock(&s->m.lock);
     h.view_version = s->m.view ? s->m.view->version : 0;
+    h.num_servers = s->m.job.num_servers; /* servers may join */
     pthread_mutex_unlock(&s->m.lock);
     if (st == PSERV_OK) st = ps_ckpt_write_file(path, &h, &bytes);
     if (st == PSERV_OK) {

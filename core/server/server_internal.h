@@ -86,11 +86,12 @@ typedef struct {
     ps_server_peer_t *ctx; /* their peer state (server = 1) */
 } ps_server_replicas_t;
 
-/* A VIEW's roles for the apply thread: every chunk this shard holds, with its live owners. */
+/* A VIEW's roles for the apply thread: every chunk this shard holds or a move brings here, with
+ * its live owners (a server the chunk moves to counts as one more backup). */
 typedef struct {
     uint64_t key;
     uint32_t chunk, n;
-    uint32_t owners[PS_VIEW_MAX_REPLICAS + 1];
+    uint32_t owners[PS_VIEW_MAX_REPLICAS + 2]; /* and last, a server the chunk is moving to */
 } ps_server_role_t;
 typedef struct {
     uint32_t n;
@@ -154,6 +155,10 @@ void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st);
 void ps_server_recount_rounds(pserv_server_h s);
 /* A worker's connection is gone: drop its parked pulls (nobody will read the answers). */
 void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer);
+/* The view moved the chunk away (apply thread): what waits here is refused (VIEW_CHANGED), so the
+ * workers re-send it to the new owner, and the chunk serves nothing more. Its memory stays until
+ * the shard ends (sends from it may still be in flight). */
+void ps_server_release_chunk(pserv_server_h s, ps_tensor_t *t, ps_chunk_t *c);
 /* Replies with an error status and counts the rejection. */
 void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
                       const char *why);

@@ -14,7 +14,11 @@
  * decay change it in place), with the pushing worker and its sequence in async mode, so a push
  * re-sent after a failover is recognised. A backup that is not at round r (new, or one that missed
  * an update) answers STALE and gets the chunk's whole state (STATE) instead; so does a backup the
- * view adds, at once: that is how the copies a dead server held are rebuilt.
+ * view adds, at once: that is how the copies a dead server held are rebuilt, and how a chunk
+ * moves (the server it moves to is one more backup until the view switches owners; it tells the
+ * coordinator SYNCED once it holds the state). A server that is the chunk's primary by a newer
+ * view answers VIEW_CHANGED: the sender keeps its answers waiting until its own view moves the
+ * chunk away, and then refuses them, so the workers re-send them to the new primary.
  *
  * Everything here runs on the apply thread, which owns the store; the progress thread only admits
  * and queues. The primary reaches its backups over connections of its own, opened on first use
@@ -26,7 +30,7 @@
 #include "hostport.h"
 #include "server_internal.h"
 
-_Static_assert(PS_STORE_MAX_BACKUPS == PS_VIEW_MAX_REPLICAS, "a chunk's backups are the view's");
+_Static_assert(PS_STORE_MAX_BACKUPS == PS_VIEW_MAX_REPLICAS + 1, "a chunk's backups: the view's, and a move's target");
 _Static_assert(PS_VIEW_MAX_REPLICAS + 1 <= sizeof(((ps_work_t *)0)->owners) / sizeof(uint32_t), "owners fit a work");
 
 /* REPLICATE: the payload is the update; req_id the pushing worker's sequence (async) and status
@@ -171,11 +175,11 @@ static void ps_replica_on_update(pserv_server_h s, ps_tp_peer_t *peer, const ps_
 {
     ps_tensor_t *t;
     ps_chunk_t *c = ps_replica_chunk(s, h, &t);
-    if (c != NULL && c->primary) { /* from a server that is no longer its primary (declared dead) */
-        ps_replica_ack(s, peer, h, c->version, PSERV_ERR_MISMATCH);
+    if (c != NULL && c->primary) { /* from a server that is no longer its primary by our view */
+        ps_replica_ack(s, peer, h, c->version, PSERV_ERR_VIEW_CHANGED);
         return;
     }
-    if (c == NULL || len != c->param_bytes) {
+    if (c == NULL || !c->held || len != c->param_bytes) {
         ps_replica_ack(s, peer, h, c ? c->version : 0, PSERV_ERR_STALE);
         return;
     }
@@ -210,6 +214,23 @@ static ps_chunk_t *ps_replica_define(pserv_server_h s, const ps_wire_hdr_t *h, c
     return c;
 }
 
+/* Tells the coordinator that this copy holds the chunk's state: a move to this shard may finish. */
+static void ps_replica_synced(pserv_server_h s, const ps_wire_hdr_t *state, const ps_chunk_t *c)
+{
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_SYNCED);
+    h.sender = s->store.rank;
+    h.key = state->key;
+    h.chunk = state->chunk;
+    h.round = c->version;
+    pthread_mutex_lock(&s->m.lock);
+    ps_tp_peer_t *coord = s->m.coord_failed ? NULL : s->m.coord;
+    pthread_mutex_unlock(&s->m.lock);
+    if (coord == NULL || ps_send_msg(coord, &h, NULL, 0, NULL, NULL, NULL) < 0)
+        ps_warn("tensor %llu chunk %u in sync here, but the coordinator is not there to hear it",
+                (unsigned long long)h.key, h.chunk);
+}
+
 static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const uint8_t *data,
                                 size_t len)
 {
@@ -225,7 +246,11 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
     size_t head = PS_STATE_PREFIX + (size_t)nw * 8;
     if (c == NULL && dst == PSERV_OK && !r.bad && nw <= s->store.num_workers && head <= len)
         c = ps_replica_define(s, h, &desc, chunk_elems, data + head, len - head, &t);
-    int fits = c && !c->primary && !r.bad && nstate == ps_chunk_nstate(c) && (nw == 0 || nw == s->store.num_workers) &&
+    if (c != NULL && c->primary) { /* we are its primary by a newer view than the sender's */
+        ps_replica_ack(s, peer, h, c->version, PSERV_ERR_VIEW_CHANGED);
+        return;
+    }
+    int fits = c && !r.bad && nstate == ps_chunk_nstate(c) && (nw == 0 || nw == s->store.num_workers) &&
                len == PS_STATE_PREFIX + (size_t)nw * 8 + (size_t)(1 + nstate) * c->param_bytes;
     if (!fits || (nw > 0 && ps_server_seq_table(s, c) < 0)) {
         ps_warn("STATE of tensor %llu chunk %u from server %u refused: it does not fit the chunk here",
@@ -238,7 +263,9 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
     for (uint32_t a = 0; a <= nstate; a++) memcpy(arrays[a], data + r.pos + a * c->param_bytes, c->param_bytes);
     c->version = version;
     c->state.step = step;
+    c->held = 1;
     ps_replica_ack(s, peer, h, c->version, PSERV_OK);
+    ps_replica_synced(s, h, c);
 }
 
 static void ps_replica_on_ack(pserv_server_h s, const ps_wire_hdr_t *h)
@@ -252,6 +279,7 @@ static void ps_replica_on_ack(pserv_server_h s, const ps_wire_hdr_t *h)
         ps_replica_send_state(s, t, c, h->sender);
         return;
     }
+    if (h->status == PSERV_ERR_VIEW_CHANGED) return; /* it is primary by a newer view: ours moves the chunk away */
     if (h->status == PSERV_ERR_MISMATCH) { /* it cannot hold this chunk: go on without that copy */
         ps_error("server %u cannot be a backup of tensor %llu chunk %u: dropped", h->sender,
                  (unsigned long long)h->key, h->chunk);

@@ -319,22 +319,32 @@ uint32_t ps_server_owners(const ps_view_t *v, uint64_t key, uint32_t c, uint32_t
     return n;
 }
 
+/* This shard holds chunk c of key in v, or a move brings it here. */
+static int ps_server_has_role(pserv_server_h s, const ps_view_t *v, uint64_t key, uint32_t c)
+{
+    return ps_view_holds(v, key, c, s->store.rank) || ps_view_move_to(v, key, c) == s->store.rank;
+}
+
 ps_server_roles_t *ps_server_roles(pserv_server_h s, const ps_view_t *v)
 {
     size_t n = 0;
     for (uint32_t i = 0; i < v->num_tensors; i++)
-        for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++) n += ps_view_holds(v, v->tensors[i].key, c, s->store.rank);
+        for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++) n += ps_server_has_role(s, v, v->tensors[i].key, c);
     ps_server_roles_t *roles = malloc(sizeof(*roles) + n * sizeof(roles->role[0]));
     if (roles == NULL) return NULL;
     roles->n = 0;
     for (uint32_t i = 0; i < v->num_tensors; i++) {
         const ps_view_tensor_t *t = &v->tensors[i];
         for (uint32_t c = 0; c < t->num_chunks; c++) {
-            if (!ps_view_holds(v, t->key, c, s->store.rank)) continue;
+            if (!ps_server_has_role(s, v, t->key, c)) continue;
             ps_server_role_t *r = &roles->role[roles->n++];
             r->key = t->key;
             r->chunk = c;
             r->n = ps_server_owners(v, t->key, c, r->owners);
+            /* The server it moves to gets the state and every update, as one more backup. */
+            uint32_t to = ps_view_move_to(v, t->key, c);
+            if (to < v->num_servers && ps_view_member_alive(v->server_state[to]) && !ps_view_holds(v, t->key, c, to))
+                r->owners[r->n++] = to;
         }
     }
     return roles;

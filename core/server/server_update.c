@@ -257,6 +257,18 @@ static void ps_server_sweep_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
     c->npulls = kept;
 }
 
+void ps_server_release_chunk(pserv_server_h s, ps_tensor_t *t, ps_chunk_t *c)
+{
+    ps_server_sweep_t sw = {s, PSERV_ERR_VIEW_CHANGED, NULL};
+    ps_server_sweep_chunk(&sw, t, c);
+    c->held = 0;
+    c->primary = 0;
+    c->nbackups = 0;
+    c->npushed = 0;
+    if (c->pushed) memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
+    ps_debug("tensor %llu chunk %u moved away from this shard", (unsigned long long)t->key, c->index);
+}
+
 void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st)
 {
     ps_server_sweep_t sw = {s, st, NULL};
@@ -326,15 +338,34 @@ static void ps_server_on_register(pserv_server_h s, ps_tp_peer_t *peer, const ps
     ps_server_reply(s, peer, &q, PS_MSG_REGISTER_REPLY, PSERV_OK);
 }
 
-/* A view's roles: who is primary of each chunk held here, and its backups. */
+static void ps_server_unmark(void *arg, ps_tensor_t *t, ps_chunk_t *c)
+{
+    (void)arg;
+    (void)t;
+    c->in_view = 0;
+}
+
+static void ps_server_release_unmarked(void *arg, ps_tensor_t *t, ps_chunk_t *c)
+{
+    if (c->held && !c->in_view) ps_server_release_chunk(arg, t, c);
+}
+
+/* A view's roles: who is primary of each chunk held here, and its backups; a chunk the view no
+ * longer has here is released. */
 static void ps_server_apply_roles(pserv_server_h s, const ps_server_roles_t *roles)
 {
-    for (uint32_t i = 0; roles && i < roles->n; i++) {
+    if (roles == NULL) return; /* no memory for them: the next view has them */
+    ps_store_each_chunk(&s->store, ps_server_unmark, NULL);
+    for (uint32_t i = 0; i < roles->n; i++) {
         const ps_server_role_t *r = &roles->role[i];
         ps_tensor_t *t = ps_keymap_get(&s->store.tensors, r->key);
         ps_chunk_t *c = t && r->chunk < t->layout.num_chunks ? t->chunks[r->chunk] : NULL;
-        if (c) ps_server_set_owners(s, t, c, r->owners, r->n, 0);
+        if (c == NULL) continue;
+        c->in_view = 1;
+        c->held = 1;
+        ps_server_set_owners(s, t, c, r->owners, r->n, 0);
     }
+    ps_store_each_chunk(&s->store, ps_server_release_unmarked, s);
 }
 
 void ps_server_run(void *arg, ps_work_t *w)

@@ -56,6 +56,7 @@ static pserv_status_t ps_chunk_create(ps_store_t *s, const ps_tensor_t *t, uint3
     if (c == NULL) return st;
     c->index = index;
     c->primary = 1;
+    c->held = 1;
     c->offset = ps_layout_chunk_offset(&t->layout, index);
     c->len = ps_layout_chunk_len(&t->layout, index);
     c->param_bytes = c->len * t->layout.elem_size;
@@ -162,6 +163,10 @@ pserv_status_t ps_store_check(ps_store_t *s, const ps_wire_hdr_t *h, ps_tensor_t
     if (c == NULL) {
         *why = "chunk not owned by this shard (or not registered)";
         return PSERV_ERR_UNKNOWN_KEY;
+    }
+    if (!c->held) {
+        *why = "chunk moved to another shard";
+        return PSERV_ERR_VIEW_CHANGED;
     }
     if (h->offset != c->offset) {
         *why = "offset does not match the chunk";

@@ -28,8 +28,8 @@ typedef struct {
     uint16_t reply; /* PS_MSG_PULL_REPLY or PS_MSG_PUSH_REPLY */
 } ps_pending_pull_t;
 
-/* Backups a chunk may have (the view's PS_VIEW_MAX_REPLICAS). */
-#define PS_STORE_MAX_BACKUPS 7
+/* Backups a chunk may have: the view's PS_VIEW_MAX_REPLICAS, and a server it is moving to. */
+#define PS_STORE_MAX_BACKUPS 8
 
 typedef struct {
     float *param;            /* pinned, registered: len elements */
@@ -46,6 +46,8 @@ typedef struct {
     uint32_t npulls, max_pulls;
     /* Replication (server_replica.c), by the view: */
     uint8_t primary;                          /* this shard serves the chunk (else it is a backup) */
+    uint8_t held;                             /* the view has it here (0: moved away, kept until the end) */
+    uint8_t in_view;                          /* scratch while a view's roles are applied */
     uint32_t nbackups;                        /* primary: the live backups, not this shard */
     uint32_t backups[PS_STORE_MAX_BACKUPS];
     uint64_t acked[PS_STORE_MAX_BACKUPS];     /* the version each backup confirmed holding */

@@ -84,6 +84,7 @@ uint64_t ps_wire_max_payload(uint32_t type)
     case PS_MSG_TENSOR_REPLY:
     case PS_MSG_REGISTER_REPLY: /* refused: why, in words */
     case PS_MSG_CHECKPOINT:
+    case PS_MSG_DRAIN_REPLY:
         return PS_WIRE_REASON_MAX;
     case PS_MSG_NODE_BCAST:
     case PS_MSG_NODE_BCAST_REPLY:
@@ -171,6 +172,7 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_TENSOR] = "TENSOR", [PS_MSG_TENSOR_REPLY] = "TENSOR_REPLY", [PS_MSG_BATCH] = "BATCH",
         [PS_MSG_ABORT_ACK] = "ABORT_ACK", [PS_MSG_CHECKPOINT] = "CHECKPOINT",
         [PS_MSG_REPLICATE] = "REPLICATE", [PS_MSG_REPLICATE_ACK] = "REPLICATE_ACK", [PS_MSG_STATE] = "STATE",
+        [PS_MSG_SYNCED] = "SYNCED", [PS_MSG_DRAIN] = "DRAIN", [PS_MSG_DRAIN_REPLY] = "DRAIN_REPLY",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

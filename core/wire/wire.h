@@ -16,7 +16,8 @@
 #include "pserv/pserv.h"
 
 #define PS_WIRE_MAGIC 0x56525350u /* "PSRV" read as little-endian bytes */
-#define PS_WIRE_VERSION 5 /* 3: the cluster view, heartbeats, ABORT, placement; 4: BATCH; 5: checkpoints */
+#define PS_WIRE_VERSION 6 /* 3: the cluster view, heartbeats, ABORT, placement; 4: BATCH; 5: checkpoints;
+                             6: servers join and drain (addresses and moves in the view) */
 #define PS_WIRE_HDR_LEN 72
 /* Largest payload any message may carry: bounds what a peer can make us allocate. */
 #define PS_WIRE_MAX_PAYLOAD ((uint64_t)1 << 31)
@@ -58,6 +59,9 @@ typedef enum {
     PS_MSG_REPLICATE,      /* primary -> backup: apply this update to the chunk at round `round` (payload: replica.h) */
     PS_MSG_REPLICATE_ACK,  /* backup -> primary: the chunk is at round `round` (status STALE: it is not; send STATE) */
     PS_MSG_STATE,          /* primary -> backup: the chunk's whole state at round `round` (payload: replica.h) */
+    PS_MSG_SYNCED,         /* server -> coordinator: its copy of key/chunk holds the chunk's state (a move may finish) */
+    PS_MSG_DRAIN,          /* operator -> coordinator: move every copy off server `chunk`, then let it leave */
+    PS_MSG_DRAIN_REPLY,    /* coordinator -> operator: the server left (or status, payload = why not) */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 

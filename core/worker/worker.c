@@ -25,47 +25,69 @@ static pserv_status_t ps_worker_await(pserv_worker_h w, uint64_t id, int timeout
     return st;
 }
 
+/* Opens the connection to server s (lock held); fails on a bad address or a transport error. */
+static pserv_status_t ps_worker_connect_one(pserv_worker_h w, uint32_t s)
+{
+    char host[PS_HOST_MAX];
+    uint16_t port;
+    ps_tp_peer_t *peer;
+    if (ps_hostport_parse(w->m.job.servers[s], 0, host, &port) < 0)
+        return ps_member_error(&w->m, PSERV_ERR_BAD_MESSAGE, "server %u has a bad address '%s'", s, w->m.job.servers[s]);
+    if (ps_tp_connect(w->m.tp, host, port, &peer) < 0)
+        return ps_member_error(&w->m, PSERV_ERR_UNREACHABLE, "cannot reach server %u at %s", s, w->m.job.servers[s]);
+    w->servers[s] = peer;
+    return PSERV_OK;
+}
+
+static void ps_worker_hello(pserv_worker_h w, uint64_t id, uint32_t s)
+{
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_HELLO);
+    h.sender = w->m.rank;
+    h.req_id = id;
+    h.map_version = w->m.view->version;
+    if (id != 0) ps_worker_req_send(w, id, s, &h, NULL, 0, NULL, NULL);
+    else ps_send_msg(w->servers[s], &h, NULL, 0, NULL, NULL, NULL); /* its reply matches no request: dropped */
+}
+
+void ps_worker_connect_new(pserv_worker_h w)
+{
+    if (w->servers == NULL || w->num_connected == 0) return; /* the first connections are being made */
+    for (uint32_t s = w->num_connected; s < w->m.job.num_servers; s++) {
+        if (ps_worker_connect_one(w, s) < 0) {
+            ps_warn("server %u joined the job, but: %s", s, w->m.last_error);
+            w->server_failed[s] = 1;
+            continue;
+        }
+        ps_worker_hello(w, 0, s);
+        ps_info("connected to server %u at %s, which joined the job", s, w->m.job.servers[s]);
+    }
+    w->num_connected = w->m.job.num_servers;
+}
+
 static pserv_status_t ps_worker_connect_servers(pserv_worker_h w, int timeout_ms)
 {
-    uint32_t n = w->m.job.num_servers;
     uint64_t id;
-    pserv_status_t st;
+    pserv_status_t st = PSERV_OK;
 
-    /* Filled here, then published under the lock: the progress thread's hooks look at them. */
-    ps_tp_peer_t **servers = calloc(n, sizeof(*servers));
-    int *failed = calloc(n, sizeof(*failed));
+    /* Sized and published under the lock: the progress thread's hooks look at them (and grow
+     * them when servers join meanwhile). */
     pthread_mutex_lock(&w->m.lock);
-    w->servers = servers;
-    w->server_failed = failed;
-    pthread_mutex_unlock(&w->m.lock);
-    if (servers == NULL || failed == NULL) return PSERV_ERR_NO_MEMORY;
-    for (uint32_t s = 0; s < n; s++) {
-        char host[PS_HOST_MAX];
-        uint16_t port;
-        ps_tp_peer_t *peer;
-        if (ps_hostport_parse(w->m.job.servers[s], 0, host, &port) < 0)
-            return ps_member_error(&w->m, PSERV_ERR_BAD_MESSAGE, "server %u has a bad address '%s'", s,
-                                   w->m.job.servers[s]);
-        if ((st = ps_tp_connect(w->m.tp, host, port, &peer)) < 0)
-            return ps_member_error(&w->m, PSERV_ERR_UNREACHABLE, "cannot reach server %u at %s", s,
-                                   w->m.job.servers[s]);
-        pthread_mutex_lock(&w->m.lock);
-        servers[s] = peer;
-        pthread_mutex_unlock(&w->m.lock);
-    }
-    pthread_mutex_lock(&w->m.lock);
-    st = ps_worker_req_alloc(w, PS_MSG_HELLO, NULL, NULL, &id);
-    for (uint32_t s = 0; st == PSERV_OK && s < n; s++) {
-        ps_wire_hdr_t h;
-        ps_wire_hdr_init(&h, PS_MSG_HELLO);
-        h.sender = w->m.rank;
-        h.req_id = id;
-        h.map_version = w->m.view->version;
-        ps_worker_req_send(w, id, s, &h, NULL, 0, NULL, NULL);
-    }
+    uint32_t n = w->m.job.num_servers;
+    w->servers = calloc(n, sizeof(*w->servers));
+    w->server_failed = calloc(n, sizeof(*w->server_failed));
+    if (w->servers == NULL || w->server_failed == NULL) st = PSERV_ERR_NO_MEMORY;
+    for (uint32_t s = 0; st == PSERV_OK && s < n; s++) st = ps_worker_connect_one(w, s);
+    if (st == PSERV_OK) st = ps_worker_req_alloc(w, PS_MSG_HELLO, NULL, NULL, &id);
+    for (uint32_t s = 0; st == PSERV_OK && s < n; s++) ps_worker_hello(w, id, s);
     pthread_mutex_unlock(&w->m.lock);
     if (st < 0) return st;
-    return ps_worker_await(w, id, timeout_ms, "saying hello to the servers");
+    if ((st = ps_worker_await(w, id, timeout_ms, "saying hello to the servers")) < 0) return st;
+    pthread_mutex_lock(&w->m.lock);
+    w->num_connected = n;
+    ps_worker_connect_new(w); /* servers that joined while we said hello */
+    pthread_mutex_unlock(&w->m.lock);
+    return PSERV_OK;
 }
 
 pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_worker_h *worker)
@@ -81,7 +103,8 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
     ps_keymap_init(&w->tensors);
     ps_tp_handler_t handler = {.arg = w, .rx_buffer = ps_worker_rx_buffer, .rx = ps_worker_rx,
                                .rx_abort = ps_worker_rx_abort, .peer_failed = ps_worker_peer_failed};
-    ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted, .view_changed = ps_worker_view_changed};
+    ps_member_hooks_t hooks = {.arg = w, .aborted = ps_worker_aborted, .view_changed = ps_worker_view_changed,
+                               .servers_added = ps_worker_servers_added};
     if ((st = ps_member_init(&w->m, PS_ROLE_WORKER, params->coordinator, NULL, &handler, &hooks)) < 0) goto err_free;
     w->spin_ns = w->m.progress.spin_ns;
     if (params->node && strlen(params->node) >= PS_NODE_MAX) {
@@ -97,7 +120,9 @@ pserv_status_t pserv_worker_create(const pserv_worker_params_t *params, pserv_wo
     w->barrier_seq = w->m.rejoin_round = w->m.join_round; /* a rejoining worker meets the job there */
     w->share_index = w->m.rank;
     w->share_count = w->m.job.num_workers;
+    pthread_mutex_lock(&w->m.lock);
     st = ps_worker_reqs_init(w, params->max_requests ? params->max_requests : 1024);
+    pthread_mutex_unlock(&w->m.lock);
     if (st < 0) goto err_member;
     if ((st = ps_worker_connect_servers(w, timeout)) < 0) goto err_member;
     ps_info("worker %u joined: %u servers, %u workers", w->m.rank, w->m.job.num_servers, w->m.job.num_workers);
@@ -119,10 +144,10 @@ pserv_status_t pserv_worker_job(pserv_worker_h worker, pserv_job_info_t *info)
     PS_CHECK_ARG(worker && info && info->size >= sizeof(*info));
     info->rank = worker->m.rank;
     info->num_workers = worker->m.job.num_workers;
-    info->num_servers = worker->m.job.num_servers;
     info->mode = worker->m.job.mode;
     info->chunk_bytes = worker->m.job.chunk_bytes;
     pthread_mutex_lock(&worker->m.lock);
+    info->num_servers = worker->m.job.num_servers; /* servers may join */
     info->map_version = worker->m.view->version;
     pthread_mutex_unlock(&worker->m.lock);
     info->node = worker->m.job.worker_node[worker->m.rank];
@@ -372,13 +397,13 @@ static void ps_worker_leave(pserv_worker_h worker, const char *failed)
 {
     pthread_mutex_lock(&worker->m.lock);
     worker->leaving = 1;
-    pthread_mutex_unlock(&worker->m.lock);
     for (uint32_t s = 0; worker->servers && s < worker->m.job.num_servers; s++) {
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_LEAVE);
         h.sender = worker->m.rank;
         if (worker->servers[s] && !worker->server_failed[s]) ps_send_msg(worker->servers[s], &h, NULL, 0, NULL, NULL, NULL);
     }
+    pthread_mutex_unlock(&worker->m.lock);
     size_t len = failed ? strlen(failed) : 0;
     if (len > PS_WIRE_REASON_MAX) len = PS_WIRE_REASON_MAX;
     pthread_mutex_lock(&worker->m.lock);

@@ -56,6 +56,22 @@ pserv_status_t ps_worker_group_init(pserv_worker_h w)
     return PSERV_OK;
 }
 
+pserv_status_t ps_worker_group_grow(pserv_worker_h w, uint32_t old_n, uint32_t new_n)
+{
+    ps_wgroup_t *g = &w->group;
+    int32_t *open = realloc(g->open, new_n * sizeof(*open));
+    if (open == NULL) return PSERV_ERR_NO_MEMORY;
+    g->open = open;
+    ps_batch_t *batch = realloc(g->batch, new_n * sizeof(*batch));
+    if (batch == NULL) return PSERV_ERR_NO_MEMORY;
+    g->batch = batch;
+    for (uint32_t s = old_n; s < new_n; s++) {
+        g->open[s] = -1;
+        memset(&g->batch[s], 0, sizeof(g->batch[s]));
+    }
+    return PSERV_OK;
+}
+
 void ps_worker_group_fini(pserv_worker_h w)
 {
     ps_wgroup_t *g = &w->group;

@@ -70,14 +70,15 @@ typedef struct {
     pthread_mutex_t pool_lock;
     uint32_t *free_list;
     uint32_t nfree;
-    int32_t *open;     /* per server: the buffer being filled, or -1 */
+    int32_t *open;     /* per server: the buffer being filled, or -1 (grown when servers join) */
     ps_batch_t *batch; /* per server */
 } ps_wgroup_t;
 
 struct pserv_worker {
     ps_member_t m; /* m.lock guards everything below */
-    ps_tp_peer_t **servers;
+    ps_tp_peer_t **servers;  /* by server rank: m.job.num_servers of them (servers join a running job) */
     int *server_failed;
+    uint32_t num_connected;  /* servers connected and greeted so far: later ones join the job */
     ps_keymap_t tensors;
     ps_req_t *reqs;
     uint32_t *req_counts; /* backing store of every slot's per_server */
@@ -107,8 +108,12 @@ static inline void ps_worker_wake(pserv_worker_h w)
     pthread_cond_broadcast(&w->m.cond);
 }
 
-/* Request table: allocated once the job (and so the number of servers) is known. */
+/* Request table: allocated once the job (and so the number of servers) is known (lock held). */
 pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests);
+/* Member hook (lock held): servers joined the job; what the worker keeps per server grows. */
+pserv_status_t ps_worker_servers_added(void *arg, uint32_t old_n, uint32_t new_n);
+/* Connects to and greets the servers that joined the job since (lock held; progress thread or not). */
+void ps_worker_connect_new(pserv_worker_h w);
 void ps_worker_reqs_fini(pserv_worker_h w);
 /* Takes a free slot (lock held); PSERV_ERR_NO_RESOURCE when every slot is in flight. */
 pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const ps_wtensor_t *t, void *dst,
@@ -118,6 +123,8 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
                         size_t len, ps_tp_send_cb_t cb, void *cb_arg);
 /* worker_group.c. Set up with the request table / freed with it (after the transport). */
 pserv_status_t ps_worker_group_init(pserv_worker_h w);
+/* Servers joined: the per-server batches grow from old_n to new_n (lock held). */
+pserv_status_t ps_worker_group_grow(pserv_worker_h w, uint32_t old_n, uint32_t new_n);
 void ps_worker_group_fini(pserv_worker_h w);
 /* Appends a chunk message to the open group's batch for the server (lock held); 0 if it goes alone. */
 int ps_worker_group_add(pserv_worker_h w, uint32_t server, const ps_wire_hdr_t *h, const void *data, size_t len);

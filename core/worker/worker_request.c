@@ -40,6 +40,37 @@ pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests)
     return st;
 }
 
+pserv_status_t ps_worker_servers_added(void *arg, uint32_t old_n, uint32_t new_n)
+{
+    pserv_worker_h w = arg;
+    if (w->servers != NULL) {
+        ps_tp_peer_t **servers = realloc(w->servers, new_n * sizeof(*servers));
+        if (servers == NULL) return PSERV_ERR_NO_MEMORY;
+        w->servers = servers;
+        int *failed = realloc(w->server_failed, new_n * sizeof(*failed));
+        if (failed == NULL) return PSERV_ERR_NO_MEMORY;
+        w->server_failed = failed;
+        for (uint32_t s = old_n; s < new_n; s++) {
+            servers[s] = NULL;
+            failed[s] = 0;
+        }
+    }
+    if (w->reqs == NULL) return PSERV_OK; /* sized by the job when it is made */
+    /* Every slot's per-server counts, at the new stride. */
+    uint32_t *counts = calloc((size_t)w->nreqs * new_n, sizeof(*counts));
+    if (counts == NULL || ps_worker_group_grow(w, old_n, new_n) < 0) {
+        free(counts);
+        return PSERV_ERR_NO_MEMORY;
+    }
+    for (uint32_t i = 0; i < w->nreqs; i++) {
+        memcpy(counts + (size_t)i * new_n, w->reqs[i].per_server, old_n * sizeof(*counts));
+        w->reqs[i].per_server = counts + (size_t)i * new_n;
+    }
+    free(w->req_counts);
+    w->req_counts = counts;
+    return PSERV_OK;
+}
+
 void ps_worker_reqs_fini(pserv_worker_h w)
 {
     ps_worker_group_fini(w);
@@ -98,6 +129,13 @@ static int ps_worker_is_data(uint16_t type)
     return type == PS_MSG_PUSH || type == PS_MSG_PULL || type == PS_MSG_PUSH_PULL;
 }
 
+/* A server gone whose chunks another takes over (lock held): a backup's (replicas), or it was
+ * being drained (its chunks move; it ends once it holds none). Else its requests fail. */
+static int ps_worker_taken_over(pserv_worker_h w, uint32_t s)
+{
+    return w->m.view->replicas > 0 || (s < w->m.view->num_servers && w->m.view->server_state[s] >= PS_MEMBER_LEAVING);
+}
+
 void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps_wire_hdr_t *h, const void *data,
                         size_t len, ps_tp_send_cb_t cb, void *cb_arg)
 {
@@ -111,8 +149,8 @@ void ps_worker_req_send(pserv_worker_h w, uint64_t id, uint32_t server, const ps
         /* Inside the calling thread's group a small chunk message waits in its server's batch. */
         if (cb == NULL && ps_worker_group_add(w, server, h, data, len)) st = PSERV_OK;
         else st = ps_send_msg(w->servers[server], h, data, len, NULL, cb, cb_arg);
-    } else if (cb == NULL && w->m.view->replicas > 0 && ps_worker_is_data(h->type)) {
-        st = PSERV_OK; /* its owner died and a backup takes over: the failover sends it (ps_worker_failover) */
+    } else if (cb == NULL && ps_worker_is_data(h->type) && ps_worker_taken_over(w, server)) {
+        st = PSERV_OK; /* another server takes over its chunks: the failover sends it (ps_worker_failover) */
     } else if (cb) {
         cb(cb_arg, st);
     }
@@ -366,6 +404,9 @@ static ps_req_t *ps_worker_match(pserv_worker_h w, ps_tp_peer_t *peer, const ps_
     else if ((r = ps_worker_req_find(w, h->req_id)) == NULL) *why = "reply to no request in flight";
     else if (ps_worker_reply_type(r->type) != h->type) *why = "reply of the wrong type";
     else if (r->per_server[h->sender] == 0) *why = "more replies than messages sent";
+    else if (ps_worker_is_data(r->type) && h->chunk >= r->first && h->chunk < r->end &&
+             r->chunks[h->chunk - r->first].server != h->sender)
+        *why = "reply from a server the chunk no longer waits on"; /* it moved, and was re-sent */
     else if (h->type == PS_MSG_PULL_REPLY && h->status >= 0) {
         const ps_layout_t *l = &r->tensor->layout;
         if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end)
@@ -414,7 +455,8 @@ static int ps_worker_reroute(pserv_worker_h w, ps_req_t *r, const ps_wire_hdr_t 
     /* The same owner by a view it has not installed yet (a failover just named it): again, to it. */
     if (owner == h->sender && h->map_version != w->m.view->version) return 0;
     r->pending--; /* the re-send counts itself */
-    ps_worker_send_chunk(w, r, h->req_id, h->chunk, h->round, PS_WIRE_FLAG_RETRY);
+    /* With the round it was sent with: a refusal of a parked answer names the round it waited for. */
+    ps_worker_send_chunk(w, r, h->req_id, h->chunk, r->chunks[h->chunk - r->first].round, PS_WIRE_FLAG_RETRY);
     ps_debug("key %llu chunk %u re-sent to server %u (view %u)", (unsigned long long)h->key, h->chunk, owner,
              w->m.view->version);
     if (r->pending == 0) ps_worker_wake(w);
@@ -509,10 +551,12 @@ void ps_worker_on_reply(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_
 }
 
 /*
- * Chunk messages still waiting on a failed server (lock held): once the installed view names
- * another owner (the coordinator promoted a backup), each goes there with the round it had, so
- * the new owner counts it once (a round it has already applied is acknowledged, not applied).
- * Until then they wait: the coordinator either fails the server over or ends the job.
+ * Chunk messages still waiting on a server that failed, or that is no longer the chunk's owner in
+ * the installed view (the coordinator promoted a backup, or moved the chunk): each goes to the
+ * owner the view names, with the round it had, so the new owner counts it once (a round it has
+ * already applied is acknowledged, not applied). A late answer from the old owner is dropped
+ * (ps_worker_match). Until the view names a live owner they wait: the coordinator either fails
+ * the server over or ends the job.
  */
 static void ps_worker_failover(pserv_worker_h w)
 {
@@ -521,15 +565,15 @@ static void ps_worker_failover(pserv_worker_h w)
         if (r->state != PS_REQ_ACTIVE || !ps_worker_is_data(r->type)) continue;
         for (uint32_t c = r->first; c < r->end; c++) {
             ps_req_chunk_t *k = &r->chunks[c - r->first];
-            if (k->server == UINT32_MAX || !w->server_failed[k->server]) continue;
+            if (k->server == UINT32_MAX) continue;
             uint32_t owner = ps_view_owner(w->m.view, r->tensor->key, c);
             if (owner == k->server || owner >= w->m.job.num_servers || w->server_failed[owner])
                 continue; /* the view has not moved it (to a live server) yet */
             r->per_server[k->server]--;
             r->pending--; /* the re-send counts itself */
             ps_worker_send_chunk(w, r, PS_REQ_ID(r->gen, i), c, k->round, PS_WIRE_FLAG_RETRY);
-            ps_debug("key %llu chunk %u re-sent to server %u after its owner failed (view %u)",
-                     (unsigned long long)r->tensor->key, c, owner, w->m.view->version);
+            ps_debug("key %llu chunk %u re-sent to server %u, its owner now (view %u)", (unsigned long long)r->tensor->key,
+                     c, owner, w->m.view->version);
         }
         if (r->pending == 0) ps_worker_wake(w);
     }
@@ -540,13 +584,17 @@ void ps_worker_view_changed(void *arg, const ps_view_t *old, const ps_view_t *no
     pserv_worker_h w = arg;
     (void)old;
     pthread_mutex_lock(&w->m.lock);
-    /* A server declared dead may still hold its connection (stopped, or cut off): it is done with. */
-    for (uint32_t s = 0; w->servers != NULL && s < w->m.job.num_servers && s < now->num_servers; s++)
-        if (now->server_state[s] == PS_MEMBER_DEAD && !w->server_failed[s]) {
-            ps_warn("server %u at %s declared dead by the coordinator", s, w->m.job.servers[s]);
-            w->server_failed[s] = 1;
-        }
-    if (w->servers != NULL && w->m.view->replicas > 0) ps_worker_failover(w);
+    /* A server declared dead may still hold its connection (stopped, or cut off): it is done with;
+     * so is one drained out of the job (its disconnect is no failure). */
+    for (uint32_t s = 0; w->servers != NULL && s < w->m.job.num_servers && s < now->num_servers; s++) {
+        if (w->server_failed[s] || (now->server_state[s] != PS_MEMBER_DEAD && now->server_state[s] != PS_MEMBER_LEFT))
+            continue;
+        if (now->server_state[s] == PS_MEMBER_DEAD) ps_warn("server %u at %s declared dead by the coordinator", s, w->m.job.servers[s]);
+        else ps_info("server %u at %s left the job", s, w->m.job.servers[s]);
+        w->server_failed[s] = 1;
+    }
+    ps_worker_connect_new(w); /* servers that joined */
+    if (w->servers != NULL) ps_worker_failover(w);
     pthread_mutex_unlock(&w->m.lock);
 }
 
@@ -561,11 +609,12 @@ void ps_worker_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
     for (uint32_t s = 0; w->servers && s < w->m.job.num_servers; s++) {
         if (w->servers[s] != peer || w->server_failed[s]) continue;
         w->server_failed[s] = 1;
-        if (w->leaving) ps_debug("server %u at %s closed after we left", s, w->m.job.servers[s]);
+        int drained = w->m.view->server_state[s] == PS_MEMBER_LEAVING;
+        if (w->leaving || drained) ps_debug("server %u at %s closed (we left, or it was drained)", s, w->m.job.servers[s]);
         else ps_warn("server %u at %s failed: %s", s, w->m.job.servers[s], pserv_strerror(why));
-        if (!w->m.aborted)
+        if (!w->m.aborted && !drained)
             snprintf(w->m.last_error, sizeof(w->m.last_error), "server %u at %s failed", s, w->m.job.servers[s]);
-        int failover = w->m.view->replicas > 0 && !w->leaving;
+        int failover = ps_worker_taken_over(w, s) && !w->leaving;
         if (!w->leaving && !failover) w->saw_failure = 1;
         for (uint32_t i = 0; i < w->nreqs; i++) {
             ps_req_t *r = &w->reqs[i];

@@ -161,6 +161,16 @@ PSERV_API pserv_status_t pserv_coordinator_wait(pserv_coordinator_h coord, int t
 PSERV_API const char *pserv_coordinator_last_error(pserv_coordinator_h coord);
 /** Stops the coordinator and frees it. */
 PSERV_API pserv_status_t pserv_coordinator_destroy(pserv_coordinator_h coord);
+/**
+ * Drains server `server_rank` out of the running job whose coordinator listens at `coordinator`
+ * ("host:port"): every chunk copy it holds moves to the other servers (its state is copied
+ * first, then its owner switches, so no update is lost or applied twice), then it leaves the job
+ * and its process ends. Returns once it has left, or PSERV_ERR_TIMED_OUT after timeout_ms (< 0:
+ * forever; the drain goes on). Refused (PSERV_ERR_INVALID_ARG, the reason in pserv_last_error())
+ * for a server the job does not have, one already gone, or when the servers left could not hold
+ * every chunk's copies; PSERV_ERR_EXISTS while it is being drained already.
+ */
+PSERV_API pserv_status_t pserv_drain(const char *coordinator, unsigned server_rank, int timeout_ms);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Server shard                                                                                 */

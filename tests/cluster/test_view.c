@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,8 +115,21 @@ Test(view, add_and_remove_server_move_few_chunks, .timeout = 10)
     for (uint32_t i = 0; i < v.num_tensors; i++)
         for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) before[n++] = ps_view_owner(&v, v.tensors[i].key, c);
 
-    long moved = ps_view_add_server(&v);
+    cr_assert_eq(ps_view_add_server(&v, "127.0.0.1:4004"), 3);
     cr_assert_eq(v.num_servers, 4);
+    /* Moves are planned first; owners change only as each one finishes. */
+    long moved = ps_view_plan_balance(&v, 3);
+    cr_assert_eq(v.num_moves, (uint32_t)moved);
+    n = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) {
+            cr_assert_eq(ps_view_owner(&v, v.tensors[i].key, c), before[n++], "an owner changed before its move finished");
+            if (ps_view_move_to(&v, v.tensors[i].key, c) == UINT32_MAX) continue;
+            cr_assert_eq(ps_view_move_to(&v, v.tensors[i].key, c), 3);
+            cr_assert_eq(ps_view_finish_move(&v, v.tensors[i].key, c, 2), 0, "a move finished by the wrong server");
+            cr_assert_eq(ps_view_finish_move(&v, v.tensors[i].key, c, 3), 1);
+        }
+    cr_assert_eq(v.num_moves, 0);
     size_t changed = 0;
     n = 0;
     for (uint32_t i = 0; i < v.num_tensors; i++)
@@ -188,6 +202,7 @@ Test(view, encode_decode_round_trip, .timeout = 10)
     cr_assert_eq(ps_view_init(&v, 3, 2, 1), PSERV_OK);
     set_live(&v);
     v.worker_state[1] = PS_MEMBER_DEAD;
+    for (uint32_t s = 0; s < 3; s++) snprintf(v.addrs[s], PS_ADDR_MAX, "10.0.0.%u:%u", s + 1, 4000 + s);
     place_mlp(&v);
     v.version = 42;
     size_t n = encode(&v, &buf);
@@ -195,6 +210,8 @@ Test(view, encode_decode_round_trip, .timeout = 10)
     ps_reader_init(&r, buf, n);
     cr_assert_eq(ps_view_decode(&r, &back), PSERV_OK);
     cr_assert_eq(back.version, 42);
+    for (uint32_t s = 0; s < 3; s++) cr_assert_str_eq(back.addrs[s], v.addrs[s]);
+    cr_assert_eq(back.num_moves, 0);
     cr_assert_eq(back.num_tensors, v.num_tensors);
     cr_assert_eq(back.worker_state[1], PS_MEMBER_DEAD);
     for (uint32_t i = 0; i < v.num_tensors; i++)
@@ -211,9 +228,10 @@ Test(view, encode_decode_round_trip, .timeout = 10)
         ps_reader_init(&r, buf, len);
         cr_assert_eq(ps_view_decode(&r, &back), PSERV_ERR_BAD_MESSAGE, "truncated to %zu of %zu bytes", len, n);
     }
-    /* a bad state, a server count that does not fit, an owner out of range */
+    /* a bad state, a server count that does not fit, an owner out of range (the last tensor's
+     * last owner, before its count of moves) */
     uint8_t *bad = malloc(n);
-    size_t fields[] = {4, 16, n - 4};
+    size_t fields[] = {4, 16, n - 8};
     uint32_t values[] = {100000, 99, 3};
     for (unsigned i = 0; i < 3; i++) {
         memcpy(bad, buf, n);
@@ -269,5 +287,97 @@ Test(view, a_dead_server_fails_over_to_its_backups, .timeout = 10)
         for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) cr_assert_eq(ps_view_owner(&v, v.tensors[i].key, c), 2);
     cr_assert_eq(ps_view_sole_copies(&v, 2), n);
     free(before);
+    ps_view_free(&v);
+}
+
+/* A move travels in the view: decoded as it was; one to a server that holds the chunk already, or
+ * from one that does not, is refused. */
+Test(view, moves_round_trip_and_bad_moves_are_refused, .timeout = 10)
+{
+    ps_view_t v, back;
+    uint8_t *buf;
+    cr_assert_eq(ps_view_init(&v, 3, 2, 0), PSERV_OK);
+    set_live(&v);
+    place_mlp(&v);
+    cr_assert_eq(ps_view_add_server(&v, "10.0.0.9:4009"), 3);
+    uint32_t planned = ps_view_plan_balance(&v, 3);
+    cr_assert_gt(planned, 0);
+    size_t n = encode(&v, &buf);
+    ps_reader_t r;
+    ps_reader_init(&r, buf, n);
+    cr_assert_eq(ps_view_decode(&r, &back), PSERV_OK);
+    cr_assert_eq(back.num_moves, planned);
+    cr_assert_str_eq(back.addrs[3], "10.0.0.9:4009");
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++)
+            cr_assert_eq(ps_view_move_to(&back, v.tensors[i].key, c), ps_view_move_to(&v, v.tensors[i].key, c));
+    ps_view_free(&back);
+    free(buf);
+
+    /* The first moving chunk: its move names another target that already holds it, or a source
+     * that does not. Found in the bytes by its (chunk, from, to) triple after the count. */
+    const ps_view_tensor_t *t = NULL;
+    uint32_t c = 0;
+    for (uint32_t i = 0; i < v.num_tensors && t == NULL; i++)
+        for (c = 0; c < v.tensors[i].num_chunks; c++)
+            if (ps_view_move_to(&v, v.tensors[i].key, c) != UINT32_MAX) {
+                t = &v.tensors[i];
+                break;
+            }
+    cr_assert_not_null(t);
+    uint32_t from = t->moves[2 * c], to = t->moves[2 * c + 1], other = (from + 1) % 3;
+    n = encode(&v, &buf);
+    uint32_t triple[3] = {c, from, to};
+    uint8_t *at = memmem(buf, n, triple, sizeof(triple));
+    cr_assert_not_null(at);
+    uint32_t bad[][3] = {{c, from, from}, {c, other, to}, {t->num_chunks, from, to}, {c, from, 99}};
+    for (unsigned k = 0; k < 4; k++) {
+        memcpy(at, bad[k], sizeof(bad[k]));
+        ps_reader_init(&r, buf, n);
+        cr_assert_eq(ps_view_decode(&r, &back), PSERV_ERR_BAD_MESSAGE, "bad move %u", k);
+    }
+    free(buf);
+    ps_view_free(&v);
+}
+
+/* Draining a server: every copy it holds moves to a server without one, one move per chunk; the
+ * server takes no new tensor meanwhile; a dead target ends its moves, which are planned again. */
+Test(view, a_drained_server_gives_every_copy_away, .timeout = 10)
+{
+    ps_view_t v;
+    cr_assert_eq(ps_view_init(&v, 4, 2, 1), PSERV_OK);
+    set_live(&v);
+    place_mlp(&v);
+    uint32_t had = ps_view_copies(&v, 1), stuck;
+    cr_assert_gt(had, 0);
+    v.server_state[1] = PS_MEMBER_LEAVING;
+    cr_assert(ps_view_member_alive(v.server_state[1]), "a server being drained still serves");
+    cr_assert_eq(ps_view_plan_drain(&v, 1, &stuck), had);
+    cr_assert_eq(stuck, 0);
+    cr_assert_eq(v.num_moves, had);
+    /* a new tensor goes to the other servers only */
+    ps_tensor_desc_t d = desc_of(100000);
+    const char *why;
+    cr_assert_eq(ps_view_place(&v, 99, &d, 4096, &why), PSERV_OK);
+    for (uint32_t c = 0; c < ps_view_tensor(&v, 99)->num_chunks; c++) cr_assert(!ps_view_holds(&v, 99, c, 1));
+    /* server 3 dies: the moves to it end, and planning again sends those copies elsewhere */
+    uint32_t to3 = 0;
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) to3 += ps_view_move_to(&v, v.tensors[i].key, c) == 3;
+    cr_assert_gt(to3, 0);
+    cr_assert_eq(ps_view_cancel_moves(&v, 3), to3);
+    ps_view_fail_server(&v, 3);
+    cr_assert_eq(ps_view_plan_drain(&v, 1, &stuck), ps_view_copies(&v, 1));
+    /* finish every move: server 1 holds nothing, and no chunk has two copies on one server */
+    for (uint32_t i = 0; i < v.num_tensors; i++)
+        for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) {
+            uint32_t to = ps_view_move_to(&v, v.tensors[i].key, c);
+            if (to == UINT32_MAX) continue;
+            cr_assert(to != 1 && to != 3, "a copy moves to a server that cannot take it");
+            cr_assert_eq(ps_view_finish_move(&v, v.tensors[i].key, c, to), 1);
+        }
+    cr_assert_eq(v.num_moves, 0);
+    cr_assert_eq(ps_view_copies(&v, 1), 0);
+    check_owners(&v, 1, 1);
     ps_view_free(&v);
 }
