@@ -13,9 +13,26 @@
 #include "pinned.h"
 #include "server_internal.h"
 
-void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+ps_server_peer_t *ps_server_greet(pserv_server_h s, ps_tp_peer_t *peer, uint32_t rank, int server)
 {
     ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+    if (p != NULL && p->hello && p->rank == rank && p->server == server) return p; /* known already */
+    if (p == NULL) {
+        if ((p = calloc(1, sizeof(*p))) == NULL) return NULL;
+        p->out_buf = -1;
+        ps_tp_peer_set_ctx(peer, p);
+        p->next = s->peers;
+        s->peers = p;
+    }
+    /* The apply thread reads these fields: written once, before any of its messages is queued. */
+    p->rank = rank;
+    p->hello = 1;
+    p->server = server;
+    return p;
+}
+
+void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+{
     int server = (h->flags & PS_WIRE_FLAG_SERVER) != 0;
     if (server && (h->sender >= s->m.job.num_servers || h->sender == s->store.rank)) {
         PS_STAT_ADD(s, rejected, 1);
@@ -26,26 +43,16 @@ void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_
         ps_server_reject(s, peer, h, PSERV_ERR_INVALID_ARG, "worker rank out of range");
         return;
     }
-    if (p != NULL && p->hello && p->rank == h->sender && p->server == server) {
-        /* Known already (a server's first message may come before its HELLO): the apply thread
-         * reads these fields, so they are written once. */
-        if (!server) ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_OK);
+    const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
+    if (p != NULL && p->hello && (p->rank != h->sender || p->server != server)) {
+        PS_STAT_ADD(s, rejected, 1);
+        ps_warn("HELLO from %s dropped: it greeted us as %s %u already", ps_tp_peer_name(peer),
+                p->server ? "server" : "worker", p->rank);
         return;
     }
-    if (p == NULL) {
-        if ((p = calloc(1, sizeof(*p))) == NULL) {
-            ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_ERR_NO_MEMORY);
-            return;
-        }
-        p->out_buf = -1;
-        ps_tp_peer_set_ctx(peer, p);
-        p->next = s->peers;
-        s->peers = p;
-    }
-    p->rank = h->sender;
-    p->hello = 1;
-    p->server = server;
-    if (!server) ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, PSERV_OK); /* a primary expects none */
+    p = ps_server_greet(s, peer, h->sender, server);
+    if (!server) /* a primary expects no answer */
+        ps_reply_status(peer, h, PS_MSG_HELLO_REPLY, s->store.rank, p ? PSERV_OK : PSERV_ERR_NO_MEMORY);
 }
 
 /* Slots: a chunk's message each (a REGISTER's is the largest): 8 per worker in flight and 16 more,

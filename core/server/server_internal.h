@@ -126,6 +126,8 @@ struct pserv_server {
 /* server.c: the job arrived (progress thread): the store, the apply thread, then parked hellos. */
 void ps_server_setup(pserv_server_h s);
 void ps_server_on_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
+/* The peer's state as a worker's or a server's of this rank (progress thread); NULL without memory. */
+ps_server_peer_t *ps_server_greet(pserv_server_h s, ps_tp_peer_t *peer, uint32_t rank, int server);
 void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
 
 /* server_rx.c: the transport's handlers and the member's hooks (progress thread). */

@@ -63,6 +63,10 @@ pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const 
     const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     const char *why = NULL;
     pserv_status_t st;
+    /* A connection's first message can overtake its HELLO (seen with UCX 1.13 on a connection
+     * opened while the job runs): a worker's data greets it with the rank the data names, as a
+     * server's update does (ps_server_from_server); its HELLO, when it comes, then agrees. */
+    if (s->ready && p == NULL && h->sender < s->store.num_workers) p = ps_server_greet(s, peer, h->sender, 0);
     if (!s->ready || p == NULL || !p->hello || p->rank != h->sender) {
         st = PSERV_ERR_INVALID_ARG;
         why = "sender did not say hello with this rank";
@@ -179,13 +183,7 @@ pserv_status_t ps_server_from_server(pserv_server_h s, ps_tp_peer_t *peer, const
                       : h->sender >= s->m.job.num_servers || h->sender == s->store.rank ? "not from another server"
                       : p != NULL && (!p->server || p->rank != h->sender)      ? "from a peer that is not that server"
                                                                                : NULL;
-    if (why == NULL && p == NULL) {
-        ps_wire_hdr_t hello = *h;
-        hello.flags = PS_WIRE_FLAG_SERVER;
-        ps_server_on_hello(s, peer, &hello);
-        p = ps_tp_peer_get_ctx(peer);
-        if (p == NULL) why = "no memory";
-    }
+    if (why == NULL && p == NULL && (p = ps_server_greet(s, peer, h->sender, 1)) == NULL) why = "no memory";
     if (why == NULL) return PSERV_OK;
     PS_STAT_ADD(s, rejected, 1);
     ps_warn("%s from %s dropped: %s", ps_wire_type_name(h->type), ps_tp_peer_name(peer), why);

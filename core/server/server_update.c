@@ -27,8 +27,10 @@ void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t 
                       const char *why)
 {
     PS_STAT_ADD(s, rejected, 1);
-    ps_warn("%s from %s (key %llu chunk %u round %llu) rejected: %s", ps_wire_type_name(h->type),
-            ps_tp_peer_name(peer), (unsigned long long)h->key, h->chunk, (unsigned long long)h->round, why);
+    /* A chunk that moved (or a view not installed yet) is routine while the job's servers change. */
+    ps_log_(st == PSERV_ERR_VIEW_CHANGED ? PS_LOG_INFO : PS_LOG_WARN, "%s from %s (key %llu chunk %u round %llu) rejected: %s",
+           ps_wire_type_name(h->type), ps_tp_peer_name(peer), (unsigned long long)h->key, h->chunk,
+           (unsigned long long)h->round, why);
     ps_msg_type_t reply = h->type == PS_MSG_PUSH ? PS_MSG_PUSH_REPLY
                           : h->type == PS_MSG_REGISTER ? PS_MSG_REGISTER_REPLY
                           : h->type == PS_MSG_HELLO ? PS_MSG_HELLO_REPLY

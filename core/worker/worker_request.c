@@ -452,8 +452,9 @@ static int ps_worker_reroute(pserv_worker_h w, ps_req_t *r, const ps_wire_hdr_t 
     if (h->key != r->tensor->key || h->chunk < r->first || h->chunk >= r->end) return 0;
     uint32_t owner = ps_view_owner(w->m.view, h->key, h->chunk);
     if (owner == UINT32_MAX || owner >= w->m.job.num_servers) return 0;
-    /* The same owner by a view it has not installed yet (a failover just named it): again, to it. */
-    if (owner == h->sender && h->map_version != w->m.view->version) return 0;
+    /* The same owner: by our view it is the owner and has not installed that view yet (a failover
+     * or a move just named it), or it is ahead of us and our next view moves the chunk (already on
+     * its way): again, to it. Either way a view in flight ends it. */
     r->pending--; /* the re-send counts itself */
     /* With the round it was sent with: a refusal of a parked answer names the round it waited for. */
     ps_worker_send_chunk(w, r, h->req_id, h->chunk, r->chunks[h->chunk - r->first].round, PS_WIRE_FLAG_RETRY);

@@ -1,0 +1,181 @@
+/*
+ * Servers that join a running job and servers drained out of it, as separate processes on
+ * 127.0.0.1: a sync job of 2 servers and 3 workers (SGD with lr 1 on integer gradients, so every
+ * sum is exact in float and the parameters after the job are -(every gradient pushed, once),
+ * computed here independently of the library). At a random moment of training a third server
+ * process joins (chunks move to it); a little later one of the first two servers, chosen at
+ * random, is drained with pserv_drain (its chunks move away, then its process ends). Training
+ * must complete, every worker must pull exactly those parameters, the final checkpoint's
+ * per-chunk round counters must all equal the rounds run (no round lost, none applied twice),
+ * the new server must hold chunks there and the drained one none. Each scenario repeats, with no
+ * backups and with one; an async job must count every push exactly once.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt_set.h"
+#include "exact_job.h"
+#include "harness.h"
+#include "pserv/pserv.h"
+
+#define NWORKERS 3
+#define NSERVERS 2
+#define ROUNDS 1000
+#define DRAIN_MS 20000 /* a drain of a few chunks on a 2-core machine, with a wide margin */
+
+/* The first of the servers that exits within timeout_ms (its exit code in *code), or -1. */
+static int first_exit(const pid_t *pids, int n, int timeout_ms, int *code)
+{
+    int64_t end = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < end) {
+        for (int i = 0; i < n; i++) {
+            int status;
+            if (waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+                *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                return i;
+            }
+        }
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static void run_job(pserv_mode_t mode, int replicas, const char *ckpt_dir)
+{
+    harness_t h = {0};
+    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
+    cp.num_servers = NSERVERS;
+    cp.num_workers = NWORKERS;
+    cp.mode = mode;
+    cp.chunk_bytes = EXACT_CHUNK_BYTES;
+    cp.replicas = replicas ? replicas : PSERV_REPLICAS_NONE;
+    cp.checkpoint_dir = ckpt_dir;
+    cp.checkpoint_every = 1000000; /* only the state the job ends with */
+    cp.heartbeat_ms = 100;
+    cp.failure_timeout_ms = 800;
+    int cfd;
+    pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
+    cr_assert_gt(coord, 0);
+    pid_t servers[NSERVERS + 1], workers[NWORKERS];
+    int fds[NWORKERS];
+    exact_job_t job = {ROUNDS, 0};
+    exact_job_start(&h, &job, NSERVERS, servers, NWORKERS, workers, fds);
+
+    /* A third server joins at a random moment of training. */
+    int seen = 2 + rand() % 6;
+    cr_assert_eq(exact_job_ticks(fds[0], seen), seen, "training stalled before the join");
+    int joined_at = seen * EXACT_TICK;
+    servers[NSERVERS] = harness_start_server(&h, 1);
+
+    /* A little later, one of the first two is drained. */
+    cr_assert_eq(exact_job_ticks(fds[0], 4), 4, "training stalled after the join");
+    seen += 4;
+    unsigned victim = (unsigned)(rand() % NSERVERS);
+    int64_t t0 = harness_now_ms();
+    pserv_status_t st = pserv_drain(h.coord, victim, DRAIN_MS);
+    int64_t drain_ms = harness_now_ms() - t0;
+    cr_assert_eq(st, PSERV_OK, "drain of server %u: %s", victim, pserv_last_error());
+    int code = -1, gone = first_exit(servers, NSERVERS + 1, 10000, &code);
+    cr_assert_geq(gone, 0, "no server process ended after server %u was drained", victim);
+    cr_assert_eq(code, 0, "the drained server's process ended with %d", code);
+    int64_t exit_ms = harness_now_ms() - t0;
+    /* Draining it again: it is not in the job any more. */
+    cr_assert_eq(pserv_drain(h.coord, victim, 5000), PSERV_ERR_INVALID_ARG);
+    cr_assert(strstr(pserv_last_error(), "not in the job") != NULL, "%s", pserv_last_error());
+
+    int64_t start = harness_now_ms();
+    static float got[NWORKERS][EXACT_COUNT];
+    exact_job_finish(&job, NWORKERS, workers, fds, seen, got, cfd);
+    for (int s = 0; s <= NSERVERS; s++)
+        if (s != gone) cr_assert_eq(harness_wait(servers[s], 20000), 0, "server process %d did not end cleanly", s);
+    harness_kill_all(&h);
+    fprintf(stderr,
+            "%s, replicas %d: server joined after round %d, server %u drained in %lld ms (its process ended %lld ms after "
+            "the request); the rest of training took %lld ms\n",
+            mode == PSERV_MODE_SYNC ? "sync" : "async", replicas, joined_at, victim, (long long)drain_ms, (long long)exit_ms, (long long)(harness_now_ms() - start));
+
+    for (int w = 0; w < NWORKERS; w++) exact_job_check(got[w], NWORKERS, ROUNDS, w);
+    /* The counters: every chunk applied exactly ROUNDS rounds (sync) or every push (async), on the
+     * servers still there. */
+    uint64_t want = mode == PSERV_MODE_SYNC ? ROUNDS : (uint64_t)ROUNDS * NWORKERS;
+    ps_ckpt_set_t set;
+    cr_assert_eq(ps_ckpt_set_open(&set, ckpt_dir, 0), PSERV_OK, "%s", pserv_last_error());
+    cr_assert_eq(set.round, want);
+    uint32_t new_chunks = 0;
+    for (uint32_t f = 0; f < set.nfiles; f++) {
+        cr_assert_neq(set.hdrs[f].rank, victim, "the drained server wrote the final state");
+        if (set.hdrs[f].rank == NSERVERS) new_chunks += set.hdrs[f].num_chunks;
+        for (uint32_t c = 0; c < set.hdrs[f].num_chunks; c++)
+            cr_assert_eq(set.hdrs[f].chunks[c].version, want, "chunk %u: %llu updates, want %llu",
+                         set.hdrs[f].chunks[c].chunk, (unsigned long long)set.hdrs[f].chunks[c].version,
+                         (unsigned long long)want);
+    }
+    cr_assert_gt(new_chunks, 0, "the server that joined holds no chunk at the end");
+    ps_ckpt_set_close(&set);
+}
+
+static void run_reps(pserv_mode_t mode, int replicas, int reps)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int rep = 0; rep < reps; rep++) {
+        char dir[64], cmd[96];
+        snprintf(dir, sizeof(dir), "/tmp/pserv_membership_XXXXXX");
+        cr_assert_not_null(mkdtemp(dir));
+        run_job(mode, replicas, dir);
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+    }
+}
+
+Test(membership, server_joins_and_another_is_drained_without_backups, .timeout = 600)
+{
+    run_reps(PSERV_MODE_SYNC, 0, 3);
+}
+
+Test(membership, server_joins_and_another_is_drained_with_backups, .timeout = 600)
+{
+    run_reps(PSERV_MODE_SYNC, 1, 3);
+}
+
+Test(membership, async_job_counts_every_push_once_across_a_join_and_a_drain, .timeout = 600)
+{
+    run_reps(PSERV_MODE_ASYNC, 0, 2);
+    run_reps(PSERV_MODE_ASYNC, 1, 2);
+}
+
+/* Refusals name the problem: a rank the job does not have, and a drain that would leave the
+ * copies nowhere to go. */
+Test(membership, bad_drains_are_refused, .timeout = 120)
+{
+    harness_t h = {0};
+    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
+    cp.num_servers = NSERVERS;
+    cp.num_workers = 1;
+    cp.mode = PSERV_MODE_SYNC;
+    cp.chunk_bytes = EXACT_CHUNK_BYTES;
+    cp.replicas = 1;
+    int cfd;
+    cr_assert_gt(harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd), 0);
+    pid_t servers[NSERVERS], workers[1];
+    int fds[1];
+    exact_job_t job = {ROUNDS, 0};
+    exact_job_start(&h, &job, NSERVERS, servers, 1, workers, fds);
+    cr_assert_eq(pserv_drain(h.coord, 7, 5000), PSERV_ERR_INVALID_ARG);
+    cr_assert(strstr(pserv_last_error(), "no server 7") != NULL, "%s", pserv_last_error());
+    cr_assert_eq(pserv_drain(h.coord, 0, 5000), PSERV_ERR_INVALID_ARG);
+    cr_assert(strstr(pserv_last_error(), "cannot hold 2 copies") != NULL, "%s", pserv_last_error());
+    cr_assert_eq(pserv_drain("127.0.0.1:1", 0, 5000), PSERV_ERR_PEER_FAILED);
+    cr_assert_eq(pserv_drain("nonsense", 0, 5000), PSERV_ERR_INVALID_ARG);
+    static float got[1][EXACT_COUNT];
+    exact_job_finish(&job, 1, workers, fds, 0, got, cfd);
+    exact_job_check(got[0], 1, ROUNDS, 0);
+    harness_kill_all(&h);
+}
