@@ -8,7 +8,6 @@
 #include "options.h"
 #include "pserv/pserv.h"
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Reads every tensor (so every section's CRC32C is checked), prints it, writes it to out. */
 static int show_tensors(pserv_checkpoint_h ck, unsigned n, FILE *out, const char *export_path)

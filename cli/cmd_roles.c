@@ -6,7 +6,6 @@
 #include "options.h"
 #include "pserv/pserv.h"
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 int cmd_coordinator(int argc, char **argv)
 {
@@ -86,7 +85,10 @@ int cmd_server(int argc, char **argv)
         {"timeout", CLI_UINT, &timeout_s, "SECONDS", "how long to wait for the job to form (default 60)", NULL, 1},
         CLI_PROGRESS_OPT(&progress),
     };
-    cli_result_t r = cli_parse("server", "Runs one server shard of a job until the coordinator ends it.", opts,
+    cli_result_t r = cli_parse("server",
+                               "Runs one server shard of a job until the coordinator ends it. Started while the job "
+                               "runs, it joins it: chunks move to it.",
+                               opts,
                                ARRAY_LEN(opts), argc, argv);
     if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
     if (coordinator == NULL) {
@@ -112,9 +114,12 @@ int cmd_server(int argc, char **argv)
     pserv_server_stats(s, &stats);
     unsigned rank = 0;
     pserv_server_rank(s, &rank);
-    fprintf(stderr, "server %u: %llu pushes, %llu pulls, %llu optimizer steps, %llu rejected\n", rank,
-            (unsigned long long)stats.pushes, (unsigned long long)stats.pulls, (unsigned long long)stats.steps,
-            (unsigned long long)stats.rejected);
+    fprintf(stderr,
+            "server %u: %llu pushes, %llu pulls, %llu optimizer steps, %llu rejected, %llu bytes replicated, "
+            "%llu chunk states sent\n",
+            rank, (unsigned long long)stats.pushes, (unsigned long long)stats.pulls, (unsigned long long)stats.steps,
+            (unsigned long long)stats.rejected, (unsigned long long)stats.replicated_bytes,
+            (unsigned long long)stats.state_transfers);
     pserv_server_destroy(s);
     return st < 0 ? 1 : 0;
 }

@@ -7,6 +7,7 @@ int cmd_server(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
+int cmd_drain(int argc, char **argv);
 
 struct train_config;
 struct launcher_env;

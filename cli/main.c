@@ -13,7 +13,8 @@ static void usage(FILE *out)
             "  train        train an MLP on Fashion-MNIST: a whole job on this machine, or one member\n"
             "               per rank under mpirun/srun\n"
             "  coordinator  run a job's coordinator\n"
-            "  server       run one server shard\n"
+            "  server       run one server shard (it may join a running job)\n"
+            "  drain        move every chunk off a server of a running job; then it leaves\n"
             "  worker       run one training worker\n"
             "  checkpoint   show a checkpoint (every section checked) and export its parameters\n"
             "  version      print the version\n\n"
@@ -40,6 +41,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "server") == 0) return cmd_server(argc - 2, argv + 2);
     if (strcmp(cmd, "worker") == 0) return cmd_worker(argc - 2, argv + 2);
     if (strcmp(cmd, "checkpoint") == 0) return cmd_checkpoint(argc - 2, argv + 2);
+    if (strcmp(cmd, "drain") == 0) return cmd_drain(argc - 2, argv + 2);
     fprintf(stderr, "pserv: unknown command '%s' (see pserv --help)\n", cmd);
     return 2;
 }

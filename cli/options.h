@@ -20,6 +20,9 @@ typedef enum {
     CLI_FLAG,   /* int, set to 1 by the flag alone */
 } cli_type_t;
 
+/* Elements of an array (of options). */
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
 typedef struct {
     unsigned n;
     size_t v[CLI_LIST_MAX];

@@ -51,7 +51,8 @@ static void ps_drain_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
 
 static void ps_drain_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why)
 {
-    static const char text[] = "lost the coordinator before the server left (the drain may go on)";
+    static const char text[] = "the connection to the coordinator failed before the server left (unreachable, or it "
+                               "went away: a drain it began goes on)";
     (void)peer;
     (void)why;
     ps_drain_finish(arg, PSERV_ERR_PEER_FAILED, text, sizeof(text) - 1);

@@ -63,10 +63,6 @@ pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const 
     const ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
     const char *why = NULL;
     pserv_status_t st;
-    /* A connection's first message can overtake its HELLO (seen with UCX 1.13 on a connection
-     * opened while the job runs): a worker's data greets it with the rank the data names, as a
-     * server's update does (ps_server_from_server); its HELLO, when it comes, then agrees. */
-    if (s->ready && p == NULL && h->sender < s->store.num_workers) p = ps_server_greet(s, peer, h->sender, 0);
     if (!s->ready || p == NULL || !p->hello || p->rank != h->sender) {
         st = PSERV_ERR_INVALID_ARG;
         why = "sender did not say hello with this rank";

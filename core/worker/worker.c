@@ -47,7 +47,7 @@ static void ps_worker_hello(pserv_worker_h w, uint64_t id, uint32_t s)
     h.req_id = id;
     h.map_version = w->m.view->version;
     if (id != 0) ps_worker_req_send(w, id, s, &h, NULL, 0, NULL, NULL);
-    else ps_send_msg(w->servers[s], &h, NULL, 0, NULL, NULL, NULL); /* its reply matches no request: dropped */
+    else ps_send_msg(w->servers[s], &h, NULL, 0, NULL, NULL, NULL); /* its reply (id 0): ps_worker_greeted */
 }
 
 void ps_worker_connect_new(pserv_worker_h w)
@@ -76,7 +76,8 @@ static pserv_status_t ps_worker_connect_servers(pserv_worker_h w, int timeout_ms
     uint32_t n = w->m.job.num_servers;
     w->servers = calloc(n, sizeof(*w->servers));
     w->server_failed = calloc(n, sizeof(*w->server_failed));
-    if (w->servers == NULL || w->server_failed == NULL) st = PSERV_ERR_NO_MEMORY;
+    w->server_greeted = calloc(n, sizeof(*w->server_greeted));
+    if (w->servers == NULL || w->server_failed == NULL || w->server_greeted == NULL) st = PSERV_ERR_NO_MEMORY;
     for (uint32_t s = 0; st == PSERV_OK && s < n; s++) st = ps_worker_connect_one(w, s);
     if (st == PSERV_OK) st = ps_worker_req_alloc(w, PS_MSG_HELLO, NULL, NULL, &id);
     for (uint32_t s = 0; st == PSERV_OK && s < n; s++) ps_worker_hello(w, id, s);
@@ -84,6 +85,7 @@ static pserv_status_t ps_worker_connect_servers(pserv_worker_h w, int timeout_ms
     if (st < 0) return st;
     if ((st = ps_worker_await(w, id, timeout_ms, "saying hello to the servers")) < 0) return st;
     pthread_mutex_lock(&w->m.lock);
+    for (uint32_t s = 0; s < n; s++) w->server_greeted[s] = 1; /* every one answered */
     w->num_connected = n;
     ps_worker_connect_new(w); /* servers that joined while we said hello */
     pthread_mutex_unlock(&w->m.lock);
@@ -134,6 +136,7 @@ err_member:
     ps_worker_reqs_fini(w);
     free(w->servers);
     free(w->server_failed);
+    free(w->server_greeted);
 err_free:
     free(w);
     return st;
@@ -422,6 +425,7 @@ static void ps_worker_free(pserv_worker_h worker)
     ps_keymap_fini(&worker->tensors);
     free(worker->servers);
     free(worker->server_failed);
+    free(worker->server_greeted);
     free(worker);
 }
 

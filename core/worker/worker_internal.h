@@ -24,7 +24,9 @@ typedef enum { PS_REQ_FREE = 0, PS_REQ_ACTIVE } ps_req_state_t;
  * failover re-sends to the chunk's new owner. */
 typedef struct {
     uint32_t server; /* UINT32_MAX once answered */
+    uint32_t held;   /* not sent yet: its server joined the job and has not answered our HELLO */
     uint64_t round;
+    uint32_t flags;
 } ps_req_chunk_t;
 
 /*
@@ -78,6 +80,8 @@ struct pserv_worker {
     ps_member_t m; /* m.lock guards everything below */
     ps_tp_peer_t **servers;  /* by server rank: m.job.num_servers of them (servers join a running job) */
     int *server_failed;
+    int *server_greeted;     /* answered our HELLO: only then does it get data (UCX may deliver a
+                              * connection's first messages out of order) */
     uint32_t num_connected;  /* servers connected and greeted so far: later ones join the job */
     ps_keymap_t tensors;
     ps_req_t *reqs;
@@ -114,6 +118,8 @@ pserv_status_t ps_worker_reqs_init(pserv_worker_h w, uint32_t max_requests);
 pserv_status_t ps_worker_servers_added(void *arg, uint32_t old_n, uint32_t new_n);
 /* Connects to and greets the servers that joined the job since (lock held; progress thread or not). */
 void ps_worker_connect_new(pserv_worker_h w);
+/* A HELLO_REPLY from a server that joined the job (lock held): it gets the chunks held for it. */
+void ps_worker_greeted(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
 void ps_worker_reqs_fini(pserv_worker_h w);
 /* Takes a free slot (lock held); PSERV_ERR_NO_RESOURCE when every slot is in flight. */
 pserv_status_t ps_worker_req_alloc(pserv_worker_h w, ps_msg_type_t type, const ps_wtensor_t *t, void *dst,

@@ -50,9 +50,12 @@ pserv_status_t ps_worker_servers_added(void *arg, uint32_t old_n, uint32_t new_n
         int *failed = realloc(w->server_failed, new_n * sizeof(*failed));
         if (failed == NULL) return PSERV_ERR_NO_MEMORY;
         w->server_failed = failed;
+        int *greeted = realloc(w->server_greeted, new_n * sizeof(*greeted));
+        if (greeted == NULL) return PSERV_ERR_NO_MEMORY;
+        w->server_greeted = greeted;
         for (uint32_t s = old_n; s < new_n; s++) {
             servers[s] = NULL;
-            failed[s] = 0;
+            failed[s] = greeted[s] = 0;
         }
     }
     if (w->reqs == NULL) return PSERV_OK; /* sized by the job when it is made */
@@ -189,8 +192,40 @@ static void ps_worker_send_chunk(pserv_worker_h w, ps_req_t *r, uint64_t id, uin
         payload = r->src + (h.offset - r->base) * l->elem_size;
     }
     uint32_t owner = ps_view_owner(w->m.view, t->key, c);
+    r->chunks[c - r->first] = (ps_req_chunk_t){.server = owner, .round = round, .flags = flags};
+    if (owner < w->m.job.num_servers && !w->server_greeted[owner] && !w->server_failed[owner]) {
+        /* A server that joined and has not answered our HELLO: the chunk waits for it (counted as
+         * sent there, so its failure or a new view handles it like any other). */
+        r->chunks[c - r->first].held = 1;
+        r->pending++;
+        r->per_server[owner]++;
+        return;
+    }
     ps_worker_req_send(w, id, owner, &h, payload, h.length, NULL, NULL);
-    r->chunks[c - r->first] = (ps_req_chunk_t){owner, round};
+}
+
+void ps_worker_greeted(pserv_worker_h w, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
+{
+    uint32_t s = h->sender;
+    if (s >= w->m.job.num_servers || w->servers[s] != peer || w->server_greeted[s]) return;
+    if (h->status < 0) {
+        ps_warn("server %u at %s, which joined the job, refused our HELLO: %s", s, w->m.job.servers[s],
+                pserv_strerror(h->status));
+        return;
+    }
+    w->server_greeted[s] = 1;
+    for (uint32_t i = 0; i < w->nreqs; i++) {
+        ps_req_t *r = &w->reqs[i];
+        if (r->state != PS_REQ_ACTIVE || !ps_worker_is_data(r->type)) continue;
+        for (uint32_t c = r->first; c < r->end; c++) {
+            ps_req_chunk_t *k = &r->chunks[c - r->first];
+            if (!k->held || k->server != s) continue;
+            r->per_server[s]--;
+            r->pending--; /* the send counts itself */
+            ps_worker_send_chunk(w, r, PS_REQ_ID(r->gen, i), c, k->round, k->flags);
+        }
+        if (r->pending == 0) ps_worker_wake(w);
+    }
 }
 
 /* The chunks [*first, *end) that elements [offset, offset + count) cover, if they are whole. */
@@ -499,7 +534,8 @@ void ps_worker_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         return;
     }
     pthread_mutex_lock(&w->m.lock);
-    ps_worker_on_reply(w, peer, &h, data, len);
+    if (h.type == PS_MSG_HELLO_REPLY && h.req_id == 0) ps_worker_greeted(w, peer, &h); /* a server that joined */
+    else ps_worker_on_reply(w, peer, &h, data, len);
     pthread_mutex_unlock(&w->m.lock);
 }
 
