@@ -13,7 +13,8 @@ int cmd_coordinator(int argc, char **argv)
     unsigned servers = 2, workers = 2, wait_s = 0;
     size_t chunk = 4u << 20;
     const char *policy = "fail";
-    unsigned heartbeat_ms = 0, timeout_ms = 0, ckpt_every = 0, replicas = 0xffffffffu;
+    unsigned heartbeat_ms = 0, timeout_ms = 0, replicas = 0xffffffffu;
+    cli_every_t ckpt_every = {100, 0};
     const char *progress = NULL, *ckpt_dir = NULL, *resume = NULL;
     const cli_opt_t opts[] = {
         {"listen", CLI_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:7777)", NULL, 0},
@@ -28,8 +29,9 @@ int cmd_coordinator(int argc, char **argv)
         {"failure-timeout-ms", CLI_UINT, &timeout_ms, "MS", "a member silent this long is dead (default 3000)", NULL,
          0},
         {"checkpoint-dir", CLI_STRING, &ckpt_dir, "DIR", "servers write checkpoints here (all must reach it)", NULL, 0},
-        {"checkpoint-every", CLI_UINT, &ckpt_every, "N", "checkpoint every N rounds (default 100 with a directory)",
-         NULL, 0},
+        {"checkpoint-every", CLI_EVERY, &ckpt_every, "N|Ns",
+         "checkpoint every N rounds, or every N seconds (30s, 0.5s, 500ms) (default 100 rounds with a directory)", NULL,
+         0},
         {"resume", CLI_STRING, &resume, "DIR", "continue from the newest checkpoint complete in DIR", NULL, 0},
         {"replicas", CLI_UINT, &replicas, "K", "backups of every chunk (default 1 with 2 or more servers; 0: none)", NULL,
          0},
@@ -51,7 +53,8 @@ int cmd_coordinator(int argc, char **argv)
     p.failure_timeout_ms = (int)timeout_ms;
     p.on_worker_failure = strcmp(policy, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;
     p.checkpoint_dir = ckpt_dir;
-    p.checkpoint_every = ckpt_dir ? (ckpt_every ? ckpt_every : 100) : 0;
+    p.checkpoint_every = ckpt_dir ? ckpt_every.rounds : 0;
+    p.checkpoint_every_ms = ckpt_dir ? ckpt_every.ms : 0;
     p.resume_dir = resume;
     p.replicas = replicas == 0xffffffffu ? 0 : replicas == 0 ? PSERV_REPLICAS_NONE : (int)replicas;
     pserv_status_t st = pserv_coordinator_create(&p, &c);

@@ -88,6 +88,17 @@ static int cli_set(const char *command, const cli_opt_t *o, const char *value, c
         *(cli_list_t *)o->target = list;
         return 0;
     }
+    case CLI_EVERY: {
+        errno = 0;
+        double v = strtod(value, &end);
+        int ms = strcmp(end, "ms") == 0, s = strcmp(end, "s") == 0;
+        if (*value == '\0' || *value == '-' || errno || !isfinite(v) || (!ms && !s && (*end || v != (unsigned)v)))
+            break;
+        double t = ms ? v : v * 1000.0;
+        if (v <= 0 || ((ms || s) && (t < 1 || t > 1e9)) || (!ms && !s && v > 1e9)) break;
+        *(cli_every_t *)o->target = ms || s ? (cli_every_t){0, (unsigned)(t + 0.5)} : (cli_every_t){(unsigned)v, 0};
+        return 0;
+    }
     case CLI_FLAG:
         if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "yes") == 0) {
             *(int *)o->target = 1;
@@ -101,7 +112,8 @@ static int cli_set(const char *command, const cli_opt_t *o, const char *value, c
     }
 bad:;
     static const char *what[] = {"a non-empty string", "a whole number", "a positive number",
-                                 "a size like 4M", "", "a comma-separated list of whole numbers", "1 or 0"};
+                                 "a size like 4M", "", "a comma-separated list of whole numbers", "1 or 0",
+                                 "rounds (a whole number) or a time like 30s, 0.5s or 500ms"};
     fprintf(stderr, "pserv %s: %s%s must be %s, not '%s'\n", command, from, o->name, what[o->type], value);
     return -1;
 }

@@ -18,7 +18,13 @@ typedef enum {
     CLI_CHOICE, /* const char *, one of `choices` ("sync|async") */
     CLI_LIST,   /* cli_list_t: comma-separated whole numbers */
     CLI_FLAG,   /* int, set to 1 by the flag alone */
+    CLI_EVERY,  /* cli_every_t: N (rounds), or a time: Ns, N.Ns or Nms */
 } cli_type_t;
+
+/* An interval in rounds or in time (exactly one is set). */
+typedef struct {
+    unsigned rounds, ms;
+} cli_every_t;
 
 /* Elements of an array (of options). */
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

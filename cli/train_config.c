@@ -51,9 +51,10 @@ size_t train_config_flags(train_config_t *cfg, int with_job, int with_coordinato
                                 "a member silent this long is declared dead (default 3000)", NULL, 0};
         opts[n++] = (cli_opt_t){"checkpoint-dir", CLI_STRING, &cfg->checkpoint_dir, "DIR",
                                 "every server writes checkpoints here (a directory all servers reach)", NULL, 0};
-        opts[n++] = (cli_opt_t){"checkpoint-every", CLI_UINT, &cfg->checkpoint_every, "N",
-                                "checkpoint every N rounds (steps) when --checkpoint-dir is given (default 100)", NULL,
-                                0};
+        opts[n++] = (cli_opt_t){"checkpoint-every", CLI_EVERY, &cfg->checkpoint_every, "N|Ns",
+                                "checkpoint every N rounds (steps), or every N seconds (30s, 0.5s, 500ms), when "
+                                "--checkpoint-dir is given (default 100 rounds)",
+                                NULL, 0};
         opts[n++] = (cli_opt_t){"replicas", CLI_UINT, &cfg->replicas, "K",
                                 "backups of every chunk on other servers: a dead server's chunks fail over to them "
                                 "and training goes on (default 1 with 2 or more servers; 0: none)",
@@ -124,7 +125,10 @@ void train_config_coordinator_params(const train_config_t *cfg, pserv_coordinato
     p->on_worker_failure =
         strcmp(cfg->on_worker_failure, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;
     p->checkpoint_dir = cfg->checkpoint_dir;
-    p->checkpoint_every = cfg->checkpoint_dir ? (cfg->checkpoint_every ? cfg->checkpoint_every : 100) : 0;
+    cli_every_t every = cfg->checkpoint_every;
+    if (every.rounds == 0 && every.ms == 0) every.rounds = 100;
+    p->checkpoint_every = cfg->checkpoint_dir ? every.rounds : 0;
+    p->checkpoint_every_ms = cfg->checkpoint_dir ? every.ms : 0;
     p->resume_dir = cfg->resume;
     p->replicas = cfg->replicas == TRAIN_REPLICAS_DEFAULT ? 0 : cfg->replicas == 0 ? PSERV_REPLICAS_NONE : (int)cfg->replicas;
 }

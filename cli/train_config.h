@@ -19,7 +19,7 @@ typedef struct train_config {
     const char *on_worker_failure; /* fail | continue */
     unsigned heartbeat_ms, failure_timeout_ms;
     const char *checkpoint_dir;   /* shards write checkpoints here ... */
-    unsigned checkpoint_every;    /* ... every N rounds */
+    cli_every_t checkpoint_every; /* ... every N rounds, or every so long */
     const char *resume;           /* continue from the newest complete checkpoint in this directory */
     unsigned replicas;            /* backups per chunk (TRAIN_REPLICAS_DEFAULT: the library's default) */
     /* model and optimizer */

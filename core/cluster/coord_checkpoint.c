@@ -1,22 +1,32 @@
 /*
  * The coordinator's part in checkpoints: it checks the parameters, picks the checkpoint a job
  * resumes from (the newest complete one), and keeps the directory tidy: once every live server
- * has written round R, the rounds before R are removed. The shards write on their own schedule
- * (every checkpoint_every rounds of their chunks); the coordinator is never in their way.
+ * has written round R, the rounds before R are removed. With checkpoint_every rounds the shards
+ * write on their own schedule; the coordinator is never in their way.
+ *
+ * Checkpoints by time (checkpoint_every_ms) need every shard to copy its chunks at one round, and
+ * only the coordinator has a clock they share. Servers' heartbeats carry the newest round their
+ * chunks reached; every interval the coordinator names a round R ahead of the newest by what the
+ * rounds' pace covers in two heartbeats (CHECKPOINT_AT), and each shard copies its chunks as they
+ * reach R. A shard whose chunks had passed R already says so (CHECKPOINT, STALE): the coordinator
+ * names a later round, with twice the lead. Training never waits for any of it.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "ckpt_set.h"
 #include "coordinator_internal.h"
+#include "deadline.h"
 
 pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinator_params_t *p)
 {
     const char *dir = p->checkpoint_dir && p->checkpoint_dir[0] ? p->checkpoint_dir : NULL;
     const char *resume = p->resume_dir && p->resume_dir[0] ? p->resume_dir : NULL;
-    if ((dir != NULL) != (p->checkpoint_every > 0)) {
-        ps_set_last_error("checkpoints need both a directory and an interval (got %s and every %u rounds)",
-                          dir ? dir : "no directory", p->checkpoint_every);
+    int every = (p->checkpoint_every > 0) + (p->checkpoint_every_ms > 0);
+    if (dir != NULL ? every != 1 : every != 0) {
+        ps_set_last_error("checkpoints need a directory and one interval, rounds or time (got %s, every %u rounds "
+                          "and every %u ms)",
+                          dir ? dir : "no directory", p->checkpoint_every, p->checkpoint_every_ms);
         return PSERV_ERR_INVALID_ARG;
     }
     if ((dir && strlen(dir) >= PS_PATH_MAX - 64) || (resume && strlen(resume) >= PS_PATH_MAX - 64)) {
@@ -26,6 +36,8 @@ pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinato
     if (dir) {
         snprintf(c->job.ckpt_dir, sizeof(c->job.ckpt_dir), "%s", dir);
         c->job.ckpt_every = p->checkpoint_every;
+        c->job.ckpt_every_ms = p->checkpoint_every_ms;
+        c->ckpt_lead = 1;
     }
     if (resume == NULL) return PSERV_OK;
     ps_ckpt_set_t set;
@@ -48,6 +60,15 @@ pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinato
 void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                             size_t len)
 {
+    if (h->status == PSERV_ERR_STALE && h->round == c->ckpt_at) {
+        /* The round named was passed before that shard heard of it: a later one, further ahead. */
+        ps_info("server %u had passed checkpoint round %llu already: a later round, with a longer lead", m->rank,
+                (unsigned long long)h->round);
+        c->ckpt_at = 0;
+        c->ckpt_next_ms = ps_now_ms(); /* at the next tick */
+        if (c->ckpt_lead < 64) c->ckpt_lead *= 2;
+        return;
+    }
     if (h->status < 0) {
         ps_warn("server %u could not write checkpoint round %llu: %.*s", m->rank, (unsigned long long)h->round,
                 (int)len, (const char *)data);
@@ -63,6 +84,7 @@ void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const p
     }
     if (complete == UINT64_MAX || complete <= c->ckpt_complete) return;
     c->ckpt_complete = complete;
+    if (c->ckpt_at != 0 && complete >= c->ckpt_at) c->ckpt_at = 0; /* the round named is written */
     /* The files are looked at and old rounds removed on the ticker thread, without the lock:
      * deleting gigabytes takes long, and heartbeats must not wait for it. */
     __atomic_store_n(&c->ckpt_prune, 1, __ATOMIC_RELEASE);
@@ -80,4 +102,46 @@ void ps_coord_ckpt_prune(pserv_coordinator_h c)
     }
     ps_info("checkpoint round %llu is complete", (unsigned long long)newest);
     ps_ckpt_prune(c->job.ckpt_dir, newest);
+}
+
+/* The newest round any live server's chunks reached, by their heartbeats. */
+static uint64_t ps_coord_progress(pserv_coordinator_h c)
+{
+    uint64_t top = 0;
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        const ps_coord_member_t *m = &c->members[i];
+        if (m->used && m->role == PS_ROLE_SERVER && !m->failed && !m->left && m->progress > top) top = m->progress;
+    }
+    return top;
+}
+
+void ps_coord_ckpt_tick(pserv_coordinator_h c, int64_t now)
+{
+    if (c->job.ckpt_every_ms == 0 || !c->formed || c->done || c->recovering) return;
+    uint64_t top = ps_coord_progress(c);
+    if (c->ckpt_pace_ms == 0) c->ckpt_next_ms = now + c->job.ckpt_every_ms; /* the first: an interval on */
+    /* The rounds' pace, from one tick to the next (rounds per ms), and never below what it was
+     * over the last interval: a lead too short only costs a retry. */
+    if (c->ckpt_pace_ms != 0 && now > c->ckpt_pace_ms && top >= c->ckpt_pace_round)
+        c->ckpt_pace = (double)(top - c->ckpt_pace_round) / (double)(now - c->ckpt_pace_ms);
+    c->ckpt_pace_ms = now;
+    c->ckpt_pace_round = top;
+    /* One round named at a time; one never written (a shard gone, training stopped) is given up after a while. */
+    if (c->ckpt_at != 0 && now < c->ckpt_at_deadline_ms) return;
+    if (now < c->ckpt_next_ms || top == 0) return;
+    uint64_t lead = 1 + (uint64_t)(c->ckpt_pace * 2.0 * c->job.heartbeat_ms * c->ckpt_lead);
+    uint64_t at = top + lead;
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_CHECKPOINT_AT);
+    h.round = at;
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (m->used && m->role == PS_ROLE_SERVER && !m->failed && !m->left)
+            ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL);
+    }
+    ps_debug("checkpoint at round %llu (newest %llu, %.3f rounds/ms)", (unsigned long long)at,
+             (unsigned long long)top, c->ckpt_pace);
+    c->ckpt_at = at;
+    c->ckpt_at_deadline_ms = now + 10 * (int64_t)c->job.ckpt_every_ms + 10 * (int64_t)c->job.heartbeat_ms;
+    c->ckpt_next_ms = now + c->job.ckpt_every_ms;
 }

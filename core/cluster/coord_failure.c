@@ -176,6 +176,7 @@ void ps_coord_tick(void *arg, int64_t now)
         }
         ps_send_msg(m->peer, &h, NULL, 0, NULL, NULL, NULL);
     }
+    ps_coord_ckpt_tick(c, now);
     pthread_mutex_unlock(&c->lock);
     ps_coord_ckpt_prune(c);
 }

@@ -319,7 +319,8 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
     if (h.type == PS_MSG_JOIN) {
         ps_coord_on_join(c, peer, &h, data, len);
     } else if (h.type == PS_MSG_HEARTBEAT && m) {
-        /* last_heard is all it is for */
+        /* last_heard, and a server's progress (for checkpoints by time) */
+        if (m->role == PS_ROLE_SERVER && h.round > m->progress) m->progress = h.round;
     } else if (h.type == PS_MSG_ABORT_ACK && m) {
         if (m->told_end) ps_coord_end_heard(c, m);
     } else if (h.type == PS_MSG_LEAVE && worker) {

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t bcast_req;     /* req id of its node broadcast call, while it waits in one */
     int at_bcast;
     uint64_t ckpt_round;    /* a server's newest checkpoint written */
+    uint64_t progress;      /* a server's newest round, by its heartbeats */
     ps_tp_peer_t *drain_peer; /* a server being drained: who asked (answered once it left), or NULL */
     uint64_t drain_req;
     int drained;              /* a drained server that holds nothing: told SHUTDOWN once its last view is out */
@@ -89,6 +90,14 @@ struct pserv_coordinator {
     uint64_t rejected;
     uint64_t ckpt_complete; /* the newest checkpoint round every live server has written */
     int ckpt_prune;         /* atomic: a round completed; the ticker prunes older ones */
+    /* Checkpoints by time (coord_checkpoint.c): the round named and until when it may take, when
+     * the next is due, the rounds' pace and the lead's multiplier (doubled by each round missed). */
+    uint64_t ckpt_at;
+    int64_t ckpt_at_deadline_ms, ckpt_next_ms;
+    double ckpt_pace;
+    int64_t ckpt_pace_ms;
+    uint64_t ckpt_pace_round;
+    uint32_t ckpt_lead;
     ps_ticker_t ticker;
 };
 
@@ -133,6 +142,8 @@ void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const p
                             size_t len);
 /* Ticker thread, lock not held: removes the rounds older than the newest complete one, if one completed. */
 void ps_coord_ckpt_prune(pserv_coordinator_h c);
+/* Ticker (lock held): with checkpoints by time, names the next round when one is due. */
+void ps_coord_ckpt_tick(pserv_coordinator_h c, int64_t now_ms);
 /* create: checks the checkpoint parameters and picks the round to resume from; sets last error. */
 pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinator_params_t *p);
 

@@ -317,6 +317,7 @@ static void ps_member_tick(void *arg, int64_t now)
     ps_wire_hdr_t h;
     ps_wire_hdr_init(&h, PS_MSG_HEARTBEAT);
     h.sender = m->rank;
+    h.round = __atomic_load_n(&m->newest_round, __ATOMIC_RELAXED);
     pthread_mutex_lock(&m->lock);
     h.map_version = m->view ? m->view->version : 0;
     ps_tp_peer_t *coord_peer = m->coord_failed ? NULL : m->coord;
@@ -572,6 +573,8 @@ int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, con
         if (h->flags & PS_WIRE_FLAG_RETRY) ps_member_on_rejoined(m, h, data, len);
         else ps_member_on_join_reply(m, h, data, len);
         return 1;
+    case PS_MSG_CHECKPOINT_AT:
+        return 0; /* the role's (a server's) */
     default:
         break;
     }

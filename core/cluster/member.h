@@ -90,6 +90,7 @@ typedef struct {
     ps_ticker_t ticker;
     ps_progress_t progress; /* PSERV_PROGRESS: how this member's data-path threads wait */
     int64_t last_coord_ms, last_any_ms; /* when we last heard the coordinator / anyone (atomics) */
+    uint64_t newest_round; /* atomic: the role's newest round (a server's chunks), sent in heartbeats */
     char last_error[PS_WIRE_REASON_MAX + 128];
 } ps_member_t;
 

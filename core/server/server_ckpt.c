@@ -278,7 +278,7 @@ static void *ps_ckpt_writer(void *arg)
 pserv_status_t ps_server_ckpt_start(pserv_server_h s)
 {
     ps_server_ckpt_t *k = &s->ckpt;
-    if (s->m.job.ckpt_every == 0) return PSERV_OK;
+    if (s->m.job.ckpt_dir[0] == '\0') return PSERV_OK;
     if (pthread_mutex_init(&k->lock, NULL) != 0) return PSERV_ERR_NO_RESOURCE;
     ps_keymap_init(&k->spare);
     if (pthread_cond_init(&k->cond, NULL) != 0) {
@@ -338,6 +338,21 @@ static void ps_server_ckpt_final(pserv_server_h s)
         return;
     }
     ps_ckpt_enqueue(s, snap);
+}
+
+void ps_server_ckpt_at(pserv_server_h s, uint64_t round)
+{
+    if (!s->ckpt.running) return;
+    uint64_t newest = 0;
+    ps_store_each_chunk(&s->store, ps_snap_max_round, &newest);
+    if (newest >= round) {
+        char why[96];
+        snprintf(why, sizeof(why), "round %llu passed here already (at %llu)", (unsigned long long)round,
+                 (unsigned long long)newest);
+        ps_ckpt_report(s, round, PSERV_ERR_STALE, why);
+        return;
+    }
+    s->ckpt.at_round = round;
 }
 
 void ps_server_ckpt_stop(pserv_server_h s)

@@ -66,6 +66,7 @@ typedef struct {
     int running;
     ps_ckpt_snap_t *open[PS_CKPT_OPEN]; /* apply thread: rounds not every chunk reached yet, oldest first */
     uint64_t last_round;                /* apply thread: the newest round handed to the writer */
+    uint64_t at_round;                  /* apply thread: the round the coordinator named (checkpoints by time) */
     pthread_t writer;
     pthread_mutex_t lock; /* the queue */
     pthread_cond_t cond;
@@ -217,6 +218,14 @@ void ps_server_ckpt_stop(pserv_server_h s);
 void ps_server_ckpt_fini(pserv_server_h s);
 /* Apply thread: chunk c completed a round that is a checkpoint round; copies it. */
 void ps_server_ckpt_chunk(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_t *c);
+/* Apply thread: a round the coordinator named (CHECKPOINT_AT); one this shard's chunks passed
+ * already is reported back (STALE), so it names a later one. */
+void ps_server_ckpt_at(pserv_server_h s, uint64_t round);
+/* A checkpoint round: a multiple of the job's checkpoint_every, or the round the coordinator named. */
+static inline int ps_server_ckpt_due(const pserv_server_h s, uint64_t version)
+{
+    return (s->m.job.ckpt_every && version % s->m.job.ckpt_every == 0) || (version != 0 && version == s->ckpt.at_round);
+}
 /* Apply thread: a chunk just defined takes its state from the checkpoint the job resumes from. */
 pserv_status_t ps_server_ckpt_restore(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, const char **why);
 

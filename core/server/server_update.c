@@ -127,8 +127,11 @@ void ps_server_apply(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, floa
 {
     ps_optim_step(s->pool, &t->desc.optim, c->param, grad, &c->state, c->len);
     c->version++;
-    if (c->primary) PS_STAT_ADD(s, steps, 1); /* a backup's are replica_updates */
-    if (c->primary && s->m.job.ckpt_every && c->version % s->m.job.ckpt_every == 0) ps_server_ckpt_chunk(s, t, c);
+    if (!c->primary) return; /* a backup's steps are replica_updates */
+    PS_STAT_ADD(s, steps, 1);
+    if (c->version > __atomic_load_n(&s->m.newest_round, __ATOMIC_RELAXED)) /* for the coordinator, in heartbeats */
+        __atomic_store_n(&s->m.newest_round, c->version, __ATOMIC_RELAXED);
+    if (ps_server_ckpt_due(s, c->version)) ps_server_ckpt_chunk(s, t, c);
 }
 
 /* Sync: every node group still in the job has pushed this round. */
@@ -394,6 +397,9 @@ void ps_server_run(void *arg, ps_work_t *w)
         break;
     case PS_WORK_ABORT:
         ps_server_fail_rounds(s, PSERV_ERR_JOB_FAILED);
+        break;
+    case PS_WORK_CKPT_AT:
+        ps_server_ckpt_at(s, w->len);
         break;
     case PS_WORK_PEER_GONE:
         ps_server_drop_peer(s, w->peer);

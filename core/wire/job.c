@@ -24,6 +24,7 @@ void ps_job_encode(const ps_job_t *job, uint32_t rank, ps_writer_t *w)
     for (uint32_t i = 0; i < job->num_workers; i++) ps_put_u32(w, job->worker_node[i]);
     ps_put_str(w, job->ckpt_dir);
     ps_put_u32(w, job->ckpt_every);
+    ps_put_u32(w, job->ckpt_every_ms);
     ps_put_str(w, job->resume_dir);
     ps_put_u64(w, job->resume_round);
 }
@@ -72,9 +73,12 @@ pserv_status_t ps_job_decode(ps_reader_t *r, ps_job_t *job, uint32_t *rank)
     for (uint32_t i = 0; i < j.num_workers; i++) j.worker_node[i] = ps_get_u32(r);
     ps_get_str(r, j.ckpt_dir, sizeof(j.ckpt_dir));
     j.ckpt_every = ps_get_u32(r);
+    j.ckpt_every_ms = ps_get_u32(r);
     ps_get_str(r, j.resume_dir, sizeof(j.resume_dir));
     j.resume_round = ps_get_u64(r);
-    if (r->bad || !ps_job_nodes_valid(&j) || (j.ckpt_every > 0) != (j.ckpt_dir[0] != '\0') ||
+    /* A checkpoint directory goes with one interval: rounds or time. */
+    int every = (j.ckpt_every > 0) + (j.ckpt_every_ms > 0);
+    if (r->bad || !ps_job_nodes_valid(&j) || (j.ckpt_dir[0] != '\0' ? every != 1 : every != 0) ||
         (j.resume_round > 0) != (j.resume_dir[0] != '\0')) {
         ps_job_free(&j);
         return PSERV_ERR_BAD_MESSAGE;

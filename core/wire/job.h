@@ -32,7 +32,8 @@ typedef struct {
     /* Checkpoints (pserv_coordinator_params_t): where shards write them and how often ("" / 0:
      * none), and the checkpoint the job resumed from (resume_round 0: a fresh start). */
     char ckpt_dir[PS_PATH_MAX];
-    uint32_t ckpt_every;
+    uint32_t ckpt_every;    /* rounds, or 0 ... */
+    uint32_t ckpt_every_ms; /* ... time: the coordinator names the rounds (CHECKPOINT_AT) */
     char resume_dir[PS_PATH_MAX];
     uint64_t resume_round;
 } ps_job_t;

@@ -113,6 +113,7 @@ pserv_status_t pserv_local_create(const pserv_local_params_t *params, pserv_loca
     cp.chunk_bytes = params->chunk_bytes;
     cp.checkpoint_dir = params->checkpoint_dir;
     cp.checkpoint_every = params->checkpoint_every;
+    cp.checkpoint_every_ms = params->checkpoint_every_ms;
     cp.resume_dir = params->resume_dir;
     cp.replicas = params->replicas;
     ps_set_last_error("%s", "");

@@ -115,9 +115,11 @@ typedef struct {
     /**
      * Checkpoints: every shard writes its chunks (parameters, optimizer state, rounds) to
      * checkpoint_dir/round-R/shard-RANK.ckpt each time its chunks reach a round R that is a
-     * multiple of checkpoint_every (sync: rounds; async: updates of each chunk). A directory every
-     * server can reach (on several machines, a shared file system). NULL or 0: no checkpoints.
-     * Once round R is complete on every shard, older rounds are removed.
+     * multiple of checkpoint_every (sync: rounds; async: updates of each chunk), or, with
+     * checkpoint_every_ms instead, a round the coordinator names about every checkpoint_every_ms
+     * milliseconds (a little ahead of the shards' progress, so each copies its chunks at that
+     * same round). A directory every server can reach (on several machines, a shared file system).
+     * NULL: no checkpoints. Once round R is complete on every shard, older rounds are removed.
      */
     const char *checkpoint_dir;
     unsigned checkpoint_every;
@@ -136,12 +138,13 @@ typedef struct {
      * none (a dead server then ends the job). At most num_servers - 1 and 7.
      */
     int replicas;
+    unsigned checkpoint_every_ms; /**< checkpoints by time instead of rounds (see checkpoint_dir) */
 } pserv_coordinator_params_t;
 
 #define PSERV_REPLICAS_NONE (-1)
 
 #define PSERV_COORDINATOR_PARAMS_INIT                                                         \
-    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL, 0 }
+    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL, 0, 0 }
 
 /** Starts a coordinator listening for the job's servers and workers. Returns at once. */
 PSERV_API pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params,
@@ -250,9 +253,10 @@ typedef struct {
     unsigned checkpoint_every;
     const char *resume_dir;
     int replicas;               /**< as in pserv_coordinator_params_t */
+    unsigned checkpoint_every_ms; /**< as in pserv_coordinator_params_t */
 } pserv_local_params_t;
 
-#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0, NULL, 0, NULL, 0 }
+#define PSERV_LOCAL_PARAMS_INIT { sizeof(pserv_local_params_t), 0, 0, PSERV_MODE_SYNC, 0, 0, 0, NULL, 0, NULL, 0, 0 }
 
 /**
  * Starts a coordinator on 127.0.0.1 (a free port) and num_servers shards, each on a thread of

@@ -1,7 +1,7 @@
 /*
  * Checkpoints end to end with the pserv program: a sync job killed with SIGKILL at a random
  * moment and resumed (onto 1, 2 or 3 servers) ends with parameters bitwise equal to those of an
- * uninterrupted run with the same seed; a damaged checkpoint (a data section, a header byte), one
+ * uninterrupted run with the same seed, with checkpoints every N rounds and every so long; a damaged checkpoint (a data section, a header byte), one
  * of another model and one of another mode are refused, naming the file or the difference.
  */
 #include <criterion/criterion.h>
@@ -95,16 +95,17 @@ static uint64_t newest_round(const char *dir)
     return info.round;
 }
 
-/* Starts the job, kills `pserv train` (its children die with it) with SIGKILL 0-150 ms after
- * its first checkpoint is complete; returns the newest complete round left, or 0 when the job
- * ended before the kill. */
-static uint64_t train_and_kill(unsigned servers, const char *dir)
+/* Starts the job with checkpoints every `every` (rounds, or a time like 0.2s), kills `pserv
+ * train` (its children die with it) with SIGKILL 0-150 ms after its first checkpoint is complete;
+ * returns the newest complete round left, or 0 when the job ended before the kill. */
+static uint64_t train_and_kill(unsigned servers, const char *dir, const char *every)
 {
     char s[16], log[256];
     snprintf(s, sizeof(s), "%u", servers);
     path_of(log, sizeof(log), "killed.log");
     char *argv[] = {"pserv", "train", "--workers", "2", "--epochs", "4", "--limit", "6000", "--batch", "60",
-                    "--hidden", "64", "--target-accuracy", "1", "--device", "cpu", "--checkpoint-every", "7",
+                    "--hidden", "64", "--target-accuracy", "1", "--device", "cpu", "--checkpoint-every", (char *)every,
+                    "--heartbeat-ms", "50", /* servers report their rounds to the coordinator with it */
                     "--servers", s, "--checkpoint-dir", (char *)dir, NULL};
     pid_t pid = spawn_pserv(log, argv, NULL);
     cr_assert_gt(pid, 0);
@@ -120,22 +121,22 @@ static uint64_t train_and_kill(unsigned servers, const char *dir)
     uint64_t round = newest_round(dir);
     fprintf(stderr, "killed %.3f s after the first checkpoint: newest complete round %llu of %d%s\n", delay,
             (unsigned long long)round, ROUNDS, ended ? " (the job had ended)" : "");
-    return ended ? 0 : round;
+    return ended || round >= ROUNDS ? 0 : round; /* the final state: no checkpoint taken in training */
 }
 
-Test(checkpoint_cli, killed_job_resumes_to_bitwise_equal_parameters_on_any_server_count, .init = setup,
-     .fini = teardown, .timeout = 600)
+/* Kills a job at a random moment after its first checkpoint (every `every`), resumes it from before[rep]
+ * onto after[rep] servers, and compares the parameters with the uninterrupted run's, bit for bit. */
+static void kill_and_resume(const char *every, const unsigned *before, const unsigned *after, int reps)
 {
     char ref[256];
     reference(ref, sizeof(ref));
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    const unsigned before[] = {2, 2, 3}, after[] = {2, 3, 1};
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < reps; rep++) {
         char dir[256], params[256], extra[512], name[32];
-        snprintf(name, sizeof(name), "run%d", rep);
+        snprintf(name, sizeof(name), "run%s%d", every, rep);
         path_of(dir, sizeof(dir), name);
         uint64_t round = 0;
-        for (int attempt = 0; attempt < 3 && round == 0; attempt++) round = train_and_kill(before[rep], dir);
+        for (int attempt = 0; attempt < 3 && round == 0; attempt++) round = train_and_kill(before[rep], dir, every);
         cr_assert_gt(round, 0, "the job never had a checkpoint before it ended or was killed");
         cr_assert_lt(round, ROUNDS);
         run_t r;
@@ -148,17 +149,44 @@ Test(checkpoint_cli, killed_job_resumes_to_bitwise_equal_parameters_on_any_serve
         snprintf(said, sizeof(said), "resumed at round %llu:", (unsigned long long)round);
         cr_assert(strstr(r.out, said), "expected '%s':\n%s", said, r.out);
         cr_assert_lt(took, 60, "resuming took %.1f s", took);
-        snprintf(name, sizeof(name), "run%d.bin", rep);
+        snprintf(name, sizeof(name), "run%s%d.bin", every, rep);
         path_of(params, sizeof(params), name);
         export_params(dir, params);
         cr_assert(same_file(ref, params), "%u -> %u servers from round %llu: parameters differ from the "
                   "uninterrupted run's", before[rep], after[rep], (unsigned long long)round);
-        fprintf(stderr, "%u -> %u servers from round %llu: bitwise equal, resumed run %.1f s\n", before[rep],
-                after[rep], (unsigned long long)round, took);
+        fprintf(stderr, "every %s, %u -> %u servers from round %llu: bitwise equal, resumed run %.1f s\n", every,
+                before[rep], after[rep], (unsigned long long)round, took);
     }
 }
 
-/* Flips one byte of a shard file: at `at`, or counted from its end when at < 0. */
+Test(checkpoint_cli, killed_job_resumes_to_bitwise_equal_parameters_on_any_server_count, .init = setup,
+     .fini = teardown, .timeout = 600)
+{
+    const unsigned before[] = {2, 2, 3}, after[] = {2, 3, 1};
+    kill_and_resume("7", before, after, 3);
+}
+
+/* Checkpoints by time: the coordinator names the rounds, every shard copies at the same one. */
+Test(checkpoint_cli, checkpoints_by_time_resume_to_bitwise_equal_parameters, .init = setup, .fini = teardown,
+     .timeout = 600)
+{
+    const unsigned before[] = {2, 3}, after[] = {3, 2};
+    kill_and_resume("0.2s", before, after, 2);
+}
+
+Test(checkpoint_cli, a_bad_interval_is_refused, .init = setup, .fini = teardown, .timeout = 60)
+{
+    const char *bad[] = {"5x", "0s", "-3", "1.5"};
+    for (unsigned i = 0; i < 4; i++) {
+        char args[256];
+        run_t r;
+        snprintf(args, sizeof(args), "train --checkpoint-dir %s/x --checkpoint-every %s", base, bad[i]);
+        run_cmd(&r, 30, NULL, PSERV_CLI, args);
+        cr_assert_eq(r.code, 2, "--checkpoint-every %s: %s", bad[i], r.err);
+        cr_assert(strstr(r.err, "--checkpoint-every must be rounds (a whole number) or a time like 30s"), "%s", r.err);
+    }
+}
+
 static void damage(const char *dir, unsigned shard, long at)
 {
     char cmd[512];
