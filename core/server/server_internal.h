@@ -83,6 +83,7 @@ typedef struct {
 
 /* Replication (server_replica.c): the apply thread's connections to the other servers. */
 typedef struct {
+    uint64_t state_seq;    /* STATEs sent: a backup takes a primary's later one over an earlier one */
     ps_tp_peer_t **peer;   /* by server rank, opened on first use */
     ps_server_peer_t *ctx; /* their peer state (server = 1) */
 } ps_server_replicas_t;

@@ -147,6 +147,7 @@ static void ps_replica_send_state(pserv_server_h s, const ps_tensor_t *t, const 
     for (uint32_t a = 0; a <= nstate; a++) memcpy(msg + w.len + a * c->param_bytes, arrays[a], c->param_bytes);
     ps_wire_hdr_t h;
     ps_replica_hdr(s, &h, PS_MSG_STATE, t, c, c->version);
+    h.req_id = ++s->replicas.state_seq; /* a later state from us replaces an earlier one, never the reverse */
     ps_send_msg(peer, &h, msg, len, NULL, ps_send_free_cb, msg);
     PS_STAT_ADD(s, state_transfers, 1);
 }
@@ -250,6 +251,12 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
         ps_replica_ack(s, peer, h, c->version, PSERV_ERR_VIEW_CHANGED);
         return;
     }
+    if (c != NULL && c->held && c->state_from == h->sender && h->req_id <= c->state_seq) {
+        /* An earlier state of that primary, overtaken by a later one (UCX may reorder a new
+         * connection's first messages): installing it would undo updates acknowledged since. */
+        ps_replica_ack(s, peer, h, c->version, PSERV_OK);
+        return;
+    }
     int fits = c && !r.bad && nstate == ps_chunk_nstate(c) && (nw == 0 || nw == s->store.num_workers) &&
                len == PS_STATE_PREFIX + (size_t)nw * 8 + (size_t)(1 + nstate) * c->param_bytes;
     if (!fits || (nw > 0 && ps_server_seq_table(s, c) < 0)) {
@@ -264,6 +271,8 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
     c->version = version;
     c->state.step = step;
     c->held = 1;
+    c->state_from = h->sender;
+    c->state_seq = h->req_id;
     ps_replica_ack(s, peer, h, c->version, PSERV_OK);
     ps_replica_synced(s, h, c);
 }

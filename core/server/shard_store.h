@@ -52,6 +52,8 @@ typedef struct {
     uint32_t backups[PS_STORE_MAX_BACKUPS];
     uint64_t acked[PS_STORE_MAX_BACKUPS];     /* the version each backup confirmed holding */
     uint64_t *last_seq; /* async with backups: per worker, 1 + the newest push sequence applied (0: none) */
+    uint32_t state_from; /* a backup: the primary whose STATE it holds, and that STATE's number */
+    uint64_t state_seq;
     float *repl;        /* sync with backups: the update on its way to them (kept: no allocation per round) */
 } ps_chunk_t;
 

@@ -2,6 +2,7 @@
 
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "harness.h"
 #include "pserv/pserv.h"
@@ -27,8 +28,9 @@ int exact_job_worker(void *arg, const char *coord, int fd)
     t.count = EXACT_COUNT;
     t.optim.type = PSERV_OPTIM_SGD;
     t.optim.lr = 1.0f;
-    static float grad[EXACT_COUNT], values[EXACT_COUNT];
-    int rc = 0;
+    /* Its own buffers: workers may be threads of one process. */
+    float *grad = malloc(EXACT_COUNT * sizeof(*grad)), *values = malloc(EXACT_COUNT * sizeof(*values));
+    int rc = grad && values ? 0 : 14;
     if (pserv_worker_register(w, &t) != PSERV_OK || pserv_worker_barrier(w, 20000) != PSERV_OK) rc = 11;
     char ready = 1;
     if (rc == 0) harness_write(fd, &ready, 1);
@@ -51,8 +53,10 @@ int exact_job_worker(void *arg, const char *coord, int fd)
     if (rc == 0 && (pserv_worker_barrier(w, 20000) != PSERV_OK || pserv_worker_pull(w, 1, values, &req) != PSERV_OK ||
                     pserv_worker_wait(w, req, 20000) != PSERV_OK))
         rc = 13;
-    if (rc == 0) harness_write(fd, values, sizeof(values));
+    if (rc == 0) harness_write(fd, values, EXACT_COUNT * sizeof(*values));
     pserv_worker_destroy(w);
+    free(grad);
+    free(values);
     return rc;
 }
 

@@ -8,9 +8,11 @@
  * must complete, every worker must pull exactly those parameters, the final checkpoint's
  * per-chunk round counters must all equal the rounds run (no round lost, none applied twice),
  * the new server must hold chunks there and the drained one none. Each scenario repeats, with no
- * backups and with one; an async job must count every push exactly once.
+ * backups and with one; an async job must count every push exactly once. The same join and drain
+ * also runs inside one process (threads), so ThreadSanitizer checks it in full.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -178,4 +180,88 @@ Test(membership, bad_drains_are_refused, .timeout = 120)
     exact_job_finish(&job, 1, workers, fds, 0, got, cfd);
     exact_job_check(got[0], 1, ROUNDS, 0);
     harness_kill_all(&h);
+}
+
+/* ---- the same in one process: threads, so ThreadSanitizer checks it in full ---- */
+
+typedef struct {
+    const char *coord;
+    const exact_job_t *job;
+    int fd, rc;
+    pthread_t thread;
+} inproc_member_t;
+
+static void *inproc_worker(void *arg)
+{
+    inproc_member_t *m = arg;
+    m->rc = exact_job_worker((void *)m->job, m->coord, m->fd);
+    close(m->fd);
+    return NULL;
+}
+
+static void *inproc_server(void *arg)
+{
+    inproc_member_t *m = arg;
+    pserv_server_params_t p = PSERV_SERVER_PARAMS_INIT;
+    pserv_server_h s;
+    p.coordinator = m->coord;
+    p.timeout_ms = 20000;
+    m->rc = 20;
+    if (pserv_server_create(&p, &s) != PSERV_OK) return NULL;
+    pserv_status_t st = pserv_server_wait(s, EXACT_JOB_MS);
+    pserv_server_destroy(s);
+    m->rc = st == PSERV_OK ? 0 : 21;
+    return NULL;
+}
+
+Test(membership, join_and_drain_in_one_process, .timeout = 300)
+{
+    enum { W = 2, ROUNDS_INPROC = 400 };
+    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
+    cp.num_servers = NSERVERS;
+    cp.num_workers = W;
+    cp.chunk_bytes = EXACT_CHUNK_BYTES;
+    cp.replicas = 1;
+    pserv_coordinator_h c;
+    cr_assert_eq(pserv_coordinator_create(&cp, &c), PSERV_OK);
+    uint16_t port;
+    pserv_coordinator_port(c, &port);
+    char coord[32];
+    snprintf(coord, sizeof(coord), "127.0.0.1:%u", port);
+    exact_job_t job = {ROUNDS_INPROC, 0};
+    inproc_member_t servers[NSERVERS + 1], workers[W];
+    int fds[W];
+    for (int s = 0; s < NSERVERS; s++) {
+        servers[s] = (inproc_member_t){.coord = coord};
+        cr_assert_eq(pthread_create(&servers[s].thread, NULL, inproc_server, &servers[s]), 0);
+    }
+    for (int w = 0; w < W; w++) {
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        fds[w] = p[0];
+        workers[w] = (inproc_member_t){.coord = coord, .job = &job, .fd = p[1]};
+        cr_assert_eq(pthread_create(&workers[w].thread, NULL, inproc_worker, &workers[w]), 0);
+    }
+    char ready;
+    for (int w = 0; w < W; w++) cr_assert_eq(harness_read(fds[w], &ready, 1, 30000), 0, "worker %d never started", w);
+    cr_assert_eq(exact_job_ticks(fds[0], 3), 3);
+    servers[NSERVERS] = (inproc_member_t){.coord = coord};
+    cr_assert_eq(pthread_create(&servers[NSERVERS].thread, NULL, inproc_server, &servers[NSERVERS]), 0);
+    cr_assert_eq(exact_job_ticks(fds[0], 3), 3);
+    cr_assert_eq(pserv_drain(coord, 1, DRAIN_MS), PSERV_OK, "%s", pserv_last_error());
+    static float got[W][EXACT_COUNT];
+    for (int w = 0; w < W; w++)
+        cr_assert_eq(exact_job_result(fds[w], &job, w == 0 ? 6 : 0, got[w]), 0, "worker %d did not finish", w);
+    for (int w = 0; w < W; w++) {
+        pthread_join(workers[w].thread, NULL);
+        cr_assert_eq(workers[w].rc, 0, "worker %d", w);
+        close(fds[w]);
+    }
+    cr_assert_eq(pserv_coordinator_wait(c, 30000), PSERV_OK, "%s", pserv_coordinator_last_error(c));
+    for (int s = 0; s <= NSERVERS; s++) {
+        pthread_join(servers[s].thread, NULL);
+        cr_assert_eq(servers[s].rc, 0, "server thread %d", s);
+    }
+    pserv_coordinator_destroy(c);
+    for (int w = 0; w < W; w++) exact_job_check(got[w], W, ROUNDS_INPROC, w);
 }
