@@ -32,6 +32,18 @@ double bench_median(double *t, size_t n)
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
+void bench_summarize(const double *v, int n, double st[3])
+{
+    double *tmp = malloc((n > 0 ? (size_t)n : 1) * sizeof(*tmp));
+    size_t k = 0;
+    for (int i = 0; tmp && i < n; i++)
+        if (v[i] >= 0) tmp[k++] = v[i];
+    st[0] = k ? bench_median(tmp, k) : -1;
+    st[1] = k ? tmp[0] : -1;
+    st[2] = k ? tmp[k - 1] : -1;
+    free(tmp);
+}
+
 double bench_percentile(const double *sorted, size_t n, double q)
 {
     size_t rank = (size_t)(q * (double)n + 0.999999); /* ceil, forgiving q x n's rounding error */
@@ -65,6 +77,13 @@ void bench_utc_date(char *buf, size_t cap)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void bench_json_series(FILE *f, const char *name, const double st[3], const double *v, int n)
+{
+    fprintf(f, ", \"%s\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g, \"values\": [", name, st[0], st[1], st[2]);
+    for (int i = 0; i < n; i++) fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
+    fprintf(f, "]}");
 }
 
 void bench_json_str(FILE *f, const char *s)

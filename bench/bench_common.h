@@ -25,6 +25,9 @@ double bench_median(double *t, size_t n);
  * rank: the smallest value with at least q x n values at or below it. p99 = bench_percentile(t, n, 0.99). */
 double bench_percentile(const double *sorted, size_t n, double q);
 
+/* Median, min and max (st[0..2]) of the values >= 0 of v[0..n) (-1 stands for unknown); -1s if none. */
+void bench_summarize(const double *v, int n, double st[3]);
+
 /* ---- the machine, for the results' header --------------------------------------------------- */
 
 /* The CPU's model name from /proc/cpuinfo ("unknown" if none). */
@@ -33,6 +36,8 @@ void bench_cpu_model(char *buf, size_t cap);
 void bench_utc_date(char *buf, size_t cap);
 /* Writes s as a JSON string, quotes and escapes included; NULL as null. */
 void bench_json_str(FILE *f, const char *s);
+/* Writes `, "name": {"median": .., "min": .., "max": .., "values": [v...]}` (st from bench_summarize). */
+void bench_json_series(FILE *f, const char *name, const double st[3], const double *v, int n);
 
 /* ---- command-line options: "--name VALUE" pairs, plus --help ---------------------------------- */
 

@@ -29,12 +29,13 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "cli_job.h"
 #include "procs.h"
 #include "pserv/pserv.h"
 
 #define PROG "pserv_bench_replication"
 #define KEY 1
-#define MAX_SERVERS 8
+#define MAX_SERVERS CLI_JOB_MAX_SERVERS
 #define MAX_REPS 100
 #define FO_SERVERS 3
 #define FO_CHUNK (1u << 20)
@@ -52,125 +53,7 @@ static struct {
 static cpus_split_t cpus;
 static float *grad; /* every tensor's gradient: sized for the largest */
 
-typedef struct {
-    proc_t coord, server[MAX_SERVERS];
-    int nservers;
-    pserv_worker_h w;
-    char addr[64];
-    size_t count;    /* floats in the tensor */
-    float *out;      /* the parameters its rounds pull */
-    uint64_t rounds; /* completed */
-} job_t;
-
-/* Median, min and max of the values >= 0 of v[0..n) (-1 stands for unknown); -1s if none. */
-static void summarize(const double *v, int n, double st[3])
-{
-    double tmp[MAX_REPS];
-    size_t k = 0;
-    for (int i = 0; i < n; i++)
-        if (v[i] >= 0) tmp[k++] = v[i];
-    st[0] = k ? bench_median(tmp, k) : -1;
-    st[1] = k ? tmp[0] : -1;
-    st[2] = k ? tmp[k - 1] : -1;
-}
-
-/* ---- a job: coordinator and servers from the CLI, this process the worker --------------------- */
-
-/* Starts its coordinator and servers (before any worker exists in this process, if possible). */
-static int job_spawn(job_t *j, int servers, size_t chunk, int replicas, int capture)
-{
-    char nserv[16], bytes[32], rep[16];
-    snprintf(nserv, sizeof(nserv), "%d", servers);
-    snprintf(bytes, sizeof(bytes), "%zu", chunk);
-    snprintf(rep, sizeof(rep), "%d", replicas);
-    const char *args[] = {"--servers", nserv, "--workers", "1", "--chunk-bytes", bytes, "--replicas", rep, NULL};
-    j->nservers = 0;
-    j->w = NULL;
-    j->count = (size_t)cfg.chunks * chunk / sizeof(float);
-    if ((j->out = malloc(j->count * sizeof(float))) == NULL ||
-        proc_pserv_coordinator(&j->coord, cfg.pserv, args, cpus.pinned ? &cpus.all : NULL, capture, j->addr,
-                               sizeof(j->addr), cfg.timeout_s) != 0)
-        return -1;
-    for (; j->nservers < servers; j->nservers++)
-        if (proc_pserv_server(&j->server[j->nservers], cfg.pserv, j->addr, cpus.pinned ? &cpus.server : NULL,
-                              cfg.timeout_s) != 0)
-            return -1;
-    return 0;
-}
-
-/* This process joins it as its one worker and registers the tensor (zeros). */
-static int job_join(job_t *j)
-{
-    if (bench_worker_join(PROG, j->addr, (int)(cfg.timeout_s * 1000), &j->w) != 0) return -1;
-    pserv_tensor_params_t tp = PSERV_TENSOR_PARAMS_INIT;
-    tp.key = KEY;
-    tp.count = j->count;
-    tp.optim.type = PSERV_OPTIM_SGD;
-    tp.optim.lr = 1.0f;
-    j->rounds = 0;
-    if (pserv_worker_register(j->w, &tp) == PSERV_OK) return 0;
-    fprintf(stderr, PROG ": register: %s\n", pserv_worker_last_error(j->w));
-    return -1;
-}
-
-/* The worker leaves, which ends the job: every server but `killed`, and the coordinator, must exit
- * by themselves with 0. What is left is stopped. 0 if the job ended cleanly. */
-static int job_stop(job_t *j, int killed)
-{
-    int rc = 0;
-    if (j->w) {
-        pserv_worker_destroy(j->w);
-        j->w = NULL;
-        for (int s = 0; s < j->nservers; s++)
-            if (s != killed && proc_wait(&j->server[s], cfg.timeout_s) != 0) rc = -1;
-        if (proc_wait(&j->coord, cfg.timeout_s) != 0) rc = -1;
-    }
-    for (int s = 0; s < j->nservers; s++) proc_stop(&j->server[s], 1.0);
-    proc_stop(&j->coord, 1.0);
-    free(j->out);
-    j->out = NULL;
-    if (rc) fprintf(stderr, PROG ": the job did not end cleanly\n");
-    return rc;
-}
-
-/* One round: a push-pull of the whole tensor. 0, or -1 with the reason. */
-static int job_round(job_t *j)
-{
-    pserv_request_t req;
-    if (pserv_worker_push_pull(j->w, KEY, grad, j->out, &req) != PSERV_OK ||
-        pserv_worker_wait(j->w, req, (int)(cfg.timeout_s * 1000)) != PSERV_OK) {
-        fprintf(stderr, PROG ": round %llu failed: %s\n", (unsigned long long)j->rounds + 1,
-                pserv_worker_last_error(j->w));
-        return -1;
-    }
-    j->rounds++;
-    return 0;
-}
-
-/* Rounds until at least `min` ran and `seconds` passed; their count (seconds taken in *took), or -1. */
-static int job_rounds(job_t *j, int min, double seconds, double *took)
-{
-    double t0 = bench_now();
-    int n = 0;
-    while (n < min || bench_now() - t0 < seconds) {
-        if (job_round(j) != 0) return -1;
-        n++;
-    }
-    *took = bench_now() - t0;
-    return n;
-}
-
-/* The parameters the last round pulled are -(rounds x gradient), exactly. */
-static int job_check(const job_t *j, const char *what)
-{
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < j->count; i++)
-        if (j->out[i] != -(float)j->rounds * grad[i] && bad++ == 0) first = i;
-    if (bad == 0) return 0;
-    fprintf(stderr, PROG ": %s: WRONG PARAMETERS after %llu rounds: %zu of %zu differ; element %zu is %g, want %g\n",
-            what, (unsigned long long)j->rounds, bad, j->count, first, j->out[first], -(double)j->rounds * grad[first]);
-    return -1;
-}
+static cli_job_env_t env;
 
 /* ---- 1. throughput ------------------------------------------------------------------------------ */
 
@@ -180,45 +63,37 @@ typedef struct {
     double st_gbps[2][3], st_rps[2][3], st_cpu[2][3], st_paired[3], ratio;           /* median, min, max */
 } tput_t;
 
-/* CPU seconds its servers have used so far. */
-static double servers_cpu_s(const job_t *j)
-{
-    double sum = 0;
-    for (int s = 0; s < j->nservers; s++) sum += proc_cpu_s(&j->server[s]);
-    return sum;
-}
-
 static int measure_size(size_t chunk, tput_t *t)
 {
-    static job_t jobs[2];
+    static cli_job_t jobs[2];
     double took;
     int rc = 0;
     t->chunk = chunk;
-    for (int r = 0; r < 2 && rc == 0; r++) rc = job_spawn(&jobs[r], cfg.servers, chunk, r, PROC_CAPTURE_OUT);
-    for (int r = 0; r < 2 && rc == 0; r++) rc = job_join(&jobs[r]);
-    for (int r = 0; r < 2 && rc == 0; r++) rc = job_rounds(&jobs[r], 3, cfg.target_s / 4, &took) < 0 ? -1 : 0;
+    for (int r = 0; r < 2 && rc == 0; r++) rc = cli_job_spawn(&jobs[r], &env, cfg.servers, cfg.chunks * chunk / sizeof(float), chunk, r, PROC_CAPTURE_OUT);
+    for (int r = 0; r < 2 && rc == 0; r++) rc = cli_job_join(&jobs[r]);
+    for (int r = 0; r < 2 && rc == 0; r++) rc = cli_job_rounds(&jobs[r], 3, cfg.target_s / 4, &took) < 0 ? -1 : 0;
     for (int turn = 0; turn < cfg.reps * 2 && rc == 0; turn++) {
         int r = (turn & 1) ^ ((turn >> 1) & 1); /* ABBA... */
-        double cpu0 = servers_cpu_s(&jobs[r]);
-        int n = job_rounds(&jobs[r], 5, cfg.target_s, &took);
+        double cpu0 = cli_job_servers_cpu_s(&jobs[r]);
+        int n = cli_job_rounds(&jobs[r], 5, cfg.target_s, &took);
         if (n < 0) {
             rc = -1;
             break;
         }
         t->gbps[r][turn / 2] = 2.0 * (double)(jobs[r].count * sizeof(float)) * n / took / 1e9;
         t->rps[r][turn / 2] = n / took;
-        t->cpu[r][turn / 2] = (servers_cpu_s(&jobs[r]) - cpu0) / n;
+        t->cpu[r][turn / 2] = (cli_job_servers_cpu_s(&jobs[r]) - cpu0) / n;
     }
-    for (int r = 0; r < 2 && rc == 0; r++) rc = job_check(&jobs[r], r ? "replicas 1" : "replicas 0");
+    for (int r = 0; r < 2 && rc == 0; r++) rc = cli_job_check(&jobs[r], r ? "replicas 1" : "replicas 0");
     for (int r = 0; r < 2; r++)
-        if (job_stop(&jobs[r], -1) != 0) rc = -1;
+        if (cli_job_stop(&jobs[r], -1) != 0) rc = -1;
     for (int r = 0; r < 2; r++) {
-        summarize(t->gbps[r], cfg.reps, t->st_gbps[r]);
-        summarize(t->rps[r], cfg.reps, t->st_rps[r]);
-        summarize(t->cpu[r], cfg.reps, t->st_cpu[r]);
+        bench_summarize(t->gbps[r], cfg.reps, t->st_gbps[r]);
+        bench_summarize(t->rps[r], cfg.reps, t->st_rps[r]);
+        bench_summarize(t->cpu[r], cfg.reps, t->st_cpu[r]);
     }
     for (int i = 0; i < cfg.reps; i++) t->paired[i] = t->gbps[1][i] / t->gbps[0][i];
-    summarize(t->paired, cfg.reps, t->st_paired);
+    bench_summarize(t->paired, cfg.reps, t->st_paired);
     t->ratio = t->st_gbps[1][0] / t->st_gbps[0][0];
     return rc;
 }
@@ -270,19 +145,9 @@ static double detect_s(proc_t *coord, const struct timespec *kill_rt)
     return -1;
 }
 
-/* Median duration of the rounds [from, to) that began at or after t0; -1 if none. */
-static double median_round(const double *start, const double *end, size_t from, size_t to, double t0)
-{
-    static double d[FO_MAX_ROUNDS];
-    size_t n = 0;
-    for (size_t i = from; i < to; i++)
-        if (start[i] >= t0) d[n++] = end[i] - start[i];
-    return n ? bench_median(d, n) : -1;
-}
-
 static int fo_job(fo_t *r)
 {
-    static job_t j;
+    static cli_job_t j;
     static double start[FO_MAX_ROUNDS], end[FO_MAX_ROUNDS];
     killer_t k = {.delay_s = 0.3 + 0.7 * rand() / (double)RAND_MAX};
     double took;
@@ -292,28 +157,29 @@ static int fo_job(fo_t *r)
     r->delay_s = k.delay_s;
     for (int m = 0; m < FO_NMETRICS; m++) r->m[m] = -1;
     pthread_t th;
-    if (job_spawn(&j, FO_SERVERS, FO_CHUNK, 1, PROC_CAPTURE_ALL) != 0 || job_join(&j) != 0 ||
-        job_rounds(&j, 3, 0.2, &took) < 0)
-        return job_stop(&j, -1), -1;
+    if (cli_job_spawn(&j, &env, FO_SERVERS, cfg.chunks * FO_CHUNK / sizeof(float), FO_CHUNK, 1, PROC_CAPTURE_ALL) != 0 ||
+        cli_job_join(&j) != 0 ||
+        cli_job_rounds(&j, 3, 0.2, &took) < 0)
+        return cli_job_stop(&j, -1), -1;
     k.pid = j.server[r->victim].pid;
-    if (pthread_create(&th, NULL, killer, &k) != 0) return job_stop(&j, -1), -1;
+    if (pthread_create(&th, NULL, killer, &k) != 0) return cli_job_stop(&j, -1), -1;
     for (; n < FO_MAX_ROUNDS && rc != 0; n++) {
         start[n] = bench_now();
-        if (job_round(&j) != 0) break;
+        if (cli_job_round(&j) != 0) break;
         end[n] = bench_now();
         if (__atomic_load_n(&k.done, __ATOMIC_ACQUIRE) && end[n] > k.t_kill + cfg.after_s) rc = 0;
     }
     pthread_join(th, NULL);
     while (first < n && end[first] <= k.t_kill) first++;
     while (first_new < n && start[first_new] <= k.t_kill) first_new++;
-    r->m[FO_BEFORE] = median_round(start, end, 0, first, 0);
+    r->m[FO_BEFORE] = cli_job_median_round(start, end, 0, first, 0);
     if (first < n) r->m[FO_FIRST] = end[first] - k.t_kill;
     if (first_new < n) r->m[FO_FIRST_NEW] = end[first_new] - k.t_kill;
     r->m[FO_DETECT] = detect_s(&j.coord, &k.kill_rt);
-    r->m[FO_AFTER] = median_round(start, end, first_new, n, k.t_kill + cfg.after_s / 2);
+    r->m[FO_AFTER] = cli_job_median_round(start, end, first_new, n, k.t_kill + cfg.after_s / 2);
     r->rounds_after = (int)(n - first);
-    if (rc == 0) rc = job_check(&j, "failover");
-    return job_stop(&j, r->victim) == 0 ? rc : -1;
+    if (rc == 0) rc = cli_job_check(&j, "failover");
+    return cli_job_stop(&j, r->victim) == 0 ? rc : -1;
 }
 
 /* ---- output ----------------------------------------------------------------------------------- */
@@ -322,7 +188,7 @@ static int fo_job(fo_t *r)
 static void fo_stats(const fo_t *fo, int m, double *v, double st[3])
 {
     for (int i = 0; i < cfg.fo_reps; i++) v[i] = fo[i].m[m];
-    summarize(v, cfg.fo_reps, st);
+    bench_summarize(v, cfg.fo_reps, st);
 }
 
 static void print_tables(const tput_t *rows, const fo_t *fo)
@@ -359,14 +225,6 @@ static void print_tables(const tput_t *rows, const fo_t *fo)
     }
 }
 
-/* , "name": {"median": .., "min": .., "max": .., "values": [v...]} */
-static void json_series(FILE *f, const char *name, const double st[3], const double *v, int n)
-{
-    fprintf(f, ", \"%s\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g, \"values\": [", name, st[0], st[1], st[2]);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
-    fprintf(f, "]}");
-}
-
 static int write_json(const tput_t *rows, const fo_t *fo)
 {
     FILE *f = bench_json_begin(PROG, cfg.json, "replication");
@@ -381,7 +239,7 @@ static int write_json(const tput_t *rows, const fo_t *fo)
     for (int m = 0; m < FO_NMETRICS; m++) {
         double st[3], v[MAX_REPS];
         fo_stats(fo, m, v, st);
-        json_series(f, fo_names[m], st, v, cfg.fo_reps);
+        bench_json_series(f, fo_names[m], st, v, cfg.fo_reps);
     }
     fprintf(f, ", \"runs\": [");
     for (int i = 0; i < cfg.fo_reps; i++)
@@ -393,13 +251,13 @@ static int write_json(const tput_t *rows, const fo_t *fo)
         fprintf(f, "%s{\"chunk_bytes\": %zu, \"tensor_bytes\": %zu", i ? ", " : "", t->chunk, t->chunk * (size_t)cfg.chunks);
         for (int r = 0; r < 2; r++) {
             fprintf(f, ", \"replicas%d\": {\"replicas\": %d", r, r);
-            json_series(f, "GBps", t->st_gbps[r], t->gbps[r], cfg.reps);
-            json_series(f, "rounds_per_s", t->st_rps[r], t->rps[r], cfg.reps);
-            json_series(f, "server_cpu_s_per_round", t->st_cpu[r], t->cpu[r], cfg.reps);
+            bench_json_series(f, "GBps", t->st_gbps[r], t->gbps[r], cfg.reps);
+            bench_json_series(f, "rounds_per_s", t->st_rps[r], t->rps[r], cfg.reps);
+            bench_json_series(f, "server_cpu_s_per_round", t->st_cpu[r], t->cpu[r], cfg.reps);
             fprintf(f, "}");
         }
         fprintf(f, ", \"ratio\": %.4f", t->ratio);
-        json_series(f, "paired_ratio", t->st_paired, t->paired, cfg.reps);
+        bench_json_series(f, "paired_ratio", t->st_paired, t->paired, cfg.reps);
         fprintf(f, ", \"goal_met\": %s}", t->ratio >= GOAL ? "true" : "false");
     }
     return bench_json_finish(PROG, &f, cfg.json);
@@ -449,6 +307,7 @@ int main(int argc, char **argv)
     static fo_t fo[MAX_REPS];
     if ((grad = malloc(max_count * sizeof(float))) == NULL) return 1;
     for (size_t i = 0; i < max_count; i++) grad[i] = (float)((int)(i % 7) - 3);
+    env = (cli_job_env_t){.prog = PROG, .pserv = cfg.pserv, .timeout_s = cfg.timeout_s, .cpus = &cpus, .grad = grad};
 
     char cpu[256];
     bench_cpu_model(cpu, sizeof(cpu));
