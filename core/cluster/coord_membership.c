@@ -2,8 +2,9 @@
  * Servers that join a running job, and servers drained out of one.
  *
  * A server that sends JOIN once the job has formed takes the next rank. The coordinator adds it
- * to the view with its address (so workers and servers can reach it) and plans moves of the
- * chunks that balance the load onto it (ps_view_plan_balance). A move never switches owners at
+ * to the view, JOINING, with its address (so workers and servers connect to it meanwhile); once
+ * it is set up it says READY, and the coordinator marks it LIVE and plans moves of the chunks
+ * that balance the load onto it (ps_view_plan_balance). A move never switches owners at
  * once: while it is in the view, the chunk's primary treats the new server as one more backup, so
  * it sends the chunk's whole state (STATE) and then every update. Once the new server holds the
  * state it says SYNCED; the coordinator then replaces the old owner by the new one in a new view.
@@ -112,9 +113,8 @@ void ps_coord_on_server_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
     }
     snprintf(c->job.servers[rank], PS_ADDR_MAX, "%s", j->addr);
     c->job.num_servers = rank + 1;
-    uint32_t moves = ps_view_plan_balance(&c->view, rank);
-    ps_warn("server %u joins the running job from %s: %u chunks move to it", rank, j->addr, moves);
-    ps_coord_publish(c); /* to the others; the new one gets this view with the job */
+    ps_warn("server %u joins the running job from %s", rank, j->addr);
+    ps_coord_publish(c); /* to the others (they connect to it); the new one gets this view with the job */
     memset(m, 0, sizeof(*m));
     m->used = 1;
     m->peer = peer;
@@ -127,6 +127,16 @@ void ps_coord_on_server_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps
     c->joined[PS_ROLE_SERVER]++;
     ps_tp_peer_set_ctx(peer, m);
     ps_coord_send_job(c, m, 0);
+}
+
+void ps_coord_on_ready(pserv_coordinator_h c, ps_coord_member_t *m)
+{
+    if (c->done || c->view.server_state[m->rank] != PS_MEMBER_JOINING) return; /* one of the job's first servers */
+    c->view.server_state[m->rank] = PS_MEMBER_LIVE;
+    uint32_t moves = ps_view_plan_balance(&c->view, m->rank);
+    ps_warn("server %u is ready: %u chunks move to it", m->rank, moves);
+    ps_coord_drain_progress(c); /* a drain waiting for room has some now */
+    ps_coord_publish_drained(c);
 }
 
 void ps_coord_on_drain(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)

@@ -333,6 +333,8 @@ static void ps_coord_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t h
         ps_coord_on_tensor(c, m, &h, data, len);
     } else if (h.type == PS_MSG_CHECKPOINT && m && c->formed && m->role == PS_ROLE_SERVER) {
         ps_coord_on_checkpoint(c, m, &h, data, len);
+    } else if (h.type == PS_MSG_READY && m && c->formed && m->role == PS_ROLE_SERVER) {
+        ps_coord_on_ready(c, m);
     } else if (h.type == PS_MSG_SYNCED && m && c->formed && m->role == PS_ROLE_SERVER) {
         ps_coord_on_synced(c, m, &h);
     } else if (h.type == PS_MSG_DRAIN && m == NULL) {

@@ -150,6 +150,8 @@ pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinato
 /* Servers joining a running job and drained out of it (coord_membership.c). */
 /* A JOIN from a server once the job has formed: the next rank, and the chunks that balance the load. */
 void ps_coord_on_server_join(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const ps_join_t *j);
+/* READY from a server: one that joined a running job is LIVE, and chunks move to it. */
+void ps_coord_on_ready(pserv_coordinator_h c, ps_coord_member_t *m);
 /* DRAIN (any peer): server h->chunk gives every copy away, then leaves; answered then. */
 void ps_coord_on_drain(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
 /* SYNCED from a server: its copy of h->key/h->chunk holds the state; a move to it finishes. */

@@ -343,7 +343,7 @@ uint32_t ps_view_add_server(ps_view_t *v, const char *addr)
     if (addrs == NULL) return UINT32_MAX;
     v->addrs = addrs;
     uint32_t to = v->num_servers;
-    v->server_state[to] = PS_MEMBER_LIVE;
+    v->server_state[to] = PS_MEMBER_JOINING;
     v->load_bytes[to] = v->load_chunks[to] = 0;
     snprintf(v->addrs[to], PS_ADDR_MAX, "%s", addr);
     v->num_servers = S;

@@ -120,8 +120,8 @@ uint32_t ps_view_remove_server(ps_view_t *v, uint32_t s);
 uint32_t ps_view_fail_server(ps_view_t *v, uint32_t s);
 /* The chunks of which server s holds the only live copy. */
 uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s);
-/* A new live server at address addr joins as rank num_servers (holding nothing yet); the rank,
- * or UINT32_MAX when the view is full or out of memory. */
+/* A new server at address addr joins as rank num_servers, JOINING (holding nothing, taking no
+ * chunk until it is LIVE); the rank, or UINT32_MAX when the view is full or out of memory. */
 uint32_t ps_view_add_server(ps_view_t *v, const char *addr);
 /*
  * Plans moves of primaries to server `to` (a server that just joined) from the most loaded

@@ -110,6 +110,14 @@ void ps_server_setup(pserv_server_h s)
     free(s->parked);
     s->parked = NULL;
     s->nparked = 0;
+    /* Set up: a server that joined a running job may take chunks now. */
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_READY);
+    h.sender = s->m.rank;
+    pthread_mutex_lock(&s->m.lock);
+    ps_tp_peer_t *coord = s->m.coord;
+    pthread_mutex_unlock(&s->m.lock);
+    if (coord) ps_send_msg(coord, &h, NULL, 0, NULL, NULL, NULL);
 }
 
 void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)

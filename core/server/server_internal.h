@@ -177,6 +177,8 @@ uint64_t ps_chunk_durable(const ps_chunk_t *c);
 /* Primary with backups: sends them the update about to be applied (worker/seq: an async push's). */
 void ps_server_replicate(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, const float *update, uint32_t worker,
                          uint64_t seq);
+/* Opens (and greets) the connection to server r ahead of need: a server that joined gets chunks soon. */
+void ps_server_connect_server(pserv_server_h s, uint32_t r);
 /* REPLICATE, STATE (on a backup) and REPLICATE_ACK (on the primary). */
 void ps_server_on_replica(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, uint8_t *data, size_t len);
 /* The chunk's owners by the view (primary first); a backup new to it gets the chunk's state unless

@@ -32,6 +32,7 @@ typedef enum {
     PS_WORK_VIEW,      /* who is in the job changed: data = the new live-node array (owned by the work) */
     PS_WORK_ABORT,     /* the job failed: answer every parked pull with the error */
     PS_WORK_CKPT_AT,   /* the coordinator named a checkpoint round (len) */
+    PS_WORK_CONNECT,   /* a server joined (rank: len): open the connection to it before chunks move */
     PS_WORK_PEER_GONE, /* a worker's connection is gone: drop its parked pulls */
     PS_WORK_BATCH_END, /* the entries of a BATCH (queued before it) are done: send the replies they
                         * coalesced; data = the batch's bytes (a batch buffer, borrowed and returned

@@ -81,6 +81,12 @@ static ps_tp_peer_t *ps_replica_peer(pserv_server_h s, uint32_t r)
     return k->peer[r] = peer;
 }
 
+void ps_server_connect_server(pserv_server_h s, uint32_t r)
+{
+    if (r != s->store.rank && r < PS_VIEW_MAX_SERVERS && ps_replica_peer(s, r) == NULL)
+        ps_warn("cannot reach server %u at %s, which joined the job", r, s->m.job.servers[r]);
+}
+
 static void ps_replica_hdr(pserv_server_h s, ps_wire_hdr_t *h, ps_msg_type_t type, const ps_tensor_t *t,
                            const ps_chunk_t *c, uint64_t round)
 {

@@ -289,8 +289,10 @@ void ps_server_live_nodes(pserv_server_h s, const ps_view_t *v, uint8_t *live, u
 void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now)
 {
     pserv_server_h s = arg;
-    (void)old;
     if (!s->ready) return; /* the job's first view: setup reads it */
+    /* Servers that joined: connected now, so that their first chunk's state does not wait for it. */
+    for (uint32_t r = old ? old->num_servers : now->num_servers; r < now->num_servers; r++)
+        ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_CONNECT, .len = r, .slot = -1});
     ps_work_t w = {.kind = PS_WORK_VIEW, .slot = -1};
     if ((w.data = malloc(s->m.job.num_nodes)) == NULL) {
         ps_error("no memory to apply view %u", now->version);

@@ -401,6 +401,9 @@ void ps_server_run(void *arg, ps_work_t *w)
     case PS_WORK_CKPT_AT:
         ps_server_ckpt_at(s, w->len);
         break;
+    case PS_WORK_CONNECT:
+        ps_server_connect_server(s, (uint32_t)w->len);
+        break;
     case PS_WORK_PEER_GONE:
         ps_server_drop_peer(s, w->peer);
         break;

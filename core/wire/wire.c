@@ -173,7 +173,7 @@ const char *ps_wire_type_name(uint32_t type)
         [PS_MSG_ABORT_ACK] = "ABORT_ACK", [PS_MSG_CHECKPOINT] = "CHECKPOINT",
         [PS_MSG_REPLICATE] = "REPLICATE", [PS_MSG_REPLICATE_ACK] = "REPLICATE_ACK", [PS_MSG_STATE] = "STATE",
         [PS_MSG_SYNCED] = "SYNCED", [PS_MSG_DRAIN] = "DRAIN", [PS_MSG_DRAIN_REPLY] = "DRAIN_REPLY",
-        [PS_MSG_CHECKPOINT_AT] = "CHECKPOINT_AT",
+        [PS_MSG_CHECKPOINT_AT] = "CHECKPOINT_AT", [PS_MSG_READY] = "READY",
     };
     return type < PS_MSG_TYPE_MAX && names[type] ? names[type] : "UNKNOWN";
 }

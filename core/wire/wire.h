@@ -63,6 +63,7 @@ typedef enum {
     PS_MSG_DRAIN,          /* operator -> coordinator: move every copy off server `chunk`, then let it leave */
     PS_MSG_DRAIN_REPLY,    /* coordinator -> operator: the server left (or status, payload = why not) */
     PS_MSG_CHECKPOINT_AT,  /* coordinator -> server: checkpoint at round `round` (time-based checkpoints) */
+    PS_MSG_READY,          /* server -> coordinator: set up to serve (one that joined a running job takes chunks now) */
     PS_MSG_TYPE_MAX
 } ps_msg_type_t;
 

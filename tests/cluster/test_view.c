@@ -117,6 +117,8 @@ Test(view, add_and_remove_server_move_few_chunks, .timeout = 10)
 
     cr_assert_eq(ps_view_add_server(&v, "127.0.0.1:4004"), 3);
     cr_assert_eq(v.num_servers, 4);
+    cr_assert_eq(ps_view_plan_balance(&v, 3), 0, "a server still joining takes no chunk");
+    v.server_state[3] = PS_MEMBER_LIVE; /* it said it is ready */
     /* Moves are planned first; owners change only as each one finishes. */
     long moved = ps_view_plan_balance(&v, 3);
     cr_assert_eq(v.num_moves, (uint32_t)moved);
@@ -300,6 +302,7 @@ Test(view, moves_round_trip_and_bad_moves_are_refused, .timeout = 10)
     set_live(&v);
     place_mlp(&v);
     cr_assert_eq(ps_view_add_server(&v, "10.0.0.9:4009"), 3);
+    v.server_state[3] = PS_MEMBER_LIVE;
     uint32_t planned = ps_view_plan_balance(&v, 3);
     cr_assert_gt(planned, 0);
     size_t n = encode(&v, &buf);
