@@ -115,6 +115,12 @@ repl_args=(--json "$out/replication.json")
 [ "$quick" = 1 ] && repl_args+=(--quick)
 step replication 900 "$bench/pserv_bench_replication" "${repl_args[@]}"
 
+# Servers joining and drained: the pause of the rounds that go on, against one chunk's transfer
+# over raw UCX.
+memb_args=(--json "$out/membership.json")
+[ "$quick" = 1 ] && memb_args+=(--quick)
+step membership 600 "$bench/pserv_bench_membership" "${memb_args[@]}"
+
 # GPU benchmarks, when built (libpserv with its CUDA part).
 if [ -x "$bench/pserv_bench_cuda_pushpull" ]; then
   cuda_args=(--json "$out/cuda_pushpull.json")

@@ -14,9 +14,12 @@
  * nothing pauses for longer than a chunk's state takes to travel.
  *
  * DRAIN (from `pserv drain`, any peer) marks a server LEAVING: it serves what it holds and takes
- * nothing new, and every copy it holds gets a move to the least-loaded server without one (one
- * move per chunk at a time: the rest are planned as moves finish). Once it holds nothing, it is
- * LEFT in a new view, told SHUTDOWN, and the DRAIN is answered.
+ * nothing new, and every copy it holds gets a move to the least-loaded server without one. Once
+ * it holds nothing, it is LEFT in a new view, told SHUTDOWN, and the DRAIN is answered.
+ *
+ * Moves run PS_COORD_MOVES_AT_ONCE at a time (the next planned as one finishes): while a chunk
+ * moves, the rounds of that chunk wait for its new copy, so one at a time keeps every pause to
+ * one chunk's state on its way, whatever the number of chunks that move.
  *
  * A server that dies takes its moves with it (ps_view_cancel_moves) before it fails over; the
  * drains still going re-plan theirs.
@@ -49,16 +52,17 @@ static ps_coord_member_t *ps_coord_server(pserv_coordinator_h c, uint32_t r)
 }
 
 /*
- * Every server being drained (LEAVING in the view): moves for what it still holds; one that holds
- * nothing leaves. Returns 1 if the view changed (the caller publishes).
+ * The next moves, up to PS_COORD_MOVES_AT_ONCE in the view: first for every server being drained
+ * (LEAVING: what it still holds; one that holds nothing leaves), then onto the servers that
+ * joined, while that lowers the maximum load. Returns 1 if the view changed (the caller publishes).
  */
-static int ps_coord_drain_progress(pserv_coordinator_h c)
+static int ps_coord_plan_moves(pserv_coordinator_h c)
 {
     int changed = 0;
     for (uint32_t r = 0; r < c->view.num_servers; r++) {
         if (c->view.server_state[r] != PS_MEMBER_LEAVING) continue;
         uint32_t before = c->view.num_moves, stuck;
-        uint32_t held = ps_view_plan_drain(&c->view, r, &stuck);
+        uint32_t held = ps_view_plan_drain(&c->view, r, PS_COORD_MOVES_AT_ONCE, &stuck);
         changed |= c->view.num_moves != before;
         ps_coord_member_t *m = ps_coord_server(c, r);
         if (held > 0) {
@@ -68,6 +72,12 @@ static int ps_coord_drain_progress(pserv_coordinator_h c)
         c->view.server_state[r] = PS_MEMBER_LEFT;
         changed = 1;
         if (m != NULL) m->drained = 1; /* told to end once this view is out */
+    }
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (!m->used || !m->filling) continue;
+        if (ps_view_plan_balance(&c->view, m->rank, PS_COORD_MOVES_AT_ONCE) > 0) changed = 1;
+        else if (!ps_view_unbalanced(&c->view, m->rank)) m->filling = 0; /* balanced (or it is gone) */
     }
     return changed;
 }
@@ -133,9 +143,9 @@ void ps_coord_on_ready(pserv_coordinator_h c, ps_coord_member_t *m)
 {
     if (c->done || c->view.server_state[m->rank] != PS_MEMBER_JOINING) return; /* one of the job's first servers */
     c->view.server_state[m->rank] = PS_MEMBER_LIVE;
-    uint32_t moves = ps_view_plan_balance(&c->view, m->rank);
-    ps_warn("server %u is ready: %u chunks move to it", m->rank, moves);
-    ps_coord_drain_progress(c); /* a drain waiting for room has some now */
+    m->filling = 1;
+    ps_warn("server %u is ready: chunks move to it, %u at a time", m->rank, PS_COORD_MOVES_AT_ONCE);
+    ps_coord_plan_moves(c); /* a drain waiting for room has some now */
     ps_coord_publish_drained(c);
 }
 
@@ -163,7 +173,7 @@ void ps_coord_on_drain(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire_
     m->drain_req = h->req_id;
     c->view.server_state[r] = PS_MEMBER_LEAVING;
     ps_warn("draining server %u at %s: it holds %u copies", r, m->addr, ps_view_copies(&c->view, r));
-    ps_coord_drain_progress(c);
+    ps_coord_plan_moves(c);
     ps_coord_publish_drained(c);
 }
 
@@ -171,7 +181,7 @@ void ps_coord_on_synced(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wi
 {
     if (!ps_view_finish_move(&c->view, h->key, h->chunk, m->rank)) return; /* not moving to it (a rebuilt backup) */
     ps_debug("tensor %llu chunk %u moved to server %u", (unsigned long long)h->key, h->chunk, m->rank);
-    ps_coord_drain_progress(c);
+    ps_coord_plan_moves(c);
     ps_coord_publish_drained(c);
 }
 
@@ -188,7 +198,7 @@ void ps_coord_moves_server_gone(pserv_coordinator_h c, ps_coord_member_t *m, con
 
 void ps_coord_membership_changed(pserv_coordinator_h c)
 {
-    if (ps_coord_drain_progress(c)) ps_coord_publish_drained(c);
+    if (ps_coord_plan_moves(c)) ps_coord_publish_drained(c);
 }
 
 void ps_coord_drain_requester_gone(pserv_coordinator_h c, ps_tp_peer_t *peer)

@@ -24,6 +24,9 @@
 #define PS_DEFAULT_FAILURE_TIMEOUT_MS 3000
 /* How long destroy waits for the members told the job ended to close (SHUTDOWN) or acknowledge (ABORT). */
 #define PS_COORD_END_GRACE_MS 1000
+/* Chunk moves in a view at once (coord_membership.c): each makes its chunk's rounds wait for the
+ * new copy's state, so one at a time bounds every pause by one chunk's transfer. */
+#define PS_COORD_MOVES_AT_ONCE 1u
 /* Below this a chunk is all message overhead; above this one message would not carry it. */
 #define PS_MIN_CHUNK_BYTES 64u
 #define PS_MAX_CHUNK_BYTES ((size_t)1 << 30)
@@ -48,6 +51,7 @@ typedef struct {
     ps_tp_peer_t *drain_peer; /* a server being drained: who asked (answered once it left), or NULL */
     uint64_t drain_req;
     int drained;              /* a drained server that holds nothing: told SHUTDOWN once its last view is out */
+    int filling;              /* a server that joined: chunks move to it while that lowers the maximum load */
 } ps_coord_member_t;
 
 /* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */

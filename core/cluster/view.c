@@ -362,24 +362,35 @@ static void ps_view_start_move(ps_view_t *v, ps_view_tensor_t *t, uint32_t c, ui
     }
 }
 
-uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to)
+/* The next move that balances load onto `to`: its source and chunk; 0 when none lowers the maximum. */
+static int ps_view_next_balance(const ps_view_t *v, uint32_t to, uint32_t *src, uint32_t *ti, uint32_t *tc)
 {
-    uint32_t planned = 0;
     if (to >= v->num_servers || !ps_view_takes_chunks(v->server_state[to])) return 0;
-    for (;;) {
-        uint32_t src = UINT32_MAX, ti, tc;
-        for (uint32_t s = 0; s < v->num_servers; s++)
-            if (s != to && ps_view_member_alive(v->server_state[s]) &&
-                (src == UINT32_MAX || ps_view_load(v, s) > ps_view_load(v, src)))
-                src = s;
-        if (src == UINT32_MAX || !ps_view_best_move(v, src, to, &ti, &tc)) break;
+    *src = UINT32_MAX;
+    for (uint32_t s = 0; s < v->num_servers; s++)
+        if (s != to && ps_view_member_alive(v->server_state[s]) &&
+            (*src == UINT32_MAX || ps_view_load(v, s) > ps_view_load(v, *src)))
+            *src = s;
+    return *src != UINT32_MAX && ps_view_best_move(v, *src, to, ti, tc);
+}
+
+int ps_view_unbalanced(const ps_view_t *v, uint32_t to)
+{
+    uint32_t src, ti, tc;
+    return ps_view_next_balance(v, to, &src, &ti, &tc);
+}
+
+uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to, uint32_t limit)
+{
+    uint32_t planned = 0, src, ti, tc;
+    while (v->num_moves < limit && ps_view_next_balance(v, to, &src, &ti, &tc)) {
         ps_view_start_move(v, &v->tensors[ti], tc, src, to);
         planned++;
     }
     return planned;
 }
 
-uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t *stuck)
+uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t limit, uint32_t *stuck)
 {
     uint32_t held = 0, R = v->replicas + 1;
     *stuck = 0;
@@ -388,7 +399,8 @@ uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t *stuck)
         for (uint32_t c = 0; c < t->num_chunks; c++) {
             if (!ps_view_holds(v, t->key, c, s)) continue;
             held++;
-            if (t->moves[(size_t)c * 2] != UINT32_MAX) continue; /* one move at a time: planned after it */
+            /* One move per chunk, and at most `limit` in the view: the rest are planned as they finish. */
+            if (t->moves[(size_t)c * 2] != UINT32_MAX || v->num_moves >= limit) continue;
             uint32_t to = ps_view_least_loaded(v, &t->owners[(size_t)c * R], R);
             if (to == UINT32_MAX) (*stuck)++;
             else ps_view_start_move(v, t, c, s, to);

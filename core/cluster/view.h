@@ -125,16 +125,18 @@ uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s);
 uint32_t ps_view_add_server(ps_view_t *v, const char *addr);
 /*
  * Plans moves of primaries to server `to` (a server that just joined) from the most loaded
- * servers, while each lowers the maximum load; chunks already moving stay put. Returns the
- * number planned (the load counts them as done).
+ * servers, while each lowers the maximum load and the view has fewer than `limit` moves; chunks
+ * already moving stay put. Returns the number planned (the load counts them as done).
  */
-uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to);
+uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to, uint32_t limit);
+/* 1 if a move to `to` would still lower the maximum load (what plan_balance would start next). */
+int ps_view_unbalanced(const ps_view_t *v, uint32_t to);
 /*
- * Plans a move for every copy server s (LEAVING) holds that is not moving yet, each to the
- * least-loaded server that takes chunks and holds no copy of it. Returns the copies s still
- * holds (moving or not); *stuck counts those with nowhere to go.
+ * Plans a move for copies server s (LEAVING) holds that are not moving yet, while the view has
+ * fewer than `limit` moves, each to the least-loaded server that takes chunks and holds no copy
+ * of it. Returns the copies s still holds (moving or not); *stuck counts those with nowhere to go.
  */
-uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t *stuck);
+uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t limit, uint32_t *stuck);
 /*
  * Server `to` holds chunk c of key in sync: it replaces the move's `from` among the owners, and
  * the move ends. 0 (nothing changed) when no such move is in progress.

@@ -117,10 +117,14 @@ Test(view, add_and_remove_server_move_few_chunks, .timeout = 10)
 
     cr_assert_eq(ps_view_add_server(&v, "127.0.0.1:4004"), 3);
     cr_assert_eq(v.num_servers, 4);
-    cr_assert_eq(ps_view_plan_balance(&v, 3), 0, "a server still joining takes no chunk");
+    cr_assert_eq(ps_view_plan_balance(&v, 3, UINT32_MAX), 0, "a server still joining takes no chunk");
     v.server_state[3] = PS_MEMBER_LIVE; /* it said it is ready */
-    /* Moves are planned first; owners change only as each one finishes. */
-    long moved = ps_view_plan_balance(&v, 3);
+    /* Moves are planned first; owners change only as each one finishes. With a limit of one move
+     * at a time, one is planned and no second one while it runs. */
+    cr_assert_eq(ps_view_plan_balance(&v, 3, 1), 1);
+    cr_assert_eq(v.num_moves, 1);
+    cr_assert_eq(ps_view_plan_balance(&v, 3, 1), 0, "a second move beyond the limit");
+    long moved = 1 + ps_view_plan_balance(&v, 3, UINT32_MAX);
     cr_assert_eq(v.num_moves, (uint32_t)moved);
     n = 0;
     for (uint32_t i = 0; i < v.num_tensors; i++)
@@ -132,6 +136,7 @@ Test(view, add_and_remove_server_move_few_chunks, .timeout = 10)
             cr_assert_eq(ps_view_finish_move(&v, v.tensors[i].key, c, 3), 1);
         }
     cr_assert_eq(v.num_moves, 0);
+    cr_assert(!ps_view_unbalanced(&v, 3), "balanced, yet another move would lower the maximum");
     size_t changed = 0;
     n = 0;
     for (uint32_t i = 0; i < v.num_tensors; i++)
@@ -303,7 +308,7 @@ Test(view, moves_round_trip_and_bad_moves_are_refused, .timeout = 10)
     place_mlp(&v);
     cr_assert_eq(ps_view_add_server(&v, "10.0.0.9:4009"), 3);
     v.server_state[3] = PS_MEMBER_LIVE;
-    uint32_t planned = ps_view_plan_balance(&v, 3);
+    uint32_t planned = ps_view_plan_balance(&v, 3, UINT32_MAX);
     cr_assert_gt(planned, 0);
     size_t n = encode(&v, &buf);
     ps_reader_t r;
@@ -355,7 +360,9 @@ Test(view, a_drained_server_gives_every_copy_away, .timeout = 10)
     cr_assert_gt(had, 0);
     v.server_state[1] = PS_MEMBER_LEAVING;
     cr_assert(ps_view_member_alive(v.server_state[1]), "a server being drained still serves");
-    cr_assert_eq(ps_view_plan_drain(&v, 1, &stuck), had);
+    cr_assert_eq(ps_view_plan_drain(&v, 1, 2, &stuck), had);
+    cr_assert_eq(v.num_moves, 2, "more moves than the limit");
+    cr_assert_eq(ps_view_plan_drain(&v, 1, UINT32_MAX, &stuck), had);
     cr_assert_eq(stuck, 0);
     cr_assert_eq(v.num_moves, had);
     /* a new tensor goes to the other servers only */
@@ -370,7 +377,7 @@ Test(view, a_drained_server_gives_every_copy_away, .timeout = 10)
     cr_assert_gt(to3, 0);
     cr_assert_eq(ps_view_cancel_moves(&v, 3), to3);
     ps_view_fail_server(&v, 3);
-    cr_assert_eq(ps_view_plan_drain(&v, 1, &stuck), ps_view_copies(&v, 1));
+    cr_assert_eq(ps_view_plan_drain(&v, 1, UINT32_MAX, &stuck), ps_view_copies(&v, 1));
     /* finish every move: server 1 holds nothing, and no chunk has two copies on one server */
     for (uint32_t i = 0; i < v.num_tensors; i++)
         for (uint32_t c = 0; c < v.tensors[i].num_chunks; c++) {
