@@ -483,6 +483,7 @@ static void ps_member_on_rejoined(ps_member_t *m, const ps_wire_hdr_t *h, const 
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
     ps_warn("rejoined the coordinator at %s", m->coord_addr);
+    if (m->hooks.rejoined) m->hooks.rejoined(m->hooks.arg);
 }
 
 static void ps_member_on_join_reply(ps_member_t *m, const ps_wire_hdr_t *h, const void *data, size_t len)

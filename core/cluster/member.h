@@ -39,6 +39,8 @@ typedef struct {
      * succeeds): called with the lock held, before the view that has them is installed, so the
      * role grows what it keeps per server. A failure refuses the view. May be NULL. */
     pserv_status_t (*servers_added)(void *arg, uint32_t old_n, uint32_t new_n);
+    /* A restarted coordinator took this member back: what it may have missed is said again. May be NULL. */
+    void (*rejoined)(void *arg);
 } ps_member_hooks_t;
 
 /* Where a control call's reply payload goes, and what came back. */

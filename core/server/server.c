@@ -110,14 +110,7 @@ void ps_server_setup(pserv_server_h s)
     free(s->parked);
     s->parked = NULL;
     s->nparked = 0;
-    /* Set up: a server that joined a running job may take chunks now. */
-    ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, PS_MSG_READY);
-    h.sender = s->m.rank;
-    pthread_mutex_lock(&s->m.lock);
-    ps_tp_peer_t *coord = s->m.coord;
-    pthread_mutex_unlock(&s->m.lock);
-    if (coord) ps_send_msg(coord, &h, NULL, 0, NULL, NULL, NULL);
+    ps_server_say_ready(s); /* a server that joined a running job may take chunks now */
 }
 
 void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
@@ -154,7 +147,8 @@ pserv_status_t pserv_server_create(const pserv_server_params_t *params, pserv_se
     if ((st = ps_pool_create(params->threads ? params->threads : 1, &s->pool)) < 0) goto err_free;
     ps_tp_handler_t handler = {.arg = s, .rx_buffer = ps_server_rx_buffer, .rx = ps_server_rx,
                                .rx_abort = ps_server_rx_abort, .peer_failed = ps_server_peer_failed};
-    ps_member_hooks_t hooks = {.arg = s, .view_changed = ps_server_view_changed, .aborted = ps_server_aborted};
+    ps_member_hooks_t hooks = {.arg = s, .view_changed = ps_server_view_changed, .aborted = ps_server_aborted,
+                               .rejoined = ps_server_rejoined};
     if ((st = ps_member_init(&s->m, PS_ROLE_SERVER, params->coordinator, listen, &handler, &hooks)) < 0) goto err_pool;
     ps_server_advertised(s, listen, advertised);
     st = ps_member_join(&s->m, advertised, NULL, NULL, -1,

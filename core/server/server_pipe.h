@@ -33,6 +33,7 @@ typedef enum {
     PS_WORK_ABORT,     /* the job failed: answer every parked pull with the error */
     PS_WORK_CKPT_AT,   /* the coordinator named a checkpoint round (len) */
     PS_WORK_CONNECT,   /* a server joined (rank: len): open the connection to it before chunks move */
+    PS_WORK_RESYNC,    /* a restarted coordinator took us back: say READY and SYNCED again */
     PS_WORK_PEER_GONE, /* a worker's connection is gone: drop its parked pulls */
     PS_WORK_BATCH_END, /* the entries of a BATCH (queued before it) are done: send the replies they
                         * coalesced; data = the batch's bytes (a batch buffer, borrowed and returned

@@ -305,6 +305,12 @@ void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *no
     ps_pipe_push(&s->pipe, &w);
 }
 
+void ps_server_rejoined(void *arg)
+{
+    pserv_server_h s = arg;
+    if (s->ready) ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_RESYNC, .slot = -1});
+}
+
 void ps_server_aborted(void *arg)
 {
     pserv_server_h s = arg;

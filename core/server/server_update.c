@@ -404,6 +404,9 @@ void ps_server_run(void *arg, ps_work_t *w)
     case PS_WORK_CONNECT:
         ps_server_connect_server(s, (uint32_t)w->len);
         break;
+    case PS_WORK_RESYNC:
+        ps_server_resync(s);
+        break;
     case PS_WORK_PEER_GONE:
         ps_server_drop_peer(s, w->peer);
         break;

@@ -13,6 +13,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -278,4 +279,89 @@ Test(membership, join_and_drain_in_one_process, .timeout = 300)
     }
     pserv_coordinator_destroy(c);
     for (int w = 0; w < W; w++) exact_job_check(got[w], W, ROUNDS_INPROC, w);
+}
+
+/* ---- a drain across a coordinator restart ---- */
+
+typedef struct {
+    const char *coord;
+    unsigned rank;
+    pserv_status_t st;
+    int64_t sent_ms;
+} drain_call_t;
+
+static void *drain_thread(void *arg)
+{
+    drain_call_t *d = arg;
+    __atomic_store_n(&d->sent_ms, harness_now_ms(), __ATOMIC_RELEASE);
+    d->st = pserv_drain(d->coord, d->rank, DRAIN_MS);
+    return NULL;
+}
+
+/*
+ * The coordinator is killed (SIGKILL) 0-40 ms into a drain, while its chunks move, and started
+ * again at its address: the members rejoin with the view (the server LEAVING, a move under way),
+ * the servers say again which copies they hold in sync, and the drain finishes without anyone
+ * asking again: the drained server's process ends by itself, and the job completes exactly.
+ */
+Test(membership, a_drain_goes_on_across_a_coordinator_restart, .timeout = 600)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int rep = 0; rep < 3; rep++) {
+        harness_t h = {0};
+        pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
+        cp.num_servers = NSERVERS + 1;
+        cp.num_workers = NWORKERS;
+        cp.chunk_bytes = EXACT_CHUNK_BYTES;
+        cp.replicas = 1;
+        cp.heartbeat_ms = 100;
+        cp.failure_timeout_ms = 1000;
+        int cfd;
+        pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
+        cr_assert_gt(coord, 0);
+        char listen[64];
+        snprintf(listen, sizeof(listen), "%s", h.coord);
+        pid_t servers[NSERVERS + 1], workers[NWORKERS];
+        int fds[NWORKERS];
+        exact_job_t job = {ROUNDS, 0};
+        exact_job_start(&h, &job, NSERVERS + 1, servers, NWORKERS, workers, fds);
+        int seen = 2 + rand() % 6;
+        cr_assert_eq(exact_job_ticks(fds[0], seen), seen, "training stalled before the drain");
+
+        drain_call_t d = {.coord = listen, .rank = (unsigned)(rand() % (NSERVERS + 1))};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, drain_thread, &d), 0);
+        while (__atomic_load_n(&d.sent_ms, __ATOMIC_ACQUIRE) == 0) sched_yield();
+        int after_ms = rand() % 40;
+        struct timespec ts = {0, after_ms * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(coord, SIGKILL);
+        int64_t killed = harness_now_ms();
+        pthread_join(th, NULL);
+        ts = (struct timespec){0, (200 + rand() % 300) * 1000000L};
+        nanosleep(&ts, NULL);
+        cp.listen = listen;
+        pid_t again = -1;
+        for (int tries = 0; tries < 50 && again < 0; tries++) {
+            if ((again = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd)) < 0) {
+                ts = (struct timespec){0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+        cr_assert_gt(again, 0, "the coordinator could not listen at %s again", listen);
+        int code = -1, gone = first_exit(servers, NSERVERS + 1, 20000, &code);
+        int64_t left_ms = harness_now_ms() - killed;
+        cr_assert_geq(gone, 0, "the drained server never ended (the drain call: %s)", pserv_strerror(d.st));
+        cr_assert_eq(code, 0, "the drained server's process ended with %d", code);
+        static float got[NWORKERS][EXACT_COUNT];
+        exact_job_finish(&job, NWORKERS, workers, fds, seen, got, cfd);
+        for (int s = 0; s <= NSERVERS; s++)
+            if (s != gone) cr_assert_eq(harness_wait(servers[s], 20000), 0, "server process %d did not end cleanly", s);
+        harness_kill_all(&h);
+        fprintf(stderr,
+                "drain of server %u, coordinator killed %d ms into it (the call: %s); the server left %lld ms after "
+                "the kill\n",
+                d.rank, after_ms, pserv_strerror(d.st), (long long)left_ms);
+        for (int w = 0; w < NWORKERS; w++) exact_job_check(got[w], NWORKERS, ROUNDS, w);
+    }
 }
