@@ -233,11 +233,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot run %s or %s (--pserv and --raw name them)\n", cfg.pserv, cfg.raw);
         return 2;
     }
-    if (cpus_split(PROG, cfg.worker_cpus, cfg.server_cpus, &cpus) != 0) return 2;
-    if (cpus.pinned && sched_setaffinity(0, sizeof(cpus.worker), &cpus.worker) != 0) {
-        fprintf(stderr, PROG ": cannot pin the worker to CPUs %s\n", cpus.worker_s);
-        return 1;
-    }
+    if ((rc = cpus_pin_worker(PROG, cfg.worker_cpus, cfg.server_cpus, &cpus)) != 0) return rc;
     procs_install_cleanup();
     size_t count = (size_t)cfg.chunks * cfg.chunk_bytes / sizeof(float);
     float *grad = malloc(count * sizeof(float));

@@ -295,11 +295,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot run %s (--pserv names the program)\n", cfg.pserv);
         return 2;
     }
-    if (cpus_split(PROG, cfg.worker_cpus, cfg.server_cpus, &cpus) != 0) return 2;
-    if (cpus.pinned && sched_setaffinity(0, sizeof(cpus.worker), &cpus.worker) != 0) {
-        fprintf(stderr, PROG ": cannot pin the worker to CPUs %s\n", cpus.worker_s);
-        return 1;
-    }
+    if ((rc = cpus_pin_worker(PROG, cfg.worker_cpus, cfg.server_cpus, &cpus)) != 0) return rc;
     procs_install_cleanup();
     srand((unsigned)cfg.seed);
     size_t max_count = (size_t)cfg.chunks * sizes[NSIZES - 1] / sizeof(float);

@@ -375,3 +375,13 @@ double proc_cpu_s(const proc_t *p)
         return -1;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
+
+int cpus_pin_worker(const char *prog, const char *worker_list, const char *server_list, cpus_split_t *k)
+{
+    if (cpus_split(prog, worker_list, server_list, k) != 0) return 2;
+    if (k->pinned && sched_setaffinity(0, sizeof(k->worker), &k->worker) != 0) {
+        fprintf(stderr, "%s: cannot pin the worker to CPUs %s\n", prog, k->worker_s);
+        return 1;
+    }
+    return 0;
+}

@@ -99,5 +99,8 @@ typedef struct {
  * replace either. 0, or -1 with a message naming the option that is not a CPU list.
  */
 int cpus_split(const char *prog, const char *worker_list, const char *server_list, cpus_split_t *k);
+/* cpus_split, then this process (the worker) pinned to its CPUs: 0; 2 for a list that is not one,
+ * 1 when it cannot be pinned (each with a message): a benchmark's exit code. */
+int cpus_pin_worker(const char *prog, const char *worker_list, const char *server_list, cpus_split_t *k);
 
 #endif

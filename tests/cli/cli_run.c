@@ -156,3 +156,23 @@ int free_port(void)
     }
     return 10000 + (int)(getpid() % 20000);
 }
+
+int wait_exit(pid_t pid, double until)
+{
+    int status;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < until) sleep_s(0.05);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+double final_accuracy(const char *text)
+{
+    const char *s = strstr(text, ": test accuracy "), *last = NULL;
+    for (; s; s = strstr(s + 1, ": test accuracy ")) last = s;
+    return last ? atof(last + strlen(": test accuracy ")) : -1;
+}

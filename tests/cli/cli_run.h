@@ -38,5 +38,9 @@ pid_t start_train(const char *out, char *const argv[]);
 /* Starts `pserv ARGS...` (argv[0] is its name) with stdout and stderr into out; it dies with the
  * caller. log_level: PSERV_LOG_LEVEL for it, or NULL. */
 pid_t spawn_pserv(const char *out, char *const argv[], const char *log_level);
+/* The exit code of a child gone by `until` (now_s() time), or -1 (then it is killed and reaped). */
+int wait_exit(pid_t pid, double until);
+/* The last "...: test accuracy X" a worker printed, or -1. */
+double final_accuracy(const char *text);
 
 #endif

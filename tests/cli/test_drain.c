@@ -19,27 +19,6 @@
 #define RUN_S 180
 #define TARGET "0.86"
 
-/* The exit code of a process gone by `until` (then 0 on a clean end), or -1 (then it is killed). */
-static int wait_exit(pid_t pid, double until)
-{
-    int status;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < until) sleep_s(0.05);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        return -1;
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static double final_accuracy(const char *text)
-{
-    const char *s = strstr(text, ": test accuracy "), *last = NULL;
-    for (; s; s = strstr(s + 1, ": test accuracy ")) last = s;
-    return last ? atof(last + strlen(": test accuracy ")) : -1;
-}
-
 static void join_and_drain(int port)
 {
     char addr[32], logs[6][64], text[2][16384], args[128];

@@ -27,27 +27,6 @@ static pid_t spawn(const char *out, char *const argv[])
     return spawn_pserv(out, argv, NULL);
 }
 
-static int wait_exit(pid_t pid, double until)
-{
-    int status;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < until) sleep_s(0.05);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        return -1;
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static double final_accuracy(const char *text)
-{
-    const char *s = strstr(text, ": test accuracy ");
-    const char *last = NULL;
-    for (; s; s = strstr(s + 1, ": test accuracy ")) last = s;
-    return last ? atof(last + strlen(": test accuracy ")) : -1;
-}
-
 static void kill_and_rejoin(int port)
 {
     char addr[32], logs[5][64], text[2][16384];

@@ -13,6 +13,21 @@ static float exact_grad(unsigned w, unsigned r, size_t i)
     return (float)((int)((w + 1) * 3 + (i % 11) + (r % 5)) - 9);
 }
 
+void exact_job_params(pserv_coordinator_params_t *cp, unsigned servers, unsigned workers, pserv_mode_t mode,
+                      int replicas, const char *ckpt_dir)
+{
+    *cp = (pserv_coordinator_params_t)PSERV_COORDINATOR_PARAMS_INIT;
+    cp->num_servers = servers;
+    cp->num_workers = workers;
+    cp->mode = mode;
+    cp->chunk_bytes = EXACT_CHUNK_BYTES;
+    cp->replicas = replicas ? replicas : PSERV_REPLICAS_NONE;
+    cp->checkpoint_dir = ckpt_dir;
+    cp->checkpoint_every = ckpt_dir ? 1000000 : 0; /* only the state the job ends with */
+    cp->heartbeat_ms = 100;
+    cp->failure_timeout_ms = 800;
+}
+
 int exact_job_worker(void *arg, const char *coord, int fd)
 {
     const exact_job_t *job = arg;

@@ -22,6 +22,11 @@ typedef struct {
     unsigned barrier_every; /* > 0: a barrier every that many rounds (control calls in training) */
 } exact_job_t;
 
+/* The coordinator of such a job: sizes, mode, replicas (0: none), EXACT_CHUNK_BYTES, heartbeats
+ * every 100 ms with an 800 ms failure timeout, and with ckpt_dir (or NULL) checkpoints only of
+ * the state the job ends with (its per-chunk rounds count the updates applied). */
+void exact_job_params(pserv_coordinator_params_t *cp, unsigned servers, unsigned workers, pserv_mode_t mode,
+                      int replicas, const char *ckpt_dir);
 /* harness_start's function of a worker (arg: an exact_job_t): one byte when ready, a byte every
  * EXACT_TICK rounds, then the final parameters (EXACT_COUNT floats). */
 int exact_job_worker(void *arg, const char *coord, int fd);

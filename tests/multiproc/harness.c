@@ -141,6 +141,20 @@ pid_t harness_start_coordinator_params(harness_t *h, const pserv_coordinator_par
     return pid;
 }
 
+pid_t harness_restart_coordinator(harness_t *h, pserv_coordinator_params_t *params, const char *listen, int wait_ms,
+                                  int *rfd)
+{
+    params->listen = listen;
+    pid_t again = -1;
+    for (int tries = 0; tries < 50 && again < 0; tries++) { /* the port may take a moment to be free */
+        if ((again = harness_start_coordinator_params(h, params, wait_ms, rfd)) < 0) {
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return again;
+}
+
 pid_t harness_start_server(harness_t *h, unsigned threads)
 {
     TSAN_SKIP_FORKED_THREADS();

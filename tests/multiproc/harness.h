@@ -39,6 +39,10 @@ int64_t harness_now_ms(void);
  * process dies with its parent. */
 pid_t harness_start_coordinator_params(harness_t *h, const pserv_coordinator_params_t *params, int wait_ms,
                                        int *rfd);
+/* harness_start_coordinator_params again at `listen` (the address of one killed), trying for up to
+ * 5 s while the port is not free yet; the pid, or -1. */
+pid_t harness_restart_coordinator(harness_t *h, pserv_coordinator_params_t *params, const char *listen, int wait_ms,
+                                  int *rfd);
 /* Starts a server shard process (threads optimizer threads). */
 pid_t harness_start_server(harness_t *h, unsigned threads);
 /* Starts a process that runs fn(arg, coord, fd) and exits with its return value; fd is the write

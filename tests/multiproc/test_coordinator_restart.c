@@ -51,11 +51,7 @@ static void restart_once(void)
     kill(coord, SIGKILL);
     int64_t killed = harness_now_ms();
     sleep_ms(down_ms);
-    cp.listen = listen;
-    pid_t again = -1;
-    for (int tries = 0; tries < 50 && again < 0; tries++) { /* the port may take a moment to be free */
-        if ((again = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd)) < 0) sleep_ms(100);
-    }
+    pid_t again = harness_restart_coordinator(&h, &cp, listen, EXACT_JOB_MS, &cfd);
     cr_assert_gt(again, 0, "the coordinator could not listen at %s again", listen);
     static float got[NWORKERS][EXACT_COUNT];
     int64_t took = exact_job_finish(&job, NWORKERS, workers, fds, first, got, cfd) - killed;

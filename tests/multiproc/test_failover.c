@@ -42,16 +42,8 @@ static void sleep_ms(int ms)
 static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
 {
     harness_t h = {0};
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    cp.num_servers = NSERVERS;
-    cp.num_workers = NWORKERS;
-    cp.mode = mode;
-    cp.chunk_bytes = EXACT_CHUNK_BYTES;
-    cp.replicas = 1;
-    cp.checkpoint_dir = ckpt_dir;
-    cp.checkpoint_every = 1000000; /* only the state the job ends with */
-    cp.heartbeat_ms = 100;
-    cp.failure_timeout_ms = 800;
+    pserv_coordinator_params_t cp;
+    exact_job_params(&cp, NSERVERS, NWORKERS, mode, 1, ckpt_dir);
     int cfd;
     pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
     cr_assert_gt(coord, 0);

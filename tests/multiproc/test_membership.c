@@ -51,6 +51,17 @@ static int first_exit(const pid_t *pids, int n, int timeout_ms, int *code)
     return -1;
 }
 
+/* The job's end (exact_job_finish: every worker's parameters into got), with every server process
+ * but the drained one (`gone`) ending cleanly; then whatever is left is stopped. */
+static void finish_job(harness_t *h, const exact_job_t *job, const pid_t *workers, const int *fds, int seen, int cfd,
+                       const pid_t *servers, int nservers, int gone, float (*got)[EXACT_COUNT])
+{
+    exact_job_finish(job, NWORKERS, workers, fds, seen, got, cfd);
+    for (int s = 0; s < nservers; s++)
+        if (s != gone) cr_assert_eq(harness_wait(servers[s], 20000), 0, "server process %d did not end cleanly", s);
+    harness_kill_all(h);
+}
+
 /* pserv_drain once the other servers can hold the copies: the server started to join may not be
  * in the job yet (it is, once it said it is ready), and a drain with no room is refused. */
 static pserv_status_t drain_when_room(const char *coord, unsigned rank)
@@ -68,16 +79,8 @@ static pserv_status_t drain_when_room(const char *coord, unsigned rank)
 static void run_job(pserv_mode_t mode, int replicas, const char *ckpt_dir)
 {
     harness_t h = {0};
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    cp.num_servers = NSERVERS;
-    cp.num_workers = NWORKERS;
-    cp.mode = mode;
-    cp.chunk_bytes = EXACT_CHUNK_BYTES;
-    cp.replicas = replicas ? replicas : PSERV_REPLICAS_NONE;
-    cp.checkpoint_dir = ckpt_dir;
-    cp.checkpoint_every = 1000000; /* only the state the job ends with */
-    cp.heartbeat_ms = 100;
-    cp.failure_timeout_ms = 800;
+    pserv_coordinator_params_t cp;
+    exact_job_params(&cp, NSERVERS, NWORKERS, mode, replicas, ckpt_dir);
     int cfd;
     pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
     cr_assert_gt(coord, 0);
@@ -110,10 +113,7 @@ static void run_job(pserv_mode_t mode, int replicas, const char *ckpt_dir)
 
     int64_t start = harness_now_ms();
     static float got[NWORKERS][EXACT_COUNT];
-    exact_job_finish(&job, NWORKERS, workers, fds, seen, got, cfd);
-    for (int s = 0; s <= NSERVERS; s++)
-        if (s != gone) cr_assert_eq(harness_wait(servers[s], 20000), 0, "server process %d did not end cleanly", s);
-    harness_kill_all(&h);
+    finish_job(&h, &job, workers, fds, seen, cfd, servers, NSERVERS + 1, gone, got);
     fprintf(stderr,
             "%s, replicas %d: server joined after round %d, server %u drained in %lld ms (its process ended %lld ms after "
             "the request); the rest of training took %lld ms\n",
@@ -173,12 +173,8 @@ Test(membership, async_job_counts_every_push_once_across_a_join_and_a_drain, .ti
 Test(membership, bad_drains_are_refused, .timeout = 120)
 {
     harness_t h = {0};
-    pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-    cp.num_servers = NSERVERS;
-    cp.num_workers = 1;
-    cp.mode = PSERV_MODE_SYNC;
-    cp.chunk_bytes = EXACT_CHUNK_BYTES;
-    cp.replicas = 1;
+    pserv_coordinator_params_t cp;
+    exact_job_params(&cp, NSERVERS, 1, PSERV_MODE_SYNC, 1, NULL);
     int cfd;
     cr_assert_gt(harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd), 0);
     pid_t servers[NSERVERS], workers[1];
@@ -309,13 +305,9 @@ Test(membership, a_drain_goes_on_across_a_coordinator_restart, .timeout = 600)
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int rep = 0; rep < 3; rep++) {
         harness_t h = {0};
-        pserv_coordinator_params_t cp = PSERV_COORDINATOR_PARAMS_INIT;
-        cp.num_servers = NSERVERS + 1;
-        cp.num_workers = NWORKERS;
-        cp.chunk_bytes = EXACT_CHUNK_BYTES;
-        cp.replicas = 1;
-        cp.heartbeat_ms = 100;
-        cp.failure_timeout_ms = 1000;
+        pserv_coordinator_params_t cp;
+        exact_job_params(&cp, NSERVERS + 1, NWORKERS, PSERV_MODE_SYNC, 1, NULL);
+        cp.failure_timeout_ms = 1000; /* members wait for the restarted coordinator this long */
         int cfd;
         pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
         cr_assert_gt(coord, 0);
@@ -340,24 +332,14 @@ Test(membership, a_drain_goes_on_across_a_coordinator_restart, .timeout = 600)
         pthread_join(th, NULL);
         ts = (struct timespec){0, (200 + rand() % 300) * 1000000L};
         nanosleep(&ts, NULL);
-        cp.listen = listen;
-        pid_t again = -1;
-        for (int tries = 0; tries < 50 && again < 0; tries++) {
-            if ((again = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd)) < 0) {
-                ts = (struct timespec){0, 100 * 1000000L};
-                nanosleep(&ts, NULL);
-            }
-        }
+        pid_t again = harness_restart_coordinator(&h, &cp, listen, EXACT_JOB_MS, &cfd);
         cr_assert_gt(again, 0, "the coordinator could not listen at %s again", listen);
         int code = -1, gone = first_exit(servers, NSERVERS + 1, 20000, &code);
         int64_t left_ms = harness_now_ms() - killed;
         cr_assert_geq(gone, 0, "the drained server never ended (the drain call: %s)", pserv_strerror(d.st));
         cr_assert_eq(code, 0, "the drained server's process ended with %d", code);
         static float got[NWORKERS][EXACT_COUNT];
-        exact_job_finish(&job, NWORKERS, workers, fds, seen, got, cfd);
-        for (int s = 0; s <= NSERVERS; s++)
-            if (s != gone) cr_assert_eq(harness_wait(servers[s], 20000), 0, "server process %d did not end cleanly", s);
-        harness_kill_all(&h);
+        finish_job(&h, &job, workers, fds, seen, cfd, servers, NSERVERS + 1, gone, got);
         fprintf(stderr,
                 "drain of server %u, coordinator killed %d ms into it (the call: %s); the server left %lld ms after "
                 "the kill\n",
