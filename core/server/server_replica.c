@@ -186,7 +186,7 @@ static void ps_replica_on_update(pserv_server_h s, ps_tp_peer_t *peer, const ps_
         ps_replica_ack(s, peer, h, c->version, PSERV_ERR_VIEW_CHANGED);
         return;
     }
-    if (c == NULL || !c->held || len != c->param_bytes) {
+    if (c == NULL || !c->held || c->stale || len != c->param_bytes) {
         ps_replica_ack(s, peer, h, c ? c->version : 0, PSERV_ERR_STALE);
         return;
     }
@@ -254,7 +254,7 @@ static void ps_replica_synced(pserv_server_h s, uint64_t key, const ps_chunk_t *
 
 static void ps_replica_resync_chunk(void *arg, ps_tensor_t *t, ps_chunk_t *c)
 {
-    if (c->held && !c->primary) ps_replica_synced(arg, t->key, c);
+    if (c->held && !c->stale && !c->primary) ps_replica_synced(arg, t->key, c);
 }
 
 void ps_server_resync(pserv_server_h s)
@@ -302,6 +302,7 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
     c->version = version;
     c->state.step = step;
     c->held = 1;
+    c->stale = 0;
     c->state_from = h->sender;
     c->state_seq = h->req_id;
     ps_replica_ack(s, peer, h, c->version, PSERV_OK);

@@ -267,6 +267,7 @@ void ps_server_release_chunk(pserv_server_h s, ps_tensor_t *t, ps_chunk_t *c)
     ps_server_sweep_t sw = {s, PSERV_ERR_VIEW_CHANGED, NULL};
     ps_server_sweep_chunk(&sw, t, c);
     c->held = 0;
+    c->stale = 1; /* should it come back, only a STATE makes it a copy again */
     c->primary = 0;
     c->nbackups = 0;
     c->npushed = 0;

@@ -168,6 +168,10 @@ pserv_status_t ps_store_check(ps_store_t *s, const ps_wire_hdr_t *h, ps_tensor_t
         *why = "chunk moved to another shard";
         return PSERV_ERR_VIEW_CHANGED;
     }
+    if (c->stale) { /* back here, and its primary lost before this copy got its state */
+        *why = "this copy of the chunk is not in sync (its state never came back here)";
+        return PSERV_ERR_STALE;
+    }
     if (h->offset != c->offset) {
         *why = "offset does not match the chunk";
         return PSERV_ERR_BAD_MESSAGE;

@@ -47,6 +47,7 @@ typedef struct {
     /* Replication (server_replica.c), by the view: */
     uint8_t primary;                          /* this shard serves the chunk (else it is a backup) */
     uint8_t held;                             /* the view has it here (0: moved away, kept until the end) */
+    uint8_t stale;                            /* moved away once: its values are old until a STATE */
     uint8_t in_view;                          /* scratch while a view's roles are applied */
     uint32_t nbackups;                        /* primary: the live backups, not this shard */
     uint32_t backups[PS_STORE_MAX_BACKUPS];
