@@ -575,7 +575,8 @@ int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, con
         else ps_member_on_join_reply(m, h, data, len);
         return 1;
     case PS_MSG_CHECKPOINT_AT:
-        return 0; /* the role's (a server's) */
+        if (m->hooks.checkpoint_at) m->hooks.checkpoint_at(m->hooks.arg, h->round);
+        return 1;
     default:
         break;
     }
@@ -596,6 +597,18 @@ int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, con
     }
     pthread_mutex_unlock(&m->lock);
     return 1;
+}
+
+pserv_status_t ps_member_notify(ps_member_t *m, const ps_wire_hdr_t *h, void *data, size_t len)
+{
+    pthread_mutex_lock(&m->lock);
+    ps_tp_peer_t *coord = m->coord_failed ? NULL : m->coord;
+    pthread_mutex_unlock(&m->lock);
+    if (coord == NULL) {
+        free(data);
+        return PSERV_ERR_UNREACHABLE;
+    }
+    return ps_send_msg(coord, h, data, len, NULL, data ? ps_send_free_cb : NULL, data); /* frees it on failure too */
 }
 
 int ps_member_peer_failed(ps_member_t *m, ps_tp_peer_t *peer)

@@ -41,6 +41,8 @@ typedef struct {
     pserv_status_t (*servers_added)(void *arg, uint32_t old_n, uint32_t new_n);
     /* A restarted coordinator took this member back: what it may have missed is said again. May be NULL. */
     void (*rejoined)(void *arg);
+    /* The coordinator named a checkpoint round (CHECKPOINT_AT, checkpoints by time). May be NULL. */
+    void (*checkpoint_at)(void *arg, uint64_t round);
 } ps_member_hooks_t;
 
 /* Where a control call's reply payload goes, and what came back. */
@@ -127,6 +129,9 @@ void ps_member_heard(ps_member_t *m);
 int ps_member_rx(ps_member_t *m, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len);
 /* Notes a failed peer; returns 1 if it was the coordinator. Progress thread only. */
 int ps_member_peer_failed(ps_member_t *m, ps_tp_peer_t *peer);
+/* Sends the coordinator a message that wants no answer (READY, SYNCED, CHECKPOINT); data (NULL, or
+ * malloc'd) is the message's from here on. PSERV_ERR_UNREACHABLE while there is no coordinator. */
+pserv_status_t ps_member_notify(ps_member_t *m, const ps_wire_hdr_t *h, void *data, size_t len);
 /* Records the detail of an error (returned by *_last_error) and logs it; returns status. */
 pserv_status_t ps_member_error(ps_member_t *m, pserv_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -113,6 +113,14 @@ void ps_server_setup(pserv_server_h s)
     ps_server_say_ready(s); /* a server that joined a running job may take chunks now */
 }
 
+void ps_server_say_ready(pserv_server_h s)
+{
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_READY);
+    h.sender = s->m.rank;
+    if (ps_member_notify(&s->m, &h, NULL, 0) < 0) ps_warn("set up, but the coordinator is not there to hear it");
+}
+
 void ps_server_park_hello(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
     ps_parked_hello_t *p = realloc(s->parked, (s->nparked + 1) * sizeof(*p));
@@ -148,7 +156,7 @@ pserv_status_t pserv_server_create(const pserv_server_params_t *params, pserv_se
     ps_tp_handler_t handler = {.arg = s, .rx_buffer = ps_server_rx_buffer, .rx = ps_server_rx,
                                .rx_abort = ps_server_rx_abort, .peer_failed = ps_server_peer_failed};
     ps_member_hooks_t hooks = {.arg = s, .view_changed = ps_server_view_changed, .aborted = ps_server_aborted,
-                               .rejoined = ps_server_rejoined};
+                               .rejoined = ps_server_rejoined, .checkpoint_at = ps_server_checkpoint_at};
     if ((st = ps_member_init(&s->m, PS_ROLE_SERVER, params->coordinator, listen, &handler, &hooks)) < 0) goto err_pool;
     ps_server_advertised(s, listen, advertised);
     st = ps_member_join(&s->m, advertised, NULL, NULL, -1,

@@ -218,10 +218,11 @@ static void ps_ckpt_report(pserv_server_h s, uint64_t round, pserv_status_t st, 
     h.round = round;
     h.status = st;
     char *text = st < 0 ? strndup(why, PS_WIRE_REASON_MAX - 1) : NULL;
-    pthread_mutex_lock(&s->m.lock);
-    ps_tp_peer_t *coord = s->m.coord_failed || s->ckpt.quiet ? NULL : s->m.coord;
-    pthread_mutex_unlock(&s->m.lock);
-    if (coord == NULL || ps_send_msg(coord, &h, text, text ? strlen(text) : 0, NULL, ps_send_free_cb, text) < 0)
+    if (__atomic_load_n(&s->ckpt.quiet, __ATOMIC_ACQUIRE)) { /* the transport is stopped: nobody to tell */
+        free(text);
+        return;
+    }
+    if (ps_member_notify(&s->m, &h, text, text ? strlen(text) : 0) < 0)
         ps_debug("checkpoint round %llu not reported: no coordinator", (unsigned long long)round);
 }
 
@@ -362,7 +363,7 @@ void ps_server_ckpt_stop(pserv_server_h s)
     for (uint32_t i = 0; i < PS_CKPT_OPEN; i++) ps_snap_free(k, k->open[i]);
     if (s->m.shutdown && !s->m.aborted) ps_server_ckpt_final(s);
     pthread_mutex_lock(&k->lock);
-    k->quiet = 1; /* the transport is stopped: nobody to tell */
+    __atomic_store_n(&k->quiet, 1, __ATOMIC_RELEASE); /* the transport is stopped: nobody to tell */
     k->stop = 1;
     pthread_cond_signal(&k->cond);
     pthread_mutex_unlock(&k->lock);

@@ -141,6 +141,7 @@ void ps_server_peer_failed(void *arg, ps_tp_peer_t *peer, pserv_status_t why);
 void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *now);
 void ps_server_aborted(void *arg);
 void ps_server_rejoined(void *arg);
+void ps_server_checkpoint_at(void *arg, uint64_t round);
 /* Checks a decoded data message against the job and the view; on failure answers it. */
 pserv_status_t ps_server_admit_data(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
 /* Replication traffic (and its batches) must come from another server of the job: 0 if it does. */
@@ -183,7 +184,8 @@ void ps_server_connect_server(pserv_server_h s, uint32_t r);
 /* A restarted coordinator took us back (apply thread): READY, and SYNCED for every copy held here
  * that is not ours to serve, since the old coordinator may have died before it acted on them. */
 void ps_server_resync(pserv_server_h s);
-/* Tells the coordinator this shard is set up (a server that joined a running job takes chunks then). */
+/* server.c: tells the coordinator this shard is set up (a server that joined a running job takes
+ * chunks then). */
 void ps_server_say_ready(pserv_server_h s);
 /* REPLICATE, STATE (on a backup) and REPLICATE_ACK (on the primary). */
 void ps_server_on_replica(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, uint8_t *data, size_t len);

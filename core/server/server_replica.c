@@ -221,23 +221,6 @@ static ps_chunk_t *ps_replica_define(pserv_server_h s, const ps_wire_hdr_t *h, c
     return c;
 }
 
-/* A header-only message to the coordinator; -1 when it is not there (lost, or restarting). */
-static int ps_server_tell_coord(pserv_server_h s, const ps_wire_hdr_t *h)
-{
-    pthread_mutex_lock(&s->m.lock);
-    ps_tp_peer_t *coord = s->m.coord_failed ? NULL : s->m.coord;
-    pthread_mutex_unlock(&s->m.lock);
-    return coord != NULL && ps_send_msg(coord, h, NULL, 0, NULL, NULL, NULL) == PSERV_OK ? 0 : -1;
-}
-
-void ps_server_say_ready(pserv_server_h s)
-{
-    ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, PS_MSG_READY);
-    h.sender = s->m.rank;
-    if (ps_server_tell_coord(s, &h) < 0) ps_warn("set up, but the coordinator is not there to hear it");
-}
-
 /* Tells the coordinator that this copy holds the chunk's state: a move to this shard may finish. */
 static void ps_replica_synced(pserv_server_h s, uint64_t key, const ps_chunk_t *c)
 {
@@ -247,7 +230,7 @@ static void ps_replica_synced(pserv_server_h s, uint64_t key, const ps_chunk_t *
     h.key = key;
     h.chunk = c->index;
     h.round = c->version;
-    if (ps_server_tell_coord(s, &h) < 0)
+    if (ps_member_notify(&s->m, &h, NULL, 0) < 0)
         ps_warn("tensor %llu chunk %u in sync here, but the coordinator is not there to hear it",
                 (unsigned long long)h.key, h.chunk);
 }

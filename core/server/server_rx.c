@@ -225,14 +225,6 @@ void ps_server_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len
         if (ps_server_from_server(s, peer, &h) < 0) break;
         ps_server_queue(s, peer, &h, data, len, slot);
         return;
-    case PS_MSG_CHECKPOINT_AT: {
-        pthread_mutex_lock(&s->m.lock);
-        int from_coord = peer == s->m.coord;
-        pthread_mutex_unlock(&s->m.lock);
-        if (from_coord && s->ready)
-            ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_CKPT_AT, .len = h.round, .slot = -1});
-        break;
-    }
     case PS_MSG_LEAVE: {
         ps_server_peer_t *p = ps_tp_peer_get_ctx(peer);
         if (p) p->left = 1;
@@ -303,6 +295,12 @@ void ps_server_view_changed(void *arg, const ps_view_t *old, const ps_view_t *no
     w.len = count;
     w.roles = ps_server_roles(s, now);
     ps_pipe_push(&s->pipe, &w);
+}
+
+void ps_server_checkpoint_at(void *arg, uint64_t round)
+{
+    pserv_server_h s = arg;
+    if (s->ready) ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_CKPT_AT, .len = round, .slot = -1});
 }
 
 void ps_server_rejoined(void *arg)
