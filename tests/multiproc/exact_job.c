@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "ckpt_set.h"
 #include "harness.h"
 #include "pserv/pserv.h"
 
@@ -120,4 +121,37 @@ void exact_job_check(const float *got, unsigned nworkers, unsigned rounds, int w
             for (unsigned r = 0; r < rounds; r++) want -= exact_grad(w, r, i);
         cr_assert_eq(got[i], (float)want, "worker %d element %zu: %g, want %g", worker, i, got[i], want);
     }
+}
+
+void exact_job_check_counters(const char *ckpt_dir, pserv_mode_t mode, unsigned nworkers, unsigned rounds,
+                              exact_job_shard_t *shards, uint32_t nranks)
+{
+    uint64_t want = mode == PSERV_MODE_SYNC ? rounds : (uint64_t)rounds * nworkers;
+    ps_ckpt_set_t set;
+    cr_assert_eq(ps_ckpt_set_open(&set, ckpt_dir, 0), PSERV_OK, "%s", pserv_last_error());
+    cr_assert_eq(set.round, want);
+    for (uint32_t f = 0; f < set.nfiles; f++) {
+        const ps_ckpt_header_t *hd = &set.hdrs[f];
+        if (shards && hd->rank < nranks) {
+            shards[hd->rank].files++;
+            shards[hd->rank].chunks += hd->num_chunks;
+        }
+        for (uint32_t c = 0; c < hd->num_chunks; c++)
+            cr_assert_eq(hd->chunks[c].version, want, "chunk %u: %llu updates, want %llu", hd->chunks[c].chunk,
+                         (unsigned long long)hd->chunks[c].version, (unsigned long long)want);
+    }
+    ps_ckpt_set_close(&set);
+}
+
+void exact_job_temp_dir(char *dir, const char *tag)
+{
+    snprintf(dir, 64, "/tmp/pserv_%s_XXXXXX", tag);
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+void exact_job_remove_dir(const char *dir)
+{
+    char cmd[96];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }

@@ -9,6 +9,7 @@
 #define PS_TEST_EXACT_JOB_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "harness.h"
 
@@ -48,5 +49,18 @@ int64_t exact_job_finish(const exact_job_t *job, int nworkers, const pid_t *work
                          float (*got)[EXACT_COUNT], int cfd);
 /* Checks a worker's parameters against -(the sum of every gradient of nworkers workers). */
 void exact_job_check(const float *got, unsigned nworkers, unsigned rounds, int worker);
+
+/* What one server rank left in a checkpoint: files and chunks. */
+typedef struct {
+    uint32_t files, chunks;
+} exact_job_shard_t;
+/* The final checkpoint in ckpt_dir (exact_job_params) counts, chunk by chunk, every round (sync)
+ * or every push of nworkers workers (async) exactly once; shards (NULL, or nranks of them, by
+ * rank) get what each server wrote. */
+void exact_job_check_counters(const char *ckpt_dir, pserv_mode_t mode, unsigned nworkers, unsigned rounds,
+                              exact_job_shard_t *shards, uint32_t nranks);
+/* A fresh directory /tmp/pserv_TAG_XXXXXX into dir (64 bytes), and its removal. */
+void exact_job_temp_dir(char *dir, const char *tag);
+void exact_job_remove_dir(const char *dir);
 
 #endif

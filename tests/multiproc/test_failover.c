@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ckpt_set.h"
 #include "exact_job.h"
 #include "harness.h"
 #include "pserv/pserv.h"
@@ -76,28 +75,17 @@ static void run_job(pserv_mode_t mode, int kills, int sig, const char *ckpt_dir)
 
     for (int w = 0; w < NWORKERS; w++) exact_job_check(got[w], NWORKERS, ROUNDS, w);
     /* The counters: every chunk applied exactly ROUNDS rounds (sync) or all pushes (async). */
-    ps_ckpt_set_t set;
-    cr_assert_eq(ps_ckpt_set_open(&set, ckpt_dir, 0), PSERV_OK, "%s", pserv_last_error());
-    uint64_t want_version = mode == PSERV_MODE_SYNC ? ROUNDS : (uint64_t)ROUNDS * NWORKERS;
-    cr_assert_eq(set.round, want_version);
-    for (uint32_t f = 0; f < set.nfiles; f++)
-        for (uint32_t c = 0; c < set.hdrs[f].num_chunks; c++)
-            cr_assert_eq(set.hdrs[f].chunks[c].version, want_version, "chunk %u: %llu updates, want %llu",
-                         set.hdrs[f].chunks[c].chunk, (unsigned long long)set.hdrs[f].chunks[c].version,
-                         (unsigned long long)want_version);
-    ps_ckpt_set_close(&set);
+    exact_job_check_counters(ckpt_dir, mode, NWORKERS, ROUNDS, NULL, 0);
 }
 
 static void run_reps(pserv_mode_t mode, int kills, int sig, int reps)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int rep = 0; rep < reps; rep++) {
-        char dir[64], cmd[96];
-        snprintf(dir, sizeof(dir), "/tmp/pserv_failover_XXXXXX");
-        cr_assert_not_null(mkdtemp(dir));
+        char dir[64];
+        exact_job_temp_dir(dir, "failover");
         run_job(mode, kills, sig, dir);
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        cr_assert_eq(system(cmd), 0);
+        exact_job_remove_dir(dir);
     }
 }
 

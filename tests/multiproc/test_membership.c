@@ -23,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ckpt_set.h"
 #include "exact_job.h"
 #include "harness.h"
 #include "pserv/pserv.h"
@@ -124,33 +123,20 @@ static void run_job(pserv_mode_t mode, int replicas, int drain_new, const char *
     for (int w = 0; w < NWORKERS; w++) exact_job_check(got[w], NWORKERS, ROUNDS, w);
     /* The counters: every chunk applied exactly ROUNDS rounds (sync) or every push (async), on the
      * servers still there. */
-    uint64_t want = mode == PSERV_MODE_SYNC ? ROUNDS : (uint64_t)ROUNDS * NWORKERS;
-    ps_ckpt_set_t set;
-    cr_assert_eq(ps_ckpt_set_open(&set, ckpt_dir, 0), PSERV_OK, "%s", pserv_last_error());
-    cr_assert_eq(set.round, want);
-    uint32_t new_chunks = 0;
-    for (uint32_t f = 0; f < set.nfiles; f++) {
-        cr_assert_neq(set.hdrs[f].rank, victim, "the drained server wrote the final state");
-        if (set.hdrs[f].rank == NSERVERS) new_chunks += set.hdrs[f].num_chunks;
-        for (uint32_t c = 0; c < set.hdrs[f].num_chunks; c++)
-            cr_assert_eq(set.hdrs[f].chunks[c].version, want, "chunk %u: %llu updates, want %llu",
-                         set.hdrs[f].chunks[c].chunk, (unsigned long long)set.hdrs[f].chunks[c].version,
-                         (unsigned long long)want);
-    }
-    if (!drain_new) cr_assert_gt(new_chunks, 0, "the server that joined holds no chunk at the end");
-    ps_ckpt_set_close(&set);
+    exact_job_shard_t shards[NSERVERS + 1] = {{0}};
+    exact_job_check_counters(ckpt_dir, mode, NWORKERS, ROUNDS, shards, NSERVERS + 1);
+    cr_assert_eq(shards[victim].files, 0, "the drained server wrote the final state");
+    if (!drain_new) cr_assert_gt(shards[NSERVERS].chunks, 0, "the server that joined holds no chunk at the end");
 }
 
 static void run_reps(pserv_mode_t mode, int replicas, int drain_new, int reps)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int rep = 0; rep < reps; rep++) {
-        char dir[64], cmd[96];
-        snprintf(dir, sizeof(dir), "/tmp/pserv_membership_XXXXXX");
-        cr_assert_not_null(mkdtemp(dir));
+        char dir[64];
+        exact_job_temp_dir(dir, "membership");
         run_job(mode, replicas, drain_new, dir);
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        cr_assert_eq(system(cmd), 0);
+        exact_job_remove_dir(dir);
     }
 }
 
