@@ -9,7 +9,8 @@
  * Each rep is a sync job of 2 `pserv server` processes with this process as its one worker
  * (cli_job.h), running push-pull rounds of C chunks of B bytes back to back. After S seconds a
  * third `pserv server` starts and joins (the chunks that balance the load move to it: each
- * chunk's state is copied, then its owner switches); S seconds later a thread drains server 0
+ * chunk's state is copied, then its owner switches); S seconds later (or once it is ready, if
+ * that is later: until then the drain is refused for want of room) a thread drains server 0
  * with pserv_drain (every copy it holds moves away, then it leaves) while the rounds go on. From
  * every round's start and end: the median round before the join, the longest round while each
  * change runs, and its pause (longest - median). The baseline, in the same run: one chunk's
@@ -76,8 +77,17 @@ static void *changer(void *arg)
     ch->t_join = bench_now();
     ch->rc = cli_job_add_server(ch->job); /* it joins the running job */
     sleep_s(cfg.settle_s);
-    ch->t_drain = bench_now();
-    if (ch->rc == 0 && pserv_drain(ch->job->addr, 0, (int)(cfg.timeout_s * 1000)) != PSERV_OK) {
+    /* Refused while the new server is not ready yet (the others cannot hold every copy): again,
+     * and the drain is timed from the request that is taken. */
+    pserv_status_t st = PSERV_ERR_INVALID_ARG;
+    double until = bench_now() + cfg.timeout_s;
+    while (ch->rc == 0) {
+        ch->t_drain = bench_now();
+        st = pserv_drain(ch->job->addr, 0, (int)(cfg.timeout_s * 1000));
+        if (st != PSERV_ERR_INVALID_ARG || !strstr(pserv_last_error(), "cannot hold") || bench_now() > until) break;
+        sleep_s(0.01);
+    }
+    if (ch->rc == 0 && st != PSERV_OK) {
         fprintf(stderr, PROG ": drain: %s\n", pserv_last_error());
         ch->rc = -1;
     }
