@@ -369,12 +369,23 @@ static void ps_ckpt_remove_round(const char *dir, uint64_t round)
     if (rmdir(path) != 0) ps_warn("cannot remove old checkpoint %s: %s", path, strerror(errno));
 }
 
-void ps_ckpt_prune(const char *dir, uint64_t keep)
+/* Removes the round directories of dir in [from, to). */
+static void ps_ckpt_remove_rounds(const char *dir, uint64_t from, uint64_t to)
 {
     size_t n;
     uint64_t *rounds = ps_ckpt_list_rounds(dir, &n);
     for (size_t i = 0; i < n; i++)
-        if (rounds[i] < keep) ps_ckpt_remove_round(dir, rounds[i]);
+        if (rounds[i] >= from && rounds[i] < to) ps_ckpt_remove_round(dir, rounds[i]);
     free(rounds);
     ps_dir_sync(dir);
+}
+
+void ps_ckpt_prune(const char *dir, uint64_t keep)
+{
+    ps_ckpt_remove_rounds(dir, 0, keep);
+}
+
+void ps_ckpt_drop_after(const char *dir, uint64_t round)
+{
+    ps_ckpt_remove_rounds(dir, round + 1, UINT64_MAX);
 }

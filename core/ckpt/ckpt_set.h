@@ -54,5 +54,8 @@ pserv_status_t ps_ckpt_set_fill(ps_ckpt_set_t *s, uint64_t key, uint64_t offset,
                                 float *const *state, uint32_t nstate, uint64_t *version, uint64_t *step);
 /* Removes the round directories of dir older than keep (only what this format names). */
 void ps_ckpt_prune(const char *dir, uint64_t keep);
+/* Removes the round directories of dir newer than round: what a killed job left of rounds never
+ * completed, which a job resumed from round would otherwise write beside (with other servers). */
+void ps_ckpt_drop_after(const char *dir, uint64_t round);
 
 #endif

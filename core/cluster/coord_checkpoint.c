@@ -13,6 +13,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ckpt_set.h"
 #include "coordinator_internal.h"
@@ -54,6 +55,12 @@ pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinato
     ps_info("resuming from %s: round %llu, written by %u servers", set.dir, (unsigned long long)set.round,
             set.num_servers);
     ps_ckpt_set_close(&set);
+    /* Checkpoints go where the job resumes from: the rounds after the one resumed were never
+     * completed (else it would be one of them), and this job writes those rounds again, maybe with
+     * other servers; files of the killed job beside them would make them inconsistent. */
+    struct stat a, b;
+    if (dir && stat(dir, &a) == 0 && stat(resume, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        ps_ckpt_drop_after(dir, c->job.resume_round);
     return PSERV_OK;
 }
 

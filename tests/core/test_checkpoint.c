@@ -242,7 +242,7 @@ Test(checkpoint, truncated_or_padded_files_are_refused)
     remove_dir();
 }
 
-Test(checkpoint, an_incomplete_round_is_passed_over_and_pruning_keeps_the_newest)
+Test(checkpoint, an_incomplete_round_is_passed_over_pruning_keeps_the_newest_and_a_resume_drops_what_is_after)
 {
     make_dir();
     write_round(5, 2, 4);
@@ -267,6 +267,12 @@ Test(checkpoint, an_incomplete_round_is_passed_over_and_pruning_keeps_the_newest
     cr_assert_eq(stat(other, &sb), 0, "not ours: kept");
     cr_assert_eq(ps_ckpt_find_newest(dir, &round), PSERV_OK);
     cr_assert_eq(round, 9);
+    /* A job resumed from 9 drops what the killed one left of round 14: it writes that round anew. */
+    ps_ckpt_drop_after(dir, round);
+    cr_assert_neq(stat(r14, &sb), 0, "round 14, never completed, is dropped");
+    cr_assert_eq(stat(other, &sb), 0, "not ours: kept");
+    cr_assert_eq(ps_ckpt_find_newest(dir, &round), PSERV_OK);
+    cr_assert_eq(round, 9, "the round resumed from stays");
     remove_dir();
 }
 
