@@ -67,8 +67,10 @@ pserv_status_t ps_coord_ckpt_setup(pserv_coordinator_h c, const pserv_coordinato
 void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                             size_t len)
 {
-    if (h->status == PSERV_ERR_STALE && h->round == c->ckpt_at) {
-        /* The round named was passed before that shard heard of it: a later one, further ahead. */
+    if (h->status == PSERV_ERR_STALE) {
+        /* The round named was passed before that shard heard of it: a later one, further ahead
+         * (once: the other shards that had passed it say so too). */
+        if (h->round != c->ckpt_at) return;
         ps_info("server %u had passed checkpoint round %llu already: a later round, with a longer lead", m->rank,
                 (unsigned long long)h->round);
         c->ckpt_at = 0;
@@ -126,16 +128,22 @@ void ps_coord_ckpt_tick(pserv_coordinator_h c, int64_t now)
 {
     if (c->job.ckpt_every_ms == 0 || !c->formed || c->done || c->recovering) return;
     uint64_t top = ps_coord_progress(c);
-    if (c->ckpt_pace_ms == 0) c->ckpt_next_ms = now + c->job.ckpt_every_ms; /* the first: an interval on */
-    /* The rounds' pace, from one tick to the next (rounds per ms), and never below what it was
-     * over the last interval: a lead too short only costs a retry. */
-    if (c->ckpt_pace_ms != 0 && now > c->ckpt_pace_ms && top >= c->ckpt_pace_round)
+    if (c->ckpt_next_ms == 0) c->ckpt_next_ms = now + c->job.ckpt_every_ms; /* the first: an interval on */
+    /* The rounds' pace (rounds per ms), over a window of two heartbeats or more that ends with new
+     * progress: ticks and heartbeats share a period, so one tick to the next sees zero or two
+     * heartbeats' worth of rounds, and a lead from that is 1 (passed before it is heard of) or twice
+     * what it should be (past a short job's end). Kept while no new progress is heard. */
+    if (c->ckpt_pace_ms == 0 || top == 0 || top < c->ckpt_pace_round) {
+        c->ckpt_pace_ms = now;
+        c->ckpt_pace_round = top;
+    } else if (top > c->ckpt_pace_round && now - c->ckpt_pace_ms >= 2 * (int64_t)c->job.heartbeat_ms) {
         c->ckpt_pace = (double)(top - c->ckpt_pace_round) / (double)(now - c->ckpt_pace_ms);
-    c->ckpt_pace_ms = now;
-    c->ckpt_pace_round = top;
+        c->ckpt_pace_ms = now;
+        c->ckpt_pace_round = top;
+    }
     /* One round named at a time; one never written (a shard gone, training stopped) is given up after a while. */
     if (c->ckpt_at != 0 && now < c->ckpt_at_deadline_ms) return;
-    if (now < c->ckpt_next_ms || top == 0) return;
+    if (now < c->ckpt_next_ms || top == 0 || c->ckpt_pace <= 0) return; /* no pace yet: no lead to name */
     uint64_t lead = 1 + (uint64_t)(c->ckpt_pace * 2.0 * c->job.heartbeat_ms * c->ckpt_lead);
     uint64_t at = top + lead;
     ps_wire_hdr_t h;

@@ -26,6 +26,7 @@
 #define ROUNDS 200
 
 static char base[64];
+static double train_s; /* the uninterrupted run's training time, as its summary says */
 
 static void setup(void)
 {
@@ -82,6 +83,9 @@ static void reference(char *params, size_t cap)
     train(&r, 2, dir, "");
     cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
     export_params(dir, params);
+    const char *summary = strstr(r.out, " s in all, ");
+    cr_assert(summary && sscanf(summary, " s in all, %lf s training", &train_s) == 1, "no training time:\n%s", r.out);
+    if (train_s < 0.1) train_s = 0.1; /* printed to a tenth */
 }
 
 /* Newest complete round in dir (0: none yet), through the public API. */
@@ -95,24 +99,26 @@ static uint64_t newest_round(const char *dir)
     return info.round;
 }
 
-/* Starts the job with checkpoints every `every` (rounds, or a time like 0.2s), kills `pserv
- * train` (its children die with it) with SIGKILL 0-150 ms after its first checkpoint is complete;
- * returns the newest complete round left, or 0 when the job ended before the kill. */
-static uint64_t train_and_kill(unsigned servers, const char *dir, const char *every)
+/* Starts the job with checkpoints every `every` (rounds, or a time like 40ms) and heartbeats every
+ * `heartbeat_ms`, kills `pserv train` (its children die with it) with SIGKILL after its first
+ * checkpoint is complete, at a random moment within half the training time the uninterrupted run
+ * took; returns the newest complete round left, or 0 when the job ended before the kill. */
+static uint64_t train_and_kill(unsigned servers, const char *dir, const char *every, unsigned heartbeat_ms)
 {
-    char s[16], log[256];
+    char s[16], hb[16], log[256];
     snprintf(s, sizeof(s), "%u", servers);
+    snprintf(hb, sizeof(hb), "%u", heartbeat_ms);
     path_of(log, sizeof(log), "killed.log");
     char *argv[] = {"pserv", "train", "--workers", "2", "--epochs", "4", "--limit", "6000", "--batch", "60",
                     "--hidden", "64", "--target-accuracy", "1", "--device", "cpu", "--checkpoint-every", (char *)every,
-                    "--heartbeat-ms", "50", /* servers report their rounds to the coordinator with it */
+                    "--heartbeat-ms", hb, /* servers report their rounds to the coordinator with it */
                     "--servers", s, "--checkpoint-dir", (char *)dir, NULL};
     pid_t pid = spawn_pserv(log, argv, NULL);
     cr_assert_gt(pid, 0);
     int status, ended = 0;
     for (double until = now_s() + 60; newest_round(dir) == 0 && now_s() < until && !ended; sleep_s(0.002))
         ended = waitpid(pid, &status, WNOHANG) == pid;
-    double delay = 0.15 * rand() / RAND_MAX;
+    double delay = 0.5 * train_s * rand() / RAND_MAX;
     sleep_s(delay);
     if (!ended) {
         kill(pid, SIGKILL);
@@ -124,19 +130,31 @@ static uint64_t train_and_kill(unsigned servers, const char *dir, const char *ev
     return ended || round >= ROUNDS ? 0 : round; /* the final state: no checkpoint taken in training */
 }
 
-/* Kills a job at a random moment after its first checkpoint (every `every`), resumes it from before[rep]
- * onto after[rep] servers, and compares the parameters with the uninterrupted run's, bit for bit. */
-static void kill_and_resume(const char *every, const unsigned *before, const unsigned *after, int reps)
+/* Kills a job at a random moment after its first checkpoint (every `rounds`; by time when 0),
+ * resumes it from before[rep] onto after[rep] servers, and compares the parameters with the
+ * uninterrupted run's, bit for bit. */
+static void kill_and_resume(unsigned rounds, const unsigned *before, const unsigned *after, int reps)
 {
-    char ref[256];
+    char ref[256], every[16];
     reference(ref, sizeof(ref));
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    /* By time: about 8 checkpoints in the training of this machine, whatever its speed, and the
+     * rounds' pace heard twice an interval. */
+    unsigned every_ms = (unsigned)(train_s * 1000 / 8), heartbeat_ms = 50;
+    if (rounds != 0) {
+        snprintf(every, sizeof(every), "%u", rounds);
+    } else {
+        every_ms = every_ms < 10 ? 10 : every_ms;
+        heartbeat_ms = every_ms / 2 < 50 ? every_ms / 2 : 50;
+        snprintf(every, sizeof(every), "%ums", every_ms);
+    }
     for (int rep = 0; rep < reps; rep++) {
         char dir[256], params[256], extra[512], name[32];
         snprintf(name, sizeof(name), "run%s%d", every, rep);
         path_of(dir, sizeof(dir), name);
         uint64_t round = 0;
-        for (int attempt = 0; attempt < 3 && round == 0; attempt++) round = train_and_kill(before[rep], dir, every);
+        for (int attempt = 0; attempt < 3 && round == 0; attempt++)
+            round = train_and_kill(before[rep], dir, every, heartbeat_ms);
         cr_assert_gt(round, 0, "the job never had a checkpoint before it ended or was killed");
         cr_assert_lt(round, ROUNDS);
         run_t r;
@@ -163,7 +181,7 @@ Test(checkpoint_cli, killed_job_resumes_to_bitwise_equal_parameters_on_any_serve
      .fini = teardown, .timeout = 600)
 {
     const unsigned before[] = {2, 2, 3}, after[] = {2, 3, 1};
-    kill_and_resume("7", before, after, 3);
+    kill_and_resume(7, before, after, 3);
 }
 
 /* Checkpoints by time: the coordinator names the rounds, every shard copies at the same one. */
@@ -171,7 +189,7 @@ Test(checkpoint_cli, checkpoints_by_time_resume_to_bitwise_equal_parameters, .in
      .timeout = 600)
 {
     const unsigned before[] = {2, 3}, after[] = {3, 2};
-    kill_and_resume("0.2s", before, after, 2);
+    kill_and_resume(0, before, after, 2);
 }
 
 Test(checkpoint_cli, a_bad_interval_is_refused, .init = setup, .fini = teardown, .timeout = 60)
