@@ -119,10 +119,10 @@ int cmd_server(int argc, char **argv)
     pserv_server_rank(s, &rank);
     fprintf(stderr,
             "server %u: %llu pushes, %llu pulls, %llu optimizer steps, %llu rejected, %llu bytes replicated, "
-            "%llu chunk states sent\n",
+            "%llu chunk states sent, %llu chunks moved away and freed\n",
             rank, (unsigned long long)stats.pushes, (unsigned long long)stats.pulls, (unsigned long long)stats.steps,
             (unsigned long long)stats.rejected, (unsigned long long)stats.replicated_bytes,
-            (unsigned long long)stats.state_transfers);
+            (unsigned long long)stats.state_transfers, (unsigned long long)stats.chunks_freed);
     pserv_server_destroy(s);
     return st < 0 ? 1 : 0;
 }

@@ -76,6 +76,8 @@ static void ps_server_setup_failed(pserv_server_h s, const char *what)
 void ps_server_setup(pserv_server_h s)
 {
     ps_store_init(&s->store, s->m.tp, &s->m.job, s->m.rank);
+    s->store.idle = ps_server_chunk_idle;
+    s->store.idle_arg = s;
     s->setup_done = 1; /* once, whatever the outcome */
     if ((s->live_node = calloc(s->m.job.num_nodes, 1)) == NULL) {
         ps_server_setup_failed(s, "no memory for the node groups");
@@ -219,6 +221,8 @@ pserv_status_t pserv_server_stats(pserv_server_h server, pserv_server_stats_t *s
     stats->replicated_bytes = __atomic_load_n(&server->stats.replicated_bytes, __ATOMIC_RELAXED);
     stats->replica_updates = __atomic_load_n(&server->stats.replica_updates, __ATOMIC_RELAXED);
     stats->state_transfers = __atomic_load_n(&server->stats.state_transfers, __ATOMIC_RELAXED);
+    stats->chunks = __atomic_load_n(&server->store.chunks, __ATOMIC_RELAXED);
+    stats->chunks_freed = __atomic_load_n(&server->store.freed, __ATOMIC_RELAXED);
     return PSERV_OK;
 }
 

@@ -225,11 +225,18 @@ int ps_server_coalesce(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
     return ps_out_server == s && len <= PS_BATCH_ENTRY_MAX && ps_server_out_add(s, peer, h, data, len);
 }
 
-pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
-                              size_t len, ps_tp_mem_t *mem)
+pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h)
 {
-    if (ps_server_coalesce(s, peer, h, data, len)) return PSERV_OK;
-    return ps_send_msg(peer, h, data, len, mem, NULL, NULL);
+    if (ps_server_coalesce(s, peer, h, NULL, 0)) return PSERV_OK;
+    return ps_send_msg(peer, h, NULL, 0, NULL, NULL, NULL);
+}
+
+pserv_status_t ps_server_send_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_chunk_t *c,
+                                    const float *data)
+{
+    if (ps_server_coalesce(s, peer, h, data, c->param_bytes)) return PSERV_OK;
+    ps_chunk_send_begin(c);
+    return ps_send_msg(peer, h, data, c->param_bytes, data == c->param ? c->mem : NULL, ps_chunk_sent, c);
 }
 
 void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
@@ -237,5 +244,5 @@ void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *
 {
     ps_wire_hdr_t h;
     ps_reply_hdr(&h, req, type, s->store.rank, status);
-    ps_server_send(s, peer, &h, NULL, 0, NULL);
+    ps_server_send(s, peer, &h);
 }

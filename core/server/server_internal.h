@@ -162,8 +162,8 @@ void ps_server_recount_rounds(pserv_server_h s);
 /* A worker's connection is gone: drop its parked pulls (nobody will read the answers). */
 void ps_server_drop_peer(pserv_server_h s, ps_tp_peer_t *peer);
 /* The view moved the chunk away (apply thread): what waits here is refused (VIEW_CHANGED), so the
- * workers re-send it to the new owner, and the chunk serves nothing more. Its memory stays until
- * the shard ends (sends from it may still be in flight). */
+ * workers re-send it to the new owner, and the chunk serves nothing more. Its memory is freed
+ * once no send from it is in flight (ps_store_reclaim: now, or by ps_server_chunk_idle). */
 void ps_server_release_chunk(pserv_server_h s, ps_tensor_t *t, ps_chunk_t *c);
 /* Replies with an error status and counts the rejection. */
 void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, pserv_status_t st,
@@ -214,9 +214,15 @@ void *ps_server_batch_buf_get(pserv_server_h s);
 int ps_server_batch_buf_put(pserv_server_h s, const void *buf);
 /* Inside a batch (apply thread): appends the message (copied) to the peer's batch; 0 if it goes alone. */
 int ps_server_coalesce(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data, size_t len);
-/* Every send of the shard's answers: coalesced on the apply thread inside a batch, else sent. */
-pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const void *data,
-                              size_t len, ps_tp_mem_t *mem);
+/* Every send of the shard's answers: coalesced on the apply thread inside a batch, else sent.
+ * A header alone: */
+pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
+/* With a chunk's values (its parameters, or c->repl): sent alone, from that memory without a copy,
+ * the chunk is kept until the send completes. */
+pserv_status_t ps_server_send_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_chunk_t *c,
+                                    const float *data);
+/* A chunk moved away has no send in flight any more (progress thread): its memory goes. */
+void ps_server_chunk_idle(void *arg, uint64_t key, uint32_t chunk);
 /* A header-only reply (status) to a request, through ps_server_send. */
 void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,
                      pserv_status_t status);

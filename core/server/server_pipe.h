@@ -38,6 +38,7 @@ typedef enum {
     PS_WORK_BATCH_END, /* the entries of a BATCH (queued before it) are done: send the replies they
                         * coalesced; data = the batch's bytes (a batch buffer, borrowed and returned
                         * by the shard, or a heap copy freed after it) */
+    PS_WORK_RECLAIM,   /* a chunk moved away (h.key, h.chunk) has no send in flight any more: free it */
 } ps_work_kind_t;
 
 typedef struct {

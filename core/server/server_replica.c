@@ -125,10 +125,15 @@ void ps_server_replicate(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, 
             memcpy(c->repl, update, c->param_bytes);
             kept = 1;
         }
-        void *copy = s->store.sync ? NULL : malloc(c->param_bytes);
-        if (!s->store.sync && copy == NULL) continue;
-        if (copy) memcpy(copy, update, c->param_bytes);
-        ps_send_msg(peer, &h, copy ? copy : c->repl, c->param_bytes, NULL, copy ? ps_send_free_cb : NULL, copy);
+        if (s->store.sync) {
+            ps_chunk_send_begin(c); /* from c->repl: the chunk's memory is kept until it completes */
+            ps_send_msg(peer, &h, c->repl, c->param_bytes, NULL, ps_chunk_sent, c);
+            continue;
+        }
+        void *copy = malloc(c->param_bytes);
+        if (copy == NULL) continue;
+        memcpy(copy, update, c->param_bytes);
+        ps_send_msg(peer, &h, copy, c->param_bytes, NULL, ps_send_free_cb, copy);
     }
 }
 
@@ -165,7 +170,7 @@ static void ps_replica_ack(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_h
     ps_wire_hdr_t h;
     ps_reply_hdr(&h, req, PS_MSG_REPLICATE_ACK, s->store.rank, st);
     h.round = round;
-    ps_server_send(s, peer, &h, NULL, 0, NULL); /* with the others of its batch, if it came in one */
+    ps_server_send(s, peer, &h); /* with the others of its batch, if it came in one */
 }
 
 /* The chunk a replication message names (a chunk this shard holds), or NULL. */
@@ -284,7 +289,7 @@ static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_w
     for (uint32_t a = 0; a <= nstate; a++) memcpy(arrays[a], data + r.pos + a * c->param_bytes, c->param_bytes);
     c->version = version;
     c->state.step = step;
-    c->held = 1;
+    ps_chunk_hold(c);
     c->stale = 0;
     c->state_from = h->sender;
     c->state_seq = h->req_id;

@@ -39,7 +39,7 @@ void ps_server_reject(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t 
 }
 
 static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t req_id, uint64_t key,
-                                  const ps_tensor_t *t, const ps_chunk_t *c, uint32_t map_version)
+                                  const ps_tensor_t *t, ps_chunk_t *c, uint32_t map_version)
 {
     ps_wire_hdr_t h;
     ps_wire_hdr_init(&h, PS_MSG_PULL_REPLY);
@@ -58,7 +58,7 @@ static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t
      * before ps_send_msg returns. */
     PS_STAT_ADD(s, pulls, 1);
     PS_STAT_ADD(s, bytes_out, c->param_bytes);
-    if (ps_server_send(s, peer, &h, c->param, c->param_bytes, c->mem) != PSERV_OK) {
+    if (ps_server_send_chunk(s, peer, &h, c, c->param) != PSERV_OK) {
         PS_STAT_ADD(s, pulls, -1);
         PS_STAT_ADD(s, bytes_out, -(uint64_t)c->param_bytes);
     }
@@ -77,7 +77,7 @@ static void ps_pending_request(ps_wire_hdr_t *h, const ps_tensor_t *t, const ps_
 }
 
 /* A waiting answer: the values (a pull) or the acknowledgement (a push, with backups). */
-static void ps_server_answer(pserv_server_h s, const ps_tensor_t *t, const ps_chunk_t *c, const ps_pending_pull_t *p)
+static void ps_server_answer(pserv_server_h s, const ps_tensor_t *t, ps_chunk_t *c, const ps_pending_pull_t *p)
 {
     if (p->reply == PS_MSG_PULL_REPLY) {
         ps_server_send_values(s, p->peer, p->req_id, t->key, t, c, p->map_version);
@@ -266,13 +266,24 @@ void ps_server_release_chunk(pserv_server_h s, ps_tensor_t *t, ps_chunk_t *c)
 {
     ps_server_sweep_t sw = {s, PSERV_ERR_VIEW_CHANGED, NULL};
     ps_server_sweep_chunk(&sw, t, c);
-    c->held = 0;
-    c->stale = 1; /* should it come back, only a STATE makes it a copy again */
+    c->stale = 1; /* should it come back before it is freed, only a STATE makes it a copy again */
     c->primary = 0;
     c->nbackups = 0;
     c->npushed = 0;
     if (c->pushed) memset(c->pushed, 0, PS_PUSHED_WORDS(&s->store) * sizeof(uint64_t));
     ps_debug("tensor %llu chunk %u moved away from this shard", (unsigned long long)t->key, c->index);
+    /* Its memory goes once no send from it is in flight: now, or when the last one completes. */
+    if (ps_chunk_retire(c)) ps_store_reclaim(&s->store, t->key, c->index);
+}
+
+void ps_server_chunk_idle(void *arg, uint64_t key, uint32_t chunk)
+{
+    pserv_server_h s = arg;
+    ps_wire_hdr_t h;
+    ps_wire_hdr_init(&h, PS_MSG_STATE);
+    h.key = key;
+    h.chunk = chunk;
+    ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_RECLAIM, .h = h, .slot = -1});
 }
 
 void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st)
@@ -368,7 +379,7 @@ static void ps_server_apply_roles(pserv_server_h s, const ps_server_roles_t *rol
         ps_chunk_t *c = t && r->chunk < t->layout.num_chunks ? t->chunks[r->chunk] : NULL;
         if (c == NULL) continue;
         c->in_view = 1;
-        c->held = 1;
+        ps_chunk_hold(c);
         ps_server_set_owners(s, t, c, r->owners, r->n, 0);
     }
     ps_store_each_chunk(&s->store, ps_server_release_unmarked, s);
@@ -413,6 +424,9 @@ void ps_server_run(void *arg, ps_work_t *w)
         break;
     case PS_WORK_BATCH_END:
         ps_server_out_end(s, w->data);
+        break;
+    case PS_WORK_RECLAIM:
+        ps_store_reclaim(&s->store, w->h.key, w->h.chunk);
         break;
     }
 }

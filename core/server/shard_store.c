@@ -54,6 +54,8 @@ static pserv_status_t ps_chunk_create(ps_store_t *s, const ps_tensor_t *t, uint3
     pserv_status_t st = PSERV_ERR_NO_MEMORY;
     ps_chunk_t *c = calloc(1, sizeof(*c));
     if (c == NULL) return st;
+    c->store = s;
+    c->key = t->key;
     c->index = index;
     c->primary = 1;
     c->held = 1;
@@ -80,6 +82,7 @@ static pserv_status_t ps_chunk_create(ps_store_t *s, const ps_tensor_t *t, uint3
         if (c->pushed == NULL || c->pulls == NULL) goto err_free;
     }
     *out = c;
+    __atomic_fetch_add(&s->chunks, 1, __ATOMIC_RELAXED);
     return PSERV_OK;
 
 err_free:
@@ -189,6 +192,47 @@ pserv_status_t ps_store_check(ps_store_t *s, const ps_wire_hdr_t *h, ps_tensor_t
     *tensor = t;
     *chunk = c;
     return PSERV_OK;
+}
+
+void ps_chunk_send_begin(ps_chunk_t *c)
+{
+    __atomic_fetch_add(&c->refs, 2, __ATOMIC_RELAXED);
+}
+
+void ps_chunk_sent(void *arg, pserv_status_t status)
+{
+    (void)status;
+    ps_chunk_t *c = arg;
+    ps_store_t *s = c->store;
+    uint64_t key = c->key;
+    uint32_t index = c->index;
+    /* After this, c may be freed by the apply thread: read above, never below. */
+    if (__atomic_sub_fetch(&c->refs, 2, __ATOMIC_ACQ_REL) == 1 && s->idle) s->idle(s->idle_arg, key, index);
+}
+
+int ps_chunk_retire(ps_chunk_t *c)
+{
+    c->held = 0;
+    return __atomic_or_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 1;
+}
+
+void ps_chunk_hold(ps_chunk_t *c)
+{
+    c->held = 1;
+    __atomic_and_fetch(&c->refs, ~(uint64_t)1, __ATOMIC_ACQ_REL);
+}
+
+int ps_store_reclaim(ps_store_t *s, uint64_t key, uint32_t index)
+{
+    ps_tensor_t *t = ps_keymap_get(&s->tensors, key);
+    ps_chunk_t *c = t && index < t->layout.num_chunks ? t->chunks[index] : NULL;
+    /* A chunk held again, or one whose sends began again, is not idle. */
+    if (c == NULL || c->held || __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) != 1) return 0;
+    t->chunks[index] = NULL;
+    ps_chunk_free(c);
+    __atomic_fetch_sub(&s->chunks, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->freed, 1, __ATOMIC_RELAXED);
+    return 1;
 }
 
 typedef struct {

@@ -31,7 +31,11 @@ typedef struct {
 /* Backups a chunk may have: the view's PS_VIEW_MAX_REPLICAS, and a server it is moving to. */
 #define PS_STORE_MAX_BACKUPS 8
 
+struct ps_store;
+
 typedef struct {
+    struct ps_store *store;
+    uint64_t key;            /* of its tensor */
     float *param;            /* pinned, registered: len elements */
     size_t param_bytes;
     ps_tp_mem_t *mem;
@@ -46,7 +50,7 @@ typedef struct {
     uint32_t npulls, max_pulls;
     /* Replication (server_replica.c), by the view: */
     uint8_t primary;                          /* this shard serves the chunk (else it is a backup) */
-    uint8_t held;                             /* the view has it here (0: moved away, kept until the end) */
+    uint8_t held;                             /* the view has it here (0: moved away, freed once idle) */
     uint8_t stale;                            /* moved away once: its values are old until a STATE */
     uint8_t in_view;                          /* scratch while a view's roles are applied */
     uint32_t nbackups;                        /* primary: the live backups, not this shard */
@@ -56,6 +60,9 @@ typedef struct {
     uint32_t state_from; /* a backup: the primary whose STATE it holds, and that STATE's number */
     uint64_t state_seq;
     float *repl;        /* sync with backups: the update on its way to them (kept: no allocation per round) */
+    /* Zero-copy sends from param or repl in flight, 2 each, | 1 once the view moved the chunk
+     * away: it is freed when this is 1 (atomics: send completions run on the progress thread). */
+    uint64_t refs;
 } ps_chunk_t;
 
 typedef struct {
@@ -65,7 +72,7 @@ typedef struct {
     ps_chunk_t **chunks; /* num_chunks, NULL where another shard owns the chunk */
 } ps_tensor_t;
 
-typedef struct {
+typedef struct ps_store {
     ps_keymap_t tensors;
     ps_tp_t *tp;
     uint32_t rank;
@@ -73,6 +80,11 @@ typedef struct {
     uint32_t num_nodes;          /* a sync round of a chunk is complete with one push per node group */
     const uint32_t *worker_node; /* the job's: node group of each worker rank */
     int sync;
+    /* A moved-away chunk's last send completed (progress thread): the apply thread may free it
+     * now (ps_store_reclaim). */
+    void (*idle)(void *arg, uint64_t key, uint32_t chunk);
+    void *idle_arg;
+    uint64_t chunks, freed; /* chunks whose memory is here; moved-away ones freed (atomics: stats read them) */
 } ps_store_t;
 
 /* Words of a chunk's `pushed` bitmap. */
@@ -98,6 +110,18 @@ pserv_status_t ps_store_define(ps_store_t *s, uint64_t key, const ps_tensor_desc
  */
 pserv_status_t ps_store_check(ps_store_t *s, const ps_wire_hdr_t *h, ps_tensor_t **tensor, ps_chunk_t **chunk,
                               const char **why);
+/* A zero-copy send from the chunk's memory begins; ps_chunk_sent (its argument: the chunk) is
+ * its completion. */
+void ps_chunk_send_begin(ps_chunk_t *c);
+void ps_chunk_sent(void *arg, pserv_status_t status);
+/* The view moved the chunk away (held = 0): 1 when nothing is sent from it any more, so it may
+ * be freed now; else the last send's completion calls the store's idle. */
+int ps_chunk_retire(ps_chunk_t *c);
+/* The view has the chunk here again, before it was freed. */
+void ps_chunk_hold(ps_chunk_t *c);
+/* Frees chunk `index` of tensor key if it was moved away and nothing is sent from it; 1 if it did.
+ * A chunk the view brings back is defined anew by its STATE. */
+int ps_store_reclaim(ps_store_t *s, uint64_t key, uint32_t index);
 /* Calls fn on every chunk this shard owns. */
 void ps_store_each_chunk(ps_store_t *s, void (*fn)(void *arg, ps_tensor_t *t, ps_chunk_t *c), void *arg);
 

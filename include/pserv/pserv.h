@@ -210,9 +210,12 @@ typedef struct {
     uint64_t replicated_bytes;    /**< update bytes sent to backups (primary) */
     uint64_t replica_updates;     /**< updates applied as a backup */
     uint64_t state_transfers;     /**< whole chunk states sent to a new or lagging backup */
+    uint64_t chunks;              /**< chunks (primary or backup) whose memory this shard holds now, with those
+                                       moved away whose last sends are still in flight */
+    uint64_t chunks_freed;        /**< chunks moved away (a join's balancing, a drain) whose memory was freed */
 } pserv_server_stats_t;
 
-#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define PSERV_SERVER_STATS_INIT { sizeof(pserv_server_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /**
  * Starts a server shard: listens, joins the coordinator and waits for its rank and the job

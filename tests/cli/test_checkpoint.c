@@ -149,7 +149,7 @@ static void kill_and_resume(unsigned rounds, const unsigned *before, const unsig
         snprintf(every, sizeof(every), "%ums", every_ms);
     }
     for (int rep = 0; rep < reps; rep++) {
-        char dir[256], params[256], extra[512], name[32];
+        char dir[256], params[256], extra[512], name[48];
         snprintf(name, sizeof(name), "run%s%d", every, rep);
         path_of(dir, sizeof(dir), name);
         uint64_t round = 0;

@@ -196,7 +196,13 @@ typedef struct {
     const exact_job_t *job;
     int fd, rc;
     pthread_t thread;
+    unsigned rank;
+    pserv_server_stats_t stats; /* at the job's end */
 } inproc_member_t;
+
+/* The job's chunks, from its size and chunk size (not the library's geometry). */
+#define INPROC_CHUNKS ((EXACT_COUNT * sizeof(float) + EXACT_CHUNK_BYTES - 1) / EXACT_CHUNK_BYTES)
+#define INPROC_DRAINED 1u
 
 static void *inproc_worker(void *arg)
 {
@@ -216,6 +222,16 @@ static void *inproc_server(void *arg)
     m->rc = 20;
     if (pserv_server_create(&p, &s) != PSERV_OK) return NULL;
     pserv_status_t st = pserv_server_wait(s, EXACT_JOB_MS);
+    /* The memory of chunks moved away goes once their last sends complete: the drained server
+     * keeps none, the two left keep a copy of every chunk each (2 copies, 2 servers). */
+    pserv_server_rank(s, &m->rank);
+    size_t want = m->rank == INPROC_DRAINED ? 0 : INPROC_CHUNKS;
+    m->stats = (pserv_server_stats_t)PSERV_SERVER_STATS_INIT;
+    for (int64_t end = harness_now_ms() + 5000; pserv_server_stats(s, &m->stats) == PSERV_OK &&
+                                                m->stats.chunks != want && harness_now_ms() < end;) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     pserv_server_destroy(s);
     m->rc = st == PSERV_OK ? 0 : 21;
     return NULL;
@@ -255,7 +271,7 @@ Test(membership, join_and_drain_in_one_process, .timeout = 300)
     servers[NSERVERS] = (inproc_member_t){.coord = coord};
     cr_assert_eq(pthread_create(&servers[NSERVERS].thread, NULL, inproc_server, &servers[NSERVERS]), 0);
     cr_assert_eq(exact_job_ticks(fds[0], 3), 3);
-    cr_assert_eq(drain_when_room(coord, 1), PSERV_OK, "%s", pserv_last_error());
+    cr_assert_eq(drain_when_room(coord, INPROC_DRAINED), PSERV_OK, "%s", pserv_last_error());
     static float got[W][EXACT_COUNT];
     for (int w = 0; w < W; w++)
         cr_assert_eq(exact_job_result(fds[w], &job, w == 0 ? 6 : 0, got[w]), 0, "worker %d did not finish", w);
@@ -265,10 +281,18 @@ Test(membership, join_and_drain_in_one_process, .timeout = 300)
         close(fds[w]);
     }
     cr_assert_eq(pserv_coordinator_wait(c, 30000), PSERV_OK, "%s", pserv_coordinator_last_error(c));
+    uint64_t freed = 0;
     for (int s = 0; s <= NSERVERS; s++) {
         pthread_join(servers[s].thread, NULL);
         cr_assert_eq(servers[s].rc, 0, "server thread %d", s);
+        const pserv_server_stats_t *st = &servers[s].stats;
+        cr_assert_eq(st->chunks, servers[s].rank == INPROC_DRAINED ? 0 : INPROC_CHUNKS,
+                     "server %u keeps the memory of %llu chunks (%llu freed)", servers[s].rank,
+                     (unsigned long long)st->chunks, (unsigned long long)st->chunks_freed);
+        freed += st->chunks_freed;
     }
+    /* The drained server gave every copy it held away, and the join took some from the others. */
+    cr_assert_gt(freed, INPROC_CHUNKS, "only %llu chunks freed", (unsigned long long)freed);
     pserv_coordinator_destroy(c);
     for (int w = 0; w < W; w++) exact_job_check(got[w], W, ROUNDS_INPROC, w);
 }
