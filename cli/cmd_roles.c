@@ -11,7 +11,7 @@ int cmd_coordinator(int argc, char **argv)
 {
     const char *listen = "0.0.0.0:7777", *mode = "sync";
     unsigned servers = 2, workers = 2, wait_s = 0;
-    size_t chunk = 4u << 20;
+    size_t chunk = 4u << 20, move = 0;
     const char *policy = "fail";
     unsigned heartbeat_ms = 0, timeout_ms = 0, replicas = 0xffffffffu;
     cli_every_t ckpt_every = {100, 0};
@@ -35,6 +35,8 @@ int cmd_coordinator(int argc, char **argv)
         {"resume", CLI_STRING, &resume, "DIR", "continue from the newest checkpoint complete in DIR", NULL, 0},
         {"replicas", CLI_UINT, &replicas, "K", "backups of every chunk (default 1 with 2 or more servers; 0: none)", NULL,
          0},
+        {"move-bytes", CLI_SIZE, &move, "BYTES",
+         "chunks moving to a server that joins or away from one drained, at once (default: the chunk size)", NULL, 0},
         CLI_PROGRESS_OPT(&progress),
     };
     cli_result_t r = cli_parse("coordinator", "Runs the coordinator of a job: ranks, shard map, barriers.", opts,
@@ -49,6 +51,7 @@ int cmd_coordinator(int argc, char **argv)
     p.num_workers = workers;
     p.mode = strcmp(mode, "async") == 0 ? PSERV_MODE_ASYNC : PSERV_MODE_SYNC;
     p.chunk_bytes = chunk;
+    p.move_bytes = move;
     p.heartbeat_ms = (int)heartbeat_ms;
     p.failure_timeout_ms = (int)timeout_ms;
     p.on_worker_failure = strcmp(policy, "continue") == 0 ? PSERV_ON_FAILURE_CONTINUE : PSERV_ON_FAILURE_FAIL;

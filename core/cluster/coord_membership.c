@@ -17,9 +17,10 @@
  * nothing new, and every copy it holds gets a move to the least-loaded server without one. Once
  * it holds nothing, it is LEFT in a new view, told SHUTDOWN, and the DRAIN is answered.
  *
- * Moves run PS_COORD_MOVES_AT_ONCE at a time (the next planned as one finishes): while a chunk
- * moves, the rounds of that chunk wait for its new copy, so one at a time keeps every pause to
- * one chunk's state on its way, whatever the number of chunks that move.
+ * Moves run move_bytes at a time (by default the job's chunk size; the next planned as one
+ * finishes): while a chunk moves, the rounds of that chunk wait for its new copy, so the chunks
+ * moving at once, a full-size one alone or many small ones (a model's biases and norms)
+ * together, keep every pause to one chunk's transfer, whatever the number of chunks that move.
  *
  * A server that dies takes its moves with it (ps_view_cancel_moves) before it fails over; the
  * drains still going re-plan theirs.
@@ -52,7 +53,7 @@ static ps_coord_member_t *ps_coord_server(pserv_coordinator_h c, uint32_t r)
 }
 
 /*
- * The next moves, up to PS_COORD_MOVES_AT_ONCE in the view: first for every server being drained
+ * The next moves, within the budget: first for every server being drained
  * (LEAVING: what it still holds; one that holds nothing leaves), then onto the servers that
  * joined, while that lowers the maximum load. Returns 1 if the view changed (the caller publishes).
  */
@@ -62,7 +63,7 @@ static int ps_coord_plan_moves(pserv_coordinator_h c)
     for (uint32_t r = 0; r < c->view.num_servers; r++) {
         if (c->view.server_state[r] != PS_MEMBER_LEAVING) continue;
         uint32_t before = c->view.num_moves, stuck;
-        uint32_t held = ps_view_plan_drain(&c->view, r, PS_COORD_MOVES_AT_ONCE, &stuck);
+        uint32_t held = ps_view_plan_drain(&c->view, r, c->move_bytes, &stuck);
         changed |= c->view.num_moves != before;
         ps_coord_member_t *m = ps_coord_server(c, r);
         if (held > 0) {
@@ -76,7 +77,7 @@ static int ps_coord_plan_moves(pserv_coordinator_h c)
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
         if (!m->used || !m->filling) continue;
-        if (ps_view_plan_balance(&c->view, m->rank, PS_COORD_MOVES_AT_ONCE) > 0) changed = 1;
+        if (ps_view_plan_balance(&c->view, m->rank, c->move_bytes) > 0) changed = 1;
         else if (!ps_view_unbalanced(&c->view, m->rank)) m->filling = 0; /* balanced (or it is gone) */
     }
     return changed;
@@ -144,7 +145,8 @@ void ps_coord_on_ready(pserv_coordinator_h c, ps_coord_member_t *m)
     if (c->done || c->view.server_state[m->rank] != PS_MEMBER_JOINING) return; /* one of the job's first servers */
     c->view.server_state[m->rank] = PS_MEMBER_LIVE;
     m->filling = 1;
-    ps_warn("server %u is ready: chunks move to it, %u at a time", m->rank, PS_COORD_MOVES_AT_ONCE);
+    ps_warn("server %u is ready: chunks move to it, up to %llu bytes at a time", m->rank,
+            (unsigned long long)c->move_bytes);
     ps_coord_plan_moves(c); /* a drain waiting for room has some now */
     ps_coord_publish_drained(c);
 }

@@ -437,6 +437,7 @@ pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params
     c->job.num_servers = params->num_servers;
     c->job.num_workers = params->num_workers;
     c->job.chunk_bytes = params->chunk_bytes ? params->chunk_bytes : PS_DEFAULT_CHUNK_BYTES;
+    c->move_bytes = params->move_bytes ? params->move_bytes : c->job.chunk_bytes;
     c->job.heartbeat_ms = params->heartbeat_ms > 0 ? (uint32_t)params->heartbeat_ms : PS_DEFAULT_HEARTBEAT_MS;
     c->job.failure_timeout_ms =
         params->failure_timeout_ms > 0 ? (uint32_t)params->failure_timeout_ms : PS_DEFAULT_FAILURE_TIMEOUT_MS;

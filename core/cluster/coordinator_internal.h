@@ -24,9 +24,6 @@
 #define PS_DEFAULT_FAILURE_TIMEOUT_MS 3000
 /* How long destroy waits for the members told the job ended to close (SHUTDOWN) or acknowledge (ABORT). */
 #define PS_COORD_END_GRACE_MS 1000
-/* Chunk moves in a view at once (coord_membership.c): each makes its chunk's rounds wait for the
- * new copy's state, so one at a time bounds every pause by one chunk's transfer. */
-#define PS_COORD_MOVES_AT_ONCE 1u
 /* Below this a chunk is all message overhead; above this one message would not carry it. */
 #define PS_MIN_CHUNK_BYTES 64u
 #define PS_MAX_CHUNK_BYTES ((size_t)1 << 30)
@@ -102,6 +99,7 @@ struct pserv_coordinator {
     int64_t ckpt_pace_ms;
     uint64_t ckpt_pace_round;
     uint32_t ckpt_lead;
+    uint64_t move_bytes; /* chunk bytes that may move at once (coord_membership.c) */
     ps_ticker_t ticker;
 };
 

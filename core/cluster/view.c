@@ -380,30 +380,55 @@ int ps_view_unbalanced(const ps_view_t *v, uint32_t to)
     return ps_view_next_balance(v, to, &src, &ti, &tc);
 }
 
-uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to, uint32_t limit)
+uint64_t ps_view_moving_bytes(const ps_view_t *v)
+{
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < v->num_tensors; i++)
+        for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++)
+            if (v->tensors[i].moves[(size_t)c * 2] != UINT32_MAX) bytes += ps_view_chunk_bytes(&v->tensors[i], c);
+    return bytes;
+}
+
+/* Another move of `bytes` fits the budget: the first always does. */
+static int ps_view_move_fits(const ps_view_t *v, uint64_t moving, uint64_t bytes, uint64_t budget)
+{
+    return v->num_moves == 0 || (moving <= budget && bytes <= budget - moving);
+}
+
+uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to, uint64_t budget)
 {
     uint32_t planned = 0, src, ti, tc;
-    while (v->num_moves < limit && ps_view_next_balance(v, to, &src, &ti, &tc)) {
+    uint64_t moving = ps_view_moving_bytes(v);
+    while (ps_view_next_balance(v, to, &src, &ti, &tc)) {
+        uint64_t bytes = ps_view_chunk_bytes(&v->tensors[ti], tc);
+        if (!ps_view_move_fits(v, moving, bytes, budget)) break;
         ps_view_start_move(v, &v->tensors[ti], tc, src, to);
+        moving += bytes;
         planned++;
     }
     return planned;
 }
 
-uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t limit, uint32_t *stuck)
+uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint64_t budget, uint32_t *stuck)
 {
     uint32_t held = 0, R = v->replicas + 1;
+    uint64_t moving = ps_view_moving_bytes(v);
     *stuck = 0;
     for (uint32_t i = 0; i < v->num_tensors; i++) {
         ps_view_tensor_t *t = &v->tensors[i];
         for (uint32_t c = 0; c < t->num_chunks; c++) {
             if (!ps_view_holds(v, t->key, c, s)) continue;
             held++;
-            /* One move per chunk, and at most `limit` in the view: the rest are planned as they finish. */
-            if (t->moves[(size_t)c * 2] != UINT32_MAX || v->num_moves >= limit) continue;
+            /* One move per chunk, and what the budget allows: the rest are planned as they finish. */
+            uint64_t bytes = ps_view_chunk_bytes(t, c);
+            if (t->moves[(size_t)c * 2] != UINT32_MAX || !ps_view_move_fits(v, moving, bytes, budget)) continue;
             uint32_t to = ps_view_least_loaded(v, &t->owners[(size_t)c * R], R);
-            if (to == UINT32_MAX) (*stuck)++;
-            else ps_view_start_move(v, t, c, s, to);
+            if (to == UINT32_MAX) {
+                (*stuck)++;
+                continue;
+            }
+            ps_view_start_move(v, t, c, s, to);
+            moving += bytes;
         }
     }
     return held;

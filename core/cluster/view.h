@@ -123,20 +123,24 @@ uint32_t ps_view_sole_copies(const ps_view_t *v, uint32_t s);
 /* A new server at address addr joins as rank num_servers, JOINING (holding nothing, taking no
  * chunk until it is LIVE); the rank, or UINT32_MAX when the view is full or out of memory. */
 uint32_t ps_view_add_server(ps_view_t *v, const char *addr);
+/* Bytes of the chunks moving now (the moves in the view). */
+uint64_t ps_view_moving_bytes(const ps_view_t *v);
 /*
  * Plans moves of primaries to server `to` (a server that just joined) from the most loaded
- * servers, while each lowers the maximum load and the view has fewer than `limit` moves; chunks
- * already moving stay put. Returns the number planned (the load counts them as done).
+ * servers, while each lowers the maximum load and the chunks moving stay within `budget` bytes
+ * (one move at least: a chunk larger than the budget moves alone); chunks already moving stay
+ * put. Returns the number planned (the load counts them as done).
  */
-uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to, uint32_t limit);
+uint32_t ps_view_plan_balance(ps_view_t *v, uint32_t to, uint64_t budget);
 /* 1 if a move to `to` would still lower the maximum load (what plan_balance would start next). */
 int ps_view_unbalanced(const ps_view_t *v, uint32_t to);
 /*
- * Plans a move for copies server s (LEAVING) holds that are not moving yet, while the view has
- * fewer than `limit` moves, each to the least-loaded server that takes chunks and holds no copy
- * of it. Returns the copies s still holds (moving or not); *stuck counts those with nowhere to go.
+ * Plans a move for copies server s (LEAVING) holds that are not moving yet, while the chunks
+ * moving stay within `budget` bytes (one move at least), each to the least-loaded server that
+ * takes chunks and holds no copy of it. Returns the copies s still holds (moving or not);
+ * *stuck counts those with nowhere to go.
  */
-uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint32_t limit, uint32_t *stuck);
+uint32_t ps_view_plan_drain(ps_view_t *v, uint32_t s, uint64_t budget, uint32_t *stuck);
 /*
  * Server `to` holds chunk c of key in sync: it replaces the move's `from` among the owners, and
  * the move ends. 0 (nothing changed) when no such move is in progress.

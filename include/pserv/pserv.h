@@ -139,12 +139,18 @@ typedef struct {
      */
     int replicas;
     unsigned checkpoint_every_ms; /**< checkpoints by time instead of rounds (see checkpoint_dir) */
+    /**
+     * Servers that join or are drained: chunks move to them, or away, at most this many bytes at
+     * once (a chunk larger than that alone). While a chunk moves, its rounds wait for the new
+     * copy's state, so this bounds the pause a move causes. Default (0): chunk_bytes.
+     */
+    size_t move_bytes;
 } pserv_coordinator_params_t;
 
 #define PSERV_REPLICAS_NONE (-1)
 
 #define PSERV_COORDINATOR_PARAMS_INIT                                                         \
-    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL, 0, 0 }
+    { sizeof(pserv_coordinator_params_t), NULL, 0, 0, PSERV_MODE_SYNC, 0, 0, 0, PSERV_ON_FAILURE_FAIL, NULL, 0, NULL, 0, 0, 0 }
 
 /** Starts a coordinator listening for the job's servers and workers. Returns at once. */
 PSERV_API pserv_status_t pserv_coordinator_create(const pserv_coordinator_params_t *params,

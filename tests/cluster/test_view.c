@@ -348,6 +348,57 @@ Test(view, moves_round_trip_and_bad_moves_are_refused, .timeout = 10)
     ps_view_free(&v);
 }
 
+/* Moves within a budget of bytes: many small chunks move together, a chunk larger than the
+ * budget alone; what is moving never exceeds the budget otherwise. */
+Test(view, moves_stay_within_a_budget_of_bytes, .timeout = 10)
+{
+    enum { SMALL = 40, SMALL_FLOATS = 100, BUDGET = 4096 };
+    ps_view_t v;
+    cr_assert_eq(ps_view_init(&v, 2, 2, 0), PSERV_OK);
+    set_live(&v);
+    const char *why;
+    for (uint64_t k = 1; k <= SMALL; k++) {
+        ps_tensor_desc_t d = desc_of(SMALL_FLOATS);
+        cr_assert_eq(ps_view_place(&v, k, &d, BUDGET, &why), PSERV_OK);
+    }
+    cr_assert_eq(ps_view_add_server(&v, "127.0.0.1:4004"), 2);
+    v.server_state[2] = PS_MEMBER_LIVE;
+    /* 400-byte chunks: as many as fit in 4096 bytes, i.e. 10, move at once. */
+    uint32_t planned = ps_view_plan_balance(&v, 2, BUDGET);
+    cr_assert_eq(planned, BUDGET / (SMALL_FLOATS * 4), "planned %u small moves", planned);
+    cr_assert_eq(ps_view_moving_bytes(&v), (uint64_t)planned * SMALL_FLOATS * 4);
+    cr_assert_eq(ps_view_plan_balance(&v, 2, BUDGET), 0, "beyond the budget");
+    /* one finishes: one more fits */
+    for (uint32_t i = 0; i < v.num_tensors && planned == 10; i++)
+        if (ps_view_move_to(&v, v.tensors[i].key, 0) == 2) {
+            cr_assert_eq(ps_view_finish_move(&v, v.tensors[i].key, 0, 2), 1);
+            break;
+        }
+    cr_assert_eq(ps_view_plan_balance(&v, 2, BUDGET), 1);
+    /* finish them all, then drain server 0: small copies move together, within the budget */
+    for (uint32_t i = 0; i < v.num_tensors; i++) {
+        uint32_t to = ps_view_move_to(&v, v.tensors[i].key, 0);
+        if (to != UINT32_MAX) cr_assert_eq(ps_view_finish_move(&v, v.tensors[i].key, 0, to), 1);
+    }
+    cr_assert_eq(v.num_moves, 0);
+    uint32_t stuck;
+    v.server_state[0] = PS_MEMBER_LEAVING;
+    ps_view_plan_drain(&v, 0, BUDGET, &stuck);
+    cr_assert_eq(v.num_moves, BUDGET / (SMALL_FLOATS * 4));
+    cr_assert_leq(ps_view_moving_bytes(&v), BUDGET);
+    ps_view_free(&v);
+    /* chunks larger than the budget: each moves alone */
+    cr_assert_eq(ps_view_init(&v, 2, 2, 0), PSERV_OK);
+    set_live(&v);
+    ps_tensor_desc_t big = desc_of(6 * BUDGET / 4);
+    cr_assert_eq(ps_view_place(&v, 1, &big, 2 * BUDGET, &why), PSERV_OK);
+    cr_assert_gt(ps_view_chunk_bytes(ps_view_tensor(&v, 1), 0), BUDGET);
+    v.server_state[0] = PS_MEMBER_LEAVING;
+    cr_assert_gt(ps_view_plan_drain(&v, 0, BUDGET, &stuck), 0);
+    cr_assert_eq(v.num_moves, 1, "a chunk larger than the budget moves alone");
+    ps_view_free(&v);
+}
+
 /* Draining a server: every copy it holds moves to a server without one, one move per chunk; the
  * server takes no new tensor meanwhile; a dead target ends its moves, which are planned again. */
 Test(view, a_drained_server_gives_every_copy_away, .timeout = 10)
@@ -360,8 +411,8 @@ Test(view, a_drained_server_gives_every_copy_away, .timeout = 10)
     cr_assert_gt(had, 0);
     v.server_state[1] = PS_MEMBER_LEAVING;
     cr_assert(ps_view_member_alive(v.server_state[1]), "a server being drained still serves");
-    cr_assert_eq(ps_view_plan_drain(&v, 1, 2, &stuck), had);
-    cr_assert_eq(v.num_moves, 2, "more moves than the limit");
+    cr_assert_eq(ps_view_plan_drain(&v, 1, 1, &stuck), had);
+    cr_assert_eq(v.num_moves, 1, "a second move beyond a budget the first fills");
     cr_assert_eq(ps_view_plan_drain(&v, 1, UINT32_MAX, &stuck), had);
     cr_assert_eq(stuck, 0);
     cr_assert_eq(v.num_moves, had);

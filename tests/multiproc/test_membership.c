@@ -76,12 +76,14 @@ static pserv_status_t drain_when_room(const char *coord, unsigned rank)
 }
 
 /* drain_new: the server that joined is the one drained (its chunks go back to servers that gave
- * them away, whose old copies must not count); else one of the first two, at random. */
-static void run_job(pserv_mode_t mode, int replicas, int drain_new, const char *ckpt_dir)
+ * them away, whose old copies must not count); else one of the first two, at random. move_bytes:
+ * the coordinator's (0: one chunk at a time; 3 chunks' bytes: three move at once). */
+static void run_job(pserv_mode_t mode, int replicas, int drain_new, size_t move_bytes, const char *ckpt_dir)
 {
     harness_t h = {0};
     pserv_coordinator_params_t cp;
     exact_job_params(&cp, NSERVERS, NWORKERS, mode, replicas, ckpt_dir);
+    cp.move_bytes = move_bytes;
     int cfd;
     pid_t coord = harness_start_coordinator_params(&h, &cp, EXACT_JOB_MS, &cfd);
     cr_assert_gt(coord, 0);
@@ -116,9 +118,10 @@ static void run_job(pserv_mode_t mode, int replicas, int drain_new, const char *
     static float got[NWORKERS][EXACT_COUNT];
     finish_job(&h, &job, workers, fds, seen, cfd, servers, NSERVERS + 1, gone, got);
     fprintf(stderr,
-            "%s, replicas %d: server joined after round %d, server %u drained in %lld ms (its process ended %lld ms after "
-            "the request); the rest of training took %lld ms\n",
-            mode == PSERV_MODE_SYNC ? "sync" : "async", replicas, joined_at, victim, (long long)drain_ms, (long long)exit_ms, (long long)(harness_now_ms() - start));
+            "%s, replicas %d, %s: server joined after round %d, server %u drained in %lld ms (its process ended %lld ms "
+            "after the request); the rest of training took %lld ms\n",
+            mode == PSERV_MODE_SYNC ? "sync" : "async", replicas, move_bytes ? "3 moves at once" : "1 move at a time",
+            joined_at, victim, (long long)drain_ms, (long long)exit_ms, (long long)(harness_now_ms() - start));
 
     for (int w = 0; w < NWORKERS; w++) exact_job_check(got[w], NWORKERS, ROUNDS, w);
     /* The counters: every chunk applied exactly ROUNDS rounds (sync) or every push (async), on the
@@ -135,7 +138,8 @@ static void run_reps(pserv_mode_t mode, int replicas, int drain_new, int reps)
     for (int rep = 0; rep < reps; rep++) {
         char dir[64];
         exact_job_temp_dir(dir, "membership");
-        run_job(mode, replicas, drain_new, dir);
+        /* Every other repetition, several chunks move at once. */
+        run_job(mode, replicas, drain_new, rep % 2 ? 3 * EXACT_CHUNK_BYTES : 0, dir);
         exact_job_remove_dir(dir);
     }
 }
@@ -244,6 +248,7 @@ Test(membership, join_and_drain_in_one_process, .timeout = 300)
     cp.num_servers = NSERVERS;
     cp.num_workers = W;
     cp.chunk_bytes = EXACT_CHUNK_BYTES;
+    cp.move_bytes = 3 * EXACT_CHUNK_BYTES; /* several chunks move at once */
     cp.replicas = 1;
     pserv_coordinator_h c;
     cr_assert_eq(pserv_coordinator_create(&cp, &c), PSERV_OK);
