@@ -2,7 +2,8 @@
  * pserv_bench_membership: what a server joining a running job, and one drained out of it, cost
  * the training that goes on meanwhile (bench/README.md has the details).
  *
- *   pserv_bench_membership [--reps R] [--chunks C] [--chunk-bytes B] [--replicas K] [--settle-s S]
+ *   pserv_bench_membership [--reps R] [--chunks C] [--chunk-bytes B] [--replicas K] [--move-bytes B]
+ *                          [--settle-s S]
  *                          [--quick] [--pserv PATH] [--raw PATH] [--worker-cpus LIST]
  *                          [--server-cpus LIST] [--json FILE]
  *
@@ -42,7 +43,7 @@
 static struct {
     const char *pserv, *raw, *json, *worker_cpus, *server_cpus;
     int reps, chunks, replicas, quick;
-    size_t chunk_bytes;
+    size_t chunk_bytes, move_bytes;
     double settle_s, timeout_s;
 } cfg = {.reps = 5, .chunks = 8, .replicas = 1, .chunk_bytes = 1 << 20, .settle_s = 0.5, .timeout_s = 60};
 static cpus_split_t cpus;
@@ -184,8 +185,9 @@ static int raw_chunk_transfer(int tcp, double *one_way_s, char *ucx_version, siz
 static void print_table(double v[M_NMETRICS][MAX_REPS], double st[M_NMETRICS][3], double chunk_s, double shm_s)
 {
     printf("\njoin and drain: 1 worker, 2 servers, a third joins, then server 0 is drained; %d chunks of %zu KiB,\n"
-           "--replicas %d, sync; %d reps, ms: median [min, max]\n",
-           cfg.chunks, cfg.chunk_bytes >> 10, cfg.replicas, cfg.reps);
+           "--replicas %d, sync, %zu KiB moving at once; %d reps, ms: median [min, max]\n",
+           cfg.chunks, cfg.chunk_bytes >> 10, cfg.replicas, (cfg.move_bytes ? cfg.move_bytes : cfg.chunk_bytes) >> 10,
+           cfg.reps);
     for (int k = 0; k < M_NMETRICS; k++)
         printf("  %-45s %9.1f [%.1f, %.1f]\n", m_labels[k], st[k][0] * 1e3, st[k][1] * 1e3, st[k][2] * 1e3);
     printf("  %-45s %9.3f\n", "one chunk's transfer, raw UCX over TCP", chunk_s * 1e3);
@@ -206,10 +208,10 @@ static int write_json(double v[M_NMETRICS][MAX_REPS], double st[M_NMETRICS][3], 
     fprintf(f, ", \"ucx\": ");
     bench_json_str(f, ver);
     fprintf(f, ", \"worker_cpus\": \"%s\", \"server_cpus\": \"%s\", \"chunks\": %d, \"chunk_bytes\": %zu, "
-               "\"replicas\": %d, \"reps\": %d, \"settle_s\": %g, \"raw_chunk_transfer_tcp_s\": %.6g, "
+               "\"replicas\": %d, \"reps\": %d, \"settle_s\": %g, \"move_bytes\": %zu, \"raw_chunk_transfer_tcp_s\": %.6g, "
                "\"raw_chunk_transfer_ucx_choice_s\": %.6g",
-            cpus.worker_s, cpus.server_s, cfg.chunks, cfg.chunk_bytes, cfg.replicas, cfg.reps, cfg.settle_s, chunk_s,
-            shm_s);
+            cpus.worker_s, cpus.server_s, cfg.chunks, cfg.chunk_bytes, cfg.replicas, cfg.reps, cfg.settle_s,
+            cfg.move_bytes ? cfg.move_bytes : cfg.chunk_bytes, chunk_s, shm_s);
     for (int k = 0; k < M_NMETRICS; k++) bench_json_series(f, m_names[k], st[k], v[k], cfg.reps);
     fprintf(f, ", \"join_pause_per_chunk_transfer\": %.4g, \"drain_pause_per_chunk_transfer\": %.4g",
             st[M_JOIN_PAUSE][0] / chunk_s, st[M_DRAIN_PAUSE][0] / chunk_s);
@@ -226,6 +228,8 @@ int main(int argc, char **argv)
         BENCH_INT("--chunks", "C", "chunks in the tensor (default 8)", &cfg.chunks, 1, 64),
         BENCH_SIZE("--chunk-bytes", "B", "bytes per chunk (default 1 MiB)", &cfg.chunk_bytes, 1024, 1ll << 28),
         BENCH_INT("--replicas", "K", "backups of every chunk (default 1)", &cfg.replicas, 0, 1),
+        BENCH_SIZE("--move-bytes", "B", "the coordinator's --move-bytes (default: one chunk)", &cfg.move_bytes, 1024,
+                   1ll << 30),
         BENCH_PARSE("--settle-s", "S", "seconds of rounds before the join and before the drain (default 0.5)",
                     &cfg.settle_s, bench_parse_seconds),
         BENCH_FLAG("--quick", "2 reps: a check that it runs, not numbers to keep", &cfg.quick),
@@ -249,7 +253,8 @@ int main(int argc, char **argv)
     float *grad = malloc(count * sizeof(float));
     if (grad == NULL) return 1;
     for (size_t i = 0; i < count; i++) grad[i] = (float)((int)(i % 7) - 3);
-    env = (cli_job_env_t){.prog = PROG, .pserv = cfg.pserv, .timeout_s = cfg.timeout_s, .cpus = &cpus, .grad = grad};
+    env = (cli_job_env_t){.prog = PROG, .pserv = cfg.pserv, .timeout_s = cfg.timeout_s, .cpus = &cpus, .grad = grad,
+                            .move_bytes = cfg.move_bytes};
 
     char cpu[256], ver[64] = "";
     bench_cpu_model(cpu, sizeof(cpu));

@@ -8,11 +8,13 @@
 int cli_job_spawn(cli_job_t *j, const cli_job_env_t *env, int servers, size_t count, size_t chunk, int replicas,
                   int capture)
 {
-    char nserv[16], bytes[32], rep[16];
+    char nserv[16], bytes[32], rep[16], move[32];
     snprintf(nserv, sizeof(nserv), "%d", servers);
     snprintf(bytes, sizeof(bytes), "%zu", chunk);
     snprintf(rep, sizeof(rep), "%d", replicas);
-    const char *args[] = {"--servers", nserv, "--workers", "1", "--chunk-bytes", bytes, "--replicas", rep, NULL};
+    snprintf(move, sizeof(move), "%zu", env->move_bytes);
+    const char *args[] = {"--servers", nserv, "--workers", "1", "--chunk-bytes", bytes, "--replicas", rep,
+                          env->move_bytes ? "--move-bytes" : NULL, move, NULL};
     j->env = env;
     j->nservers = 0;
     j->w = NULL;

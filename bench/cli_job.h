@@ -25,6 +25,7 @@ typedef struct {
     double timeout_s;         /* longest any wait may take */
     const cpus_split_t *cpus; /* where the servers (and the coordinator) run */
     const float *grad;        /* the gradient of every round, at least as long as any tensor */
+    size_t move_bytes;        /* the coordinator's --move-bytes (0: its default) */
 } cli_job_env_t;
 
 typedef struct {
