@@ -93,7 +93,10 @@ void ps_coord_on_checkpoint(pserv_coordinator_h c, ps_coord_member_t *m, const p
     }
     if (complete == UINT64_MAX || complete <= c->ckpt_complete) return;
     c->ckpt_complete = complete;
-    if (c->ckpt_at != 0 && complete >= c->ckpt_at) c->ckpt_at = 0; /* the round named is written */
+    if (c->ckpt_at != 0 && complete >= c->ckpt_at) {
+        c->ckpt_at = 0; /* the round named is written: the next one's lead may be shorter again */
+        if (c->ckpt_lead > 1) c->ckpt_lead /= 2;
+    }
     /* The files are looked at and old rounds removed on the ticker thread, without the lock:
      * deleting gigabytes takes long, and heartbeats must not wait for it. */
     __atomic_store_n(&c->ckpt_prune, 1, __ATOMIC_RELEASE);
@@ -130,13 +133,23 @@ void ps_coord_ckpt_tick(pserv_coordinator_h c, int64_t now)
     uint64_t top = ps_coord_progress(c);
     if (c->ckpt_next_ms == 0) c->ckpt_next_ms = now + c->job.ckpt_every_ms; /* the first: an interval on */
     /* The rounds' pace (rounds per ms), over a window of two heartbeats or more that ends with new
-     * progress: ticks and heartbeats share a period, so one tick to the next sees zero or two
+     * progress: ticks and heartbeats share a period, so one tick to the next sees none or two
      * heartbeats' worth of rounds, and a lead from that is 1 (passed before it is heard of) or twice
-     * what it should be (past a short job's end). Kept while no new progress is heard. */
-    if (c->ckpt_pace_ms == 0 || top == 0 || top < c->ckpt_pace_round) {
+     * what it should be (past a short job's end). A window starts at the first progress heard (a
+     * resumed job starts at its round, not 0) and again after a stall of more than three
+     * heartbeats (a failover, a drain, an evaluation), which would make the pace look slow. */
+    int64_t hb = (int64_t)c->job.heartbeat_ms;
+    int stalled = top != c->ckpt_top && now - c->ckpt_top_ms > 3 * hb;
+    if (top != c->ckpt_top) {
+        c->ckpt_top = top;
+        c->ckpt_top_ms = now;
+    }
+    if (top == 0) {
+        c->ckpt_pace_ms = 0;
+    } else if (c->ckpt_pace_ms == 0 || stalled || top < c->ckpt_pace_round) {
         c->ckpt_pace_ms = now;
         c->ckpt_pace_round = top;
-    } else if (top > c->ckpt_pace_round && now - c->ckpt_pace_ms >= 2 * (int64_t)c->job.heartbeat_ms) {
+    } else if (top > c->ckpt_pace_round && now - c->ckpt_pace_ms >= 2 * hb) {
         c->ckpt_pace = (double)(top - c->ckpt_pace_round) / (double)(now - c->ckpt_pace_ms);
         c->ckpt_pace_ms = now;
         c->ckpt_pace_round = top;

@@ -98,6 +98,8 @@ struct pserv_coordinator {
     double ckpt_pace;
     int64_t ckpt_pace_ms;
     uint64_t ckpt_pace_round;
+    uint64_t ckpt_top; /* the newest round heard, and when it was first heard */
+    int64_t ckpt_top_ms;
     uint32_t ckpt_lead;
     uint64_t move_bytes; /* chunk bytes that may move at once (coord_membership.c) */
     ps_ticker_t ticker;

@@ -249,6 +249,7 @@ pserv_status_t pserv_server_destroy(pserv_server_h server)
     }
     free(server->parked);
     free(server->live_node);
+    free(server->roles);
     free(server->replicas.peer); /* the peers went with the transport */
     free(server->replicas.ctx);
     ps_pool_destroy(server->pool);

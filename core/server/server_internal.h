@@ -96,6 +96,7 @@ typedef struct {
     uint32_t owners[PS_VIEW_MAX_REPLICAS + 2]; /* and last, a server the chunk is moving to */
 } ps_server_role_t;
 typedef struct {
+    uint32_t version; /* of the view */
     uint32_t n;
     ps_server_role_t role[];
 } ps_server_roles_t;
@@ -113,6 +114,7 @@ struct pserv_server {
     int setup_done;     /* the job arrived and setup ran (progress thread) */
     int ready;          /* ... and it worked: the store set up and the apply thread running */
     uint8_t *live_node; /* apply thread: by node group, 1 while it has a worker still in the job */
+    ps_server_roles_t *roles; /* apply thread: the roles of the newest view applied (NULL: none yet) */
     uint32_t num_live_nodes; /* sync: a round completes when every live group pushed it */
     ps_pipe_t pipe;
     ps_server_peer_t *peers;

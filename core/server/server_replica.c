@@ -97,6 +97,7 @@ static void ps_replica_hdr(pserv_server_h s, ps_wire_hdr_t *h, ps_msg_type_t typ
     h->dtype = t->desc.dtype;
     h->offset = c->offset;
     h->round = round;
+    h->map_version = s->roles ? s->roles->version : 0; /* the view that sends it */
 }
 
 /*
@@ -251,11 +252,28 @@ void ps_server_resync(pserv_server_h s)
     ps_store_each_chunk(&s->store, ps_replica_resync_chunk, s);
 }
 
+/* The chunk a replication message names may have a role here: 0 only when the sender's view is
+ * known and older than the newest applied here, which gives the chunk no role here (the sender
+ * then applies that view, or a newer one, and stops sending; an unknown or equal view is trusted). */
+static int ps_replica_role_here(pserv_server_h s, const ps_wire_hdr_t *h)
+{
+    if (s->roles == NULL || h->map_version == 0 || h->map_version >= s->roles->version) return 1;
+    for (uint32_t i = 0; i < s->roles->n; i++)
+        if (s->roles->role[i].key == h->key && s->roles->role[i].chunk == h->chunk) return 1;
+    return 0;
+}
+
 static void ps_replica_on_state(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, const uint8_t *data,
                                 size_t len)
 {
     ps_tensor_t *t;
     ps_chunk_t *c = ps_replica_chunk(s, h, &t);
+    if (!ps_replica_role_here(s, h)) {
+        /* From a primary whose view is older than ours, which moved the chunk away from here:
+         * holding it again would keep memory no view gives a role. Its next view drops us. */
+        ps_replica_ack(s, peer, h, c ? c->version : 0, PSERV_ERR_VIEW_CHANGED);
+        return;
+    }
     ps_reader_t r;
     ps_tensor_desc_t desc;
     ps_reader_init(&r, data, len);

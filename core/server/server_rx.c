@@ -340,6 +340,7 @@ ps_server_roles_t *ps_server_roles(pserv_server_h s, const ps_view_t *v)
         for (uint32_t c = 0; c < v->tensors[i].num_chunks; c++) n += ps_server_has_role(s, v, v->tensors[i].key, c);
     ps_server_roles_t *roles = malloc(sizeof(*roles) + n * sizeof(roles->role[0]));
     if (roles == NULL) return NULL;
+    roles->version = v->version;
     roles->n = 0;
     for (uint32_t i = 0; i < v->num_tensors; i++) {
         const ps_view_tensor_t *t = &v->tensors[i];

@@ -403,7 +403,8 @@ void ps_server_run(void *arg, ps_work_t *w)
         s->live_node = w->data;
         s->num_live_nodes = (uint32_t)w->len;
         ps_server_apply_roles(s, w->roles);
-        free(w->roles);
+        free(s->roles);
+        s->roles = w->roles; /* kept: a STATE is checked against them */
         w->roles = NULL;
         ps_server_recount_rounds(s);
         break;

@@ -1,5 +1,6 @@
 #include "shard_store.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,9 @@ pserv_status_t ps_store_check(ps_store_t *s, const ps_wire_hdr_t *h, ps_tensor_t
 
 void ps_chunk_send_begin(ps_chunk_t *c)
 {
+    /* Only a held chunk sends: so a completion that runs at once on the sending (apply) thread,
+     * as a failed send's does, never finds the chunk idle and pushes to that thread's own pipe. */
+    assert(c->held);
     __atomic_fetch_add(&c->refs, 2, __ATOMIC_RELAXED);
 }
 
@@ -226,7 +230,7 @@ int ps_store_reclaim(ps_store_t *s, uint64_t key, uint32_t index)
 {
     ps_tensor_t *t = ps_keymap_get(&s->tensors, key);
     ps_chunk_t *c = t && index < t->layout.num_chunks ? t->chunks[index] : NULL;
-    /* A chunk held again, or one whose sends began again, is not idle. */
+    /* A chunk held again (and maybe sending again) since it was retired is not idle. */
     if (c == NULL || c->held || __atomic_load_n(&c->refs, __ATOMIC_ACQUIRE) != 1) return 0;
     t->chunks[index] = NULL;
     ps_chunk_free(c);

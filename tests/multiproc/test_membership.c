@@ -68,7 +68,11 @@ static pserv_status_t drain_when_room(const char *coord, unsigned rank)
     int64_t end = harness_now_ms() + DRAIN_MS;
     for (;;) {
         pserv_status_t st = pserv_drain(coord, rank, DRAIN_MS);
-        if (st != PSERV_ERR_INVALID_ARG || !strstr(pserv_last_error(), "cannot hold") || harness_now_ms() > end)
+        /* Refused for want of room (the server that joins is not ready yet) or because the server
+         * is not known yet (the one started to join has not reached the coordinator): ask again. */
+        const char *why = pserv_last_error();
+        if (st != PSERV_ERR_INVALID_ARG || (!strstr(why, "cannot hold") && !strstr(why, "has no server")) ||
+            harness_now_ms() > end)
             return st;
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
@@ -286,18 +290,18 @@ Test(membership, join_and_drain_in_one_process, .timeout = 300)
         close(fds[w]);
     }
     cr_assert_eq(pserv_coordinator_wait(c, 30000), PSERV_OK, "%s", pserv_coordinator_last_error(c));
-    uint64_t freed = 0;
     for (int s = 0; s <= NSERVERS; s++) {
         pthread_join(servers[s].thread, NULL);
         cr_assert_eq(servers[s].rc, 0, "server thread %d", s);
         const pserv_server_stats_t *st = &servers[s].stats;
-        cr_assert_eq(st->chunks, servers[s].rank == INPROC_DRAINED ? 0 : INPROC_CHUNKS,
-                     "server %u keeps the memory of %llu chunks (%llu freed)", servers[s].rank,
-                     (unsigned long long)st->chunks, (unsigned long long)st->chunks_freed);
-        freed += st->chunks_freed;
+        int drained = servers[s].rank == INPROC_DRAINED;
+        cr_assert_eq(st->chunks, drained ? 0 : INPROC_CHUNKS, "server %u keeps the memory of %llu chunks (%llu freed)",
+                     servers[s].rank, (unsigned long long)st->chunks, (unsigned long long)st->chunks_freed);
+        /* The drained server held a copy of every chunk (2 copies, 2 servers) and gave each away. */
+        if (drained)
+            cr_assert_geq(st->chunks_freed, INPROC_CHUNKS, "the drained server freed %llu chunks",
+                          (unsigned long long)st->chunks_freed);
     }
-    /* The drained server gave every copy it held away, and the join took some from the others. */
-    cr_assert_gt(freed, INPROC_CHUNKS, "only %llu chunks freed", (unsigned long long)freed);
     pserv_coordinator_destroy(c);
     for (int w = 0; w < W; w++) exact_job_check(got[w], W, ROUNDS_INPROC, w);
 }
