@@ -231,12 +231,11 @@ pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wir
     return ps_send_msg(peer, h, NULL, 0, NULL, NULL, NULL);
 }
 
-pserv_status_t ps_server_send_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_chunk_t *c,
-                                    const float *data)
+pserv_status_t ps_server_send_values_of(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_chunk_t *c)
 {
-    if (ps_server_coalesce(s, peer, h, data, c->param_bytes)) return PSERV_OK;
+    if (ps_server_coalesce(s, peer, h, c->param, c->param_bytes)) return PSERV_OK;
     ps_chunk_send_begin(c);
-    return ps_send_msg(peer, h, data, c->param_bytes, data == c->param ? c->mem : NULL, ps_chunk_sent, c);
+    return ps_send_msg(peer, h, c->param, c->param_bytes, c->mem, ps_chunk_sent, c);
 }
 
 void ps_server_reply(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *req, ps_msg_type_t type,

@@ -219,10 +219,9 @@ int ps_server_coalesce(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t
 /* Every send of the shard's answers: coalesced on the apply thread inside a batch, else sent.
  * A header alone: */
 pserv_status_t ps_server_send(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h);
-/* With a chunk's values (its parameters, or c->repl): sent alone, from that memory without a copy,
- * the chunk is kept until the send completes. */
-pserv_status_t ps_server_send_chunk(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_chunk_t *c,
-                                    const float *data);
+/* With the chunk's parameters: sent alone, from its registered memory without a copy, the chunk
+ * is kept until the send completes. */
+pserv_status_t ps_server_send_values_of(pserv_server_h s, ps_tp_peer_t *peer, const ps_wire_hdr_t *h, ps_chunk_t *c);
 /* A chunk moved away has no send in flight any more (progress thread): its memory goes. */
 void ps_server_chunk_idle(void *arg, uint64_t key, uint32_t chunk);
 /* A header-only reply (status) to a request, through ps_server_send. */

@@ -58,7 +58,7 @@ static void ps_server_send_values(pserv_server_h s, ps_tp_peer_t *peer, uint64_t
      * before ps_send_msg returns. */
     PS_STAT_ADD(s, pulls, 1);
     PS_STAT_ADD(s, bytes_out, c->param_bytes);
-    if (ps_server_send_chunk(s, peer, &h, c, c->param) != PSERV_OK) {
+    if (ps_server_send_values_of(s, peer, &h, c) != PSERV_OK) {
         PS_STAT_ADD(s, pulls, -1);
         PS_STAT_ADD(s, bytes_out, -(uint64_t)c->param_bytes);
     }
@@ -279,11 +279,7 @@ void ps_server_release_chunk(pserv_server_h s, ps_tensor_t *t, ps_chunk_t *c)
 void ps_server_chunk_idle(void *arg, uint64_t key, uint32_t chunk)
 {
     pserv_server_h s = arg;
-    ps_wire_hdr_t h;
-    ps_wire_hdr_init(&h, PS_MSG_STATE);
-    h.key = key;
-    h.chunk = chunk;
-    ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_RECLAIM, .h = h, .slot = -1});
+    ps_pipe_push(&s->pipe, &(ps_work_t){.kind = PS_WORK_RECLAIM, .h = {.key = key, .chunk = chunk}, .slot = -1});
 }
 
 void ps_server_fail_rounds(pserv_server_h s, pserv_status_t st)
