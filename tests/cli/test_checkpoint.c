@@ -101,8 +101,8 @@ static uint64_t newest_round(const char *dir)
 
 /* Starts the job with checkpoints every `every` (rounds, or a time like 40ms) and heartbeats every
  * `heartbeat_ms`, kills `pserv train` (its children die with it) with SIGKILL after its first
- * checkpoint is complete, at a random moment within half the training time the uninterrupted run
- * took; returns the newest complete round left, or 0 when the job ended before the kill. */
+ * checkpoint is complete, at a random moment within a tenth of the training time the uninterrupted
+ * run took (by time, the first checkpoint may come at half of it: the rest is short); returns the newest complete round left, or 0 when the job ended before the kill. */
 static uint64_t train_and_kill(unsigned servers, const char *dir, const char *every, unsigned heartbeat_ms)
 {
     char s[16], hb[16], log[256];
@@ -118,7 +118,7 @@ static uint64_t train_and_kill(unsigned servers, const char *dir, const char *ev
     int status, ended = 0;
     for (double until = now_s() + 60; newest_round(dir) == 0 && now_s() < until && !ended; sleep_s(0.002))
         ended = waitpid(pid, &status, WNOHANG) == pid;
-    double delay = 0.5 * train_s * rand() / RAND_MAX;
+    double delay = 0.1 * train_s * rand() / RAND_MAX;
     sleep_s(delay);
     if (!ended) {
         kill(pid, SIGKILL);
@@ -139,13 +139,13 @@ static void kill_and_resume(unsigned rounds, const unsigned *before, const unsig
     reference(ref, sizeof(ref));
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     /* By time: about 8 checkpoints in the training of this machine, whatever its speed, and the
-     * rounds' pace heard twice an interval. */
+     * rounds' pace heard four times an interval (the first round is named once a pace is known). */
     unsigned every_ms = (unsigned)(train_s * 1000 / 8), heartbeat_ms = 50;
     if (rounds != 0) {
         snprintf(every, sizeof(every), "%u", rounds);
     } else {
         every_ms = every_ms < 10 ? 10 : every_ms;
-        heartbeat_ms = every_ms / 2 < 50 ? every_ms / 2 : 50;
+        heartbeat_ms = every_ms / 4 < 5 ? 5 : every_ms / 4 < 50 ? every_ms / 4 : 50;
         snprintf(every, sizeof(every), "%ums", every_ms);
     }
     for (int rep = 0; rep < reps; rep++) {
