@@ -10,6 +10,20 @@
  * says how many workers met there and this one's place among them (offset, chunk), so a training
  * loop can share the data among the workers that are there.
  */
+/* Answers a worker waiting at the barrier: how many met there and its place among them. */
+static void ps_coord_barrier_answer(pserv_coordinator_h c, ps_coord_member_t *m, pserv_status_t st, uint32_t met,
+                                    uint32_t place)
+{
+    ps_wire_hdr_t req;
+    ps_wire_hdr_init(&req, PS_MSG_BARRIER);
+    req.req_id = m->barrier_req;
+    req.round = c->barrier_seq;
+    req.offset = met;
+    req.chunk = place;
+    ps_reply_status(m->peer, &req, PS_MSG_BARRIER_REPLY, 0, st);
+    m->at_barrier = 0;
+}
+
 void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
 {
     uint32_t alive = c->job.num_workers - c->workers_done;
@@ -31,19 +45,28 @@ void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
     for (uint32_t r = 0; place && r < W; r++) place[r + 1] += place[r];
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
-        if (!m->used || !m->at_barrier) continue;
-        ps_wire_hdr_t req;
-        ps_wire_hdr_init(&req, PS_MSG_BARRIER);
-        req.req_id = m->barrier_req;
-        req.round = c->barrier_seq;
-        req.offset = c->barrier_arrived;
-        req.chunk = place ? place[m->rank] : next++;
-        ps_reply_status(m->peer, &req, PS_MSG_BARRIER_REPLY, 0, fail);
-        m->at_barrier = 0;
+        if (m->used && m->at_barrier) ps_coord_barrier_answer(c, m, fail, c->barrier_arrived, place ? place[m->rank] : next++);
     }
     free(place);
     c->barrier_arrived = 0;
     c->barrier_seq++;
+}
+
+/*
+ * A worker back at a restarted coordinator reports that it passed every barrier below `next`: the
+ * previous coordinator released them. Workers waiting here at one of them (they came back first,
+ * their answer lost with it) passed it too: they are answered, and the job's next barrier is
+ * `next`. Left waiting, they would never meet the one that passed: it waits for their pushes.
+ */
+void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next)
+{
+    if (next <= c->barrier_seq) return;
+    for (uint32_t i = 0; i < c->capacity; i++) {
+        ps_coord_member_t *m = &c->members[i];
+        if (m->used && m->at_barrier) ps_coord_barrier_answer(c, m, PSERV_OK, 0, 0); /* no count: not met here */
+    }
+    c->barrier_arrived = 0;
+    c->barrier_seq = next;
 }
 
 /* Answers every member of a node group waiting in its broadcast: with the root's bytes, or fail. */

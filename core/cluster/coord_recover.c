@@ -12,7 +12,7 @@
  * every member is back, the coordinator publishes the view once more (a new version) and the job
  * goes on as before. Workers report where their barriers are: the next barrier is the highest any
  * reports, and a worker whose answer to an earlier one was lost with the old coordinator is told
- * it passed.
+ * it passed, also when it came back first and already waits there.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +117,7 @@ void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire
     m->last_heard_ms = ps_now_ms();
     if (j->role == PS_ROLE_WORKER) {
         snprintf(m->node, sizeof(m->node), "%s", j->node);
-        if (h->round > c->barrier_seq) c->barrier_seq = h->round;
+        ps_coord_barrier_passed(c, h->round); /* answers those waiting at a barrier it passed */
         if (h->round < c->barrier_floor) c->barrier_floor = h->round;
         if (!c->have_settings) {
             snprintf(c->settings, sizeof(c->settings), "%s", j->settings);

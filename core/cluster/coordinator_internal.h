@@ -128,6 +128,8 @@ uint8_t *ps_coord_member_state(pserv_coordinator_h c, const ps_coord_member_t *m
 /* Collectives: a barrier arrival / a node broadcast, and releasing them when members are gone. */
 void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h);
 void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail);
+/* A restarted coordinator hears a worker passed every barrier below `next` (coord_recover.c). */
+void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next);
 void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                        size_t len);
 /* A worker is gone: its barrier place and its node group's broadcast no longer wait for it. */
