@@ -38,23 +38,27 @@ typedef struct {
     uint64_t next_req;
 } raw_members_t;
 
+/* Counts what the coordinator answered member i (under the lock). */
+static void raw_count(raw_members_t *r, int i, const ps_wire_hdr_t *h)
+{
+    if (h->type == PS_MSG_JOIN_REPLY && h->status == PSERV_OK) r->joined[i]++;
+    if (h->type != PS_MSG_BARRIER_REPLY) return; /* views and heartbeats: not counted */
+    r->barriers[i]++;
+    r->barrier_status[i] = h->status;
+    r->barrier_met[i] = h->offset;
+}
+
 static void raw_rx(void *arg, ps_tp_peer_t *peer, const void *hdr, size_t hdr_len, void *data, size_t len)
 {
     raw_members_t *r = arg;
     ps_wire_hdr_t h;
     (void)data;
-    if (ps_wire_decode(hdr, hdr_len, len, &h, NULL) < 0) return;
-    pthread_mutex_lock(&r->lock);
-    for (int i = 0; i < MEMBERS; i++) {
-        if (r->peer[i] != peer) continue;
-        if (h.type == PS_MSG_JOIN_REPLY && h.status == PSERV_OK) r->joined[i]++;
-        if (h.type == PS_MSG_BARRIER_REPLY) {
-            r->barriers[i]++;
-            r->barrier_status[i] = h.status;
-            r->barrier_met[i] = h.offset;
-        }
+    if (ps_wire_decode(hdr, hdr_len, len, &h, NULL) == PSERV_OK) {
+        pthread_mutex_lock(&r->lock);
+        for (int i = 0; i < MEMBERS; i++)
+            if (r->peer[i] == peer) raw_count(r, i, &h);
+        pthread_mutex_unlock(&r->lock);
     }
-    pthread_mutex_unlock(&r->lock);
 }
 
 /* Waits up to ms for member i's count (joined or barriers) to reach want; the count reached. */
