@@ -69,7 +69,11 @@ void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next)
     c->barrier_seq = next;
 }
 
-/* Answers every member of a node group waiting in its broadcast: with the root's bytes, or fail. */
+/*
+ * Answers every member of a node group waiting in its broadcast: with the root's bytes, or fail.
+ * Every answer to a broadcast, refusals too, carries the group's next broadcast as its round, so
+ * a member's sequence follows the group's whatever happened to the round it asked for.
+ */
 static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_status_t fail)
 {
     ps_coord_node_t *n = &c->nodes[node];
@@ -79,7 +83,7 @@ static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_s
         ps_wire_hdr_t h;
         ps_wire_hdr_init(&h, PS_MSG_NODE_BCAST_REPLY);
         h.req_id = m->bcast_req;
-        h.round = n->seq;
+        h.round = n->seq + 1;
         m->at_bcast = 0;
         if (fail < 0) {
             ps_reply_status(m->peer, &h, PS_MSG_NODE_BCAST_REPLY, 0, fail);
@@ -99,17 +103,33 @@ static void ps_coord_bcast_release(pserv_coordinator_h c, uint32_t node, pserv_s
     n->seq++;
 }
 
+/* A broadcast not taken: the answer names the group's next one (n->seq). */
+static void ps_coord_bcast_refuse(ps_coord_member_t *m, const ps_wire_hdr_t *h, const ps_coord_node_t *n,
+                                  pserv_status_t why)
+{
+    ps_wire_hdr_t req = *h;
+    req.round = n->seq;
+    ps_reply_status(m->peer, &req, PS_MSG_NODE_BCAST_REPLY, 0, why);
+}
+
 void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                               size_t len)
 {
     uint32_t node = c->job.worker_node[m->rank], local_rank, local_size;
     ps_coord_node_t *n = &c->nodes[node];
     ps_job_node_of(&c->job, m->rank, &local_rank, &local_size);
+    if (h->round < n->seq && h->round >= n->floor && !m->left && !m->at_bcast) {
+        /* The job's previous coordinator completed it; its answer, and the bytes, died with it. */
+        ps_warn("node broadcast %llu of worker %u: its bytes were lost with the previous coordinator",
+                (unsigned long long)h->round, m->rank);
+        ps_coord_bcast_refuse(m, h, n, PSERV_ERR_PEER_FAILED);
+        return;
+    }
     if (h->round != n->seq || m->at_bcast || m->left || len > PSERV_NODE_BROADCAST_MAX) {
         c->rejected++;
         ps_warn("node broadcast %llu from worker %u rejected: %s", (unsigned long long)h->round, m->rank,
                 len > PSERV_NODE_BROADCAST_MAX ? "too long" : "out of sequence");
-        ps_reply_status(m->peer, h, PS_MSG_NODE_BCAST_REPLY, 0, PSERV_ERR_INVALID_ARG);
+        ps_coord_bcast_refuse(m, h, n, PSERV_ERR_INVALID_ARG);
         return;
     }
     /* Members that disagree on the length fail the round together, so their sequences stay in step. */
@@ -123,6 +143,16 @@ void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wir
     m->at_bcast = 1;
     m->bcast_req = h->req_id;
     if (++n->arrived == n->size) ps_coord_bcast_release(c, node, n->fail);
+}
+
+/* A member of the group came back to a restarted coordinator past broadcast next - 1 (see
+ * ps_coord_barrier_passed): those waiting at an earlier one lost its bytes with the old one. */
+void ps_coord_bcast_passed(pserv_coordinator_h c, uint32_t node, uint64_t next)
+{
+    ps_coord_node_t *n = &c->nodes[node];
+    if (next <= n->seq) return;
+    if (n->arrived > 0) ps_coord_bcast_release(c, node, PSERV_ERR_PEER_FAILED);
+    n->seq = next;
 }
 
 void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h)

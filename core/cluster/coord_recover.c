@@ -12,7 +12,9 @@
  * every member is back, the coordinator publishes the view once more (a new version) and the job
  * goes on as before. Workers report where their barriers are: the next barrier is the highest any
  * reports, and a worker whose answer to an earlier one was lost with the old coordinator is told
- * it passed, also when it came back first and already waits there.
+ * it passed, also when it came back first and already waits there. Node broadcasts go on the same
+ * way within each node group, except that a member whose answer was lost is told the bytes are
+ * lost (PEER_FAILED): they went with the old coordinator.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,7 @@ static void ps_coord_adopt(pserv_coordinator_h c, ps_job_t *job, ps_view_t *view
     int64_t now = ps_now_ms();
     memset(c->members, 0, c->capacity * sizeof(*c->members));
     memset(c->nodes, 0, c->job.num_workers * sizeof(*c->nodes));
+    for (uint32_t g = 0; g < c->job.num_workers; g++) c->nodes[g].floor = UINT64_MAX; /* lowered by reports */
     for (uint32_t w = 0; w < c->job.num_workers; w++) c->nodes[c->job.worker_node[w]].size++;
     for (uint32_t i = 0; i < c->job.num_servers + c->job.num_workers; i++) {
         ps_coord_member_t *m = &c->members[i];
@@ -119,6 +122,9 @@ void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire
         snprintf(m->node, sizeof(m->node), "%s", j->node);
         ps_coord_barrier_passed(c, h->round); /* answers those waiting at a barrier it passed */
         if (h->round < c->barrier_floor) c->barrier_floor = h->round;
+        ps_coord_node_t *n = &c->nodes[c->job.worker_node[rank]];
+        ps_coord_bcast_passed(c, c->job.worker_node[rank], h->offset); /* its next node broadcast */
+        if (h->offset < n->floor) n->floor = h->offset;
         if (!c->have_settings) {
             snprintf(c->settings, sizeof(c->settings), "%s", j->settings);
             c->have_settings = 1;

@@ -53,7 +53,8 @@ typedef struct {
 
 /* A node group's broadcast in progress (NODE_BCAST): local rank 0's bytes go to every member. */
 typedef struct {
-    uint64_t seq;
+    uint64_t seq;   /* the group's next broadcast */
+    uint64_t floor; /* recovered: broadcasts from here to seq were completed before (bytes lost) */
     uint32_t arrived, size;
     uint32_t len;
     pserv_status_t fail; /* the round's outcome so far: members disagreed on the length */
@@ -130,6 +131,8 @@ void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_w
 void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail);
 /* A restarted coordinator hears a worker passed every barrier below `next` (coord_recover.c). */
 void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next);
+/* ... and that it passed every broadcast of its node group below `next`. */
+void ps_coord_bcast_passed(pserv_coordinator_h c, uint32_t node, uint64_t next);
 void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                        size_t len);
 /* A worker is gone: its barrier place and its node group's broadcast no longer wait for it. */

@@ -283,6 +283,7 @@ static void ps_member_rejoin(ps_member_t *m)
     h.sender = m->rank;
     h.req_id = m->next_req++;
     h.round = m->rejoin_round;
+    h.offset = m->rejoin_bcast;
     h.map_version = m->view->version;
     ps_writer_t w;
     if (payload != NULL) {
@@ -369,6 +370,7 @@ static void ps_member_ctl_done(ps_member_t *m, const ps_wire_hdr_t *h, pserv_sta
         r->round = h->round;
         r->chunk = h->chunk;
         r->offset = h->offset;
+        r->answered = 1;
         if (r->buf && r->cap) memcpy(r->buf, data, len < r->cap ? len : r->cap);
     }
     m->ctl_status = status;

@@ -53,6 +53,7 @@ typedef struct {
     uint64_t round; /* the reply header's round */
     uint32_t chunk; /* ... chunk and offset (a BARRIER_REPLY's place among the workers that met, and how many) */
     uint64_t offset;
+    int answered;   /* the coordinator answered: the fields above are its reply's */
 } ps_ctl_reply_t;
 
 /* How long a member waits for a lost coordinator to come back before it gives the job up. */
@@ -78,9 +79,9 @@ typedef struct {
     /* A restarted coordinator (coord_recover.c): once the job has formed, a lost coordinator is
      * dialled again every heartbeat and joined with JOIN flagged RETRY (our JOIN body, then the job
      * and our view); control calls wait for it meanwhile. rejoin_round is the role's place in the
-     * job's collectives (a worker's next barrier). */
+     * job's collectives (a worker's next barrier), rejoin_bcast a worker's next node broadcast. */
     int rejoining;
-    uint64_t rejoin_req, rejoin_round;
+    uint64_t rejoin_req, rejoin_round, rejoin_bcast;
     uint8_t join_body[PS_WIRE_JOIN_MAX];
     size_t join_len;
     uint32_t join_flags;  /* set before ps_member_join: PS_WIRE_FLAG_REJOIN for a worker taking a dead one's place */

@@ -171,9 +171,13 @@ pserv_status_t pserv_worker_node_broadcast(pserv_worker_h worker, void *buf, siz
     pserv_status_t st = ps_member_call_data(&worker->m, PS_MSG_NODE_BCAST, 0, worker->bcast_seq, buf, len, &reply,
                                             timeout_ms);
     if (st == PSERV_OK && reply.len != len) st = PSERV_ERR_BAD_MESSAGE;
-    /* INVALID_ARG ends the round for the whole group (lengths differed): the next one is the next sequence. */
-    if (st == PSERV_OK || st == PSERV_ERR_INVALID_ARG) worker->bcast_seq++;
     if (st < 0) ps_member_error(&worker->m, st, "node broadcast %llu failed", (unsigned long long)worker->bcast_seq);
+    if (reply.answered) { /* every answer, a refusal too, names the group's next broadcast */
+        worker->bcast_seq = reply.round;
+        pthread_mutex_lock(&worker->m.lock);
+        worker->m.rejoin_bcast = worker->bcast_seq; /* reported to a restarted coordinator */
+        pthread_mutex_unlock(&worker->m.lock);
+    }
     return st;
 }
 

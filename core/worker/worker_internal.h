@@ -91,7 +91,7 @@ struct pserv_worker {
     uint32_t nfree;
     uint64_t barrier_seq;
     uint32_t share_index, share_count; /* this worker's place among those at the last barrier */
-    uint64_t bcast_seq; /* node broadcasts done */
+    uint64_t bcast_seq; /* its node group's next broadcast (each answer from the coordinator says which) */
     int leaving; /* destroy has begun: servers closing now is the normal end */
     int saw_failure; /* a request failed because a member died: leaving now is a failure, not the end */
     pserv_worker_stats_t stats;
