@@ -4,12 +4,6 @@
 
 #include "coordinator_internal.h"
 
-/*
- * Releases the barrier when every worker still in the job has arrived (or fails it). A worker that
- * rejoined (JOINING) is in the job from here: the view says so before the answers go. Each answer
- * says how many workers met there and this one's place among them (offset, chunk), so a training
- * loop can share the data among the workers that are there.
- */
 /* Answers a worker waiting at the barrier: how many met there and its place among them. */
 static void ps_coord_barrier_answer(pserv_coordinator_h c, ps_coord_member_t *m, pserv_status_t st, uint32_t met,
                                     uint32_t place)
@@ -24,6 +18,12 @@ static void ps_coord_barrier_answer(pserv_coordinator_h c, ps_coord_member_t *m,
     m->at_barrier = 0;
 }
 
+/*
+ * Releases the barrier when every worker still in the job has arrived (or fails it). A worker that
+ * rejoined (JOINING) is in the job from here: the view says so before the answers go. Each answer
+ * says how many workers met there and this one's place among them (offset, chunk), so a training
+ * loop can share the data among the workers that are there.
+ */
 void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
 {
     uint32_t alive = c->job.num_workers - c->workers_done;
@@ -45,7 +45,8 @@ void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
     for (uint32_t r = 0; place && r < W; r++) place[r + 1] += place[r];
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
-        if (m->used && m->at_barrier) ps_coord_barrier_answer(c, m, fail, c->barrier_arrived, place ? place[m->rank] : next++);
+        if (m->used && m->at_barrier)
+            ps_coord_barrier_answer(c, m, fail, c->barrier_arrived, place ? place[m->rank] : next++);
     }
     free(place);
     c->barrier_arrived = 0;

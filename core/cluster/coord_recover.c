@@ -122,9 +122,9 @@ void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire
         snprintf(m->node, sizeof(m->node), "%s", j->node);
         ps_coord_barrier_passed(c, h->round); /* answers those waiting at a barrier it passed */
         if (h->round < c->barrier_floor) c->barrier_floor = h->round;
-        ps_coord_node_t *n = &c->nodes[c->job.worker_node[rank]];
-        ps_coord_bcast_passed(c, c->job.worker_node[rank], h->offset); /* its next node broadcast */
-        if (h->offset < n->floor) n->floor = h->offset;
+        uint32_t node = c->job.worker_node[rank];
+        ps_coord_bcast_passed(c, node, h->offset); /* the offset: its group's next node broadcast */
+        if (h->offset < c->nodes[node].floor) c->nodes[node].floor = h->offset;
         if (!c->have_settings) {
             snprintf(c->settings, sizeof(c->settings), "%s", j->settings);
             c->have_settings = 1;
