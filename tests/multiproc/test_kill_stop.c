@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "../tsan/fork.h"
 
 /* Small chunks so that every tensor spans the servers; SGD with lr 1 and gradients of 1 make
  * every applied push subtract exactly 1 from every element. */
@@ -890,6 +891,7 @@ Test(kill_stop, partitioned_server, .timeout = 90, .fini = partition_fini)
                      .workers = 3, .heartbeat_ms = 200, .failure_timeout_ms = 1000, .victim = 's',
                      .blow = BLOW_PARTITION, .bound_ms = 3000};
     if (getuid() != 0) cr_skip_test("needs root for a network namespace");
+    TSAN_SKIP_FORKED_THREADS(); /* before the namespace exists: a skip after it would leave it */
     serialize();
     setenv("UCX_TLS", "tcp", 1);
     for (int rep = 0; rep < 3; rep++) {
