@@ -58,9 +58,11 @@ void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail)
  * previous coordinator released them. Workers waiting here at one of them (they came back first,
  * their answer lost with it) passed it too: they are answered, and the job's next barrier is
  * `next`. Left waiting, they would never meet the one that passed: it waits for their pushes.
+ * The lowest report is the floor: barriers from there on were done before (ps_coord_on_barrier).
  */
-void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next)
+void ps_coord_barrier_reported(pserv_coordinator_h c, uint64_t next)
 {
+    if (next < c->barrier_floor) c->barrier_floor = next;
     if (next <= c->barrier_seq) return;
     for (uint32_t i = 0; i < c->capacity; i++) {
         ps_coord_member_t *m = &c->members[i];
@@ -68,6 +70,13 @@ void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next)
     }
     c->barrier_arrived = 0;
     c->barrier_seq = next;
+}
+
+void ps_coord_nodes_reset(pserv_coordinator_h c)
+{
+    memset(c->nodes, 0, c->job.num_workers * sizeof(*c->nodes));
+    for (uint32_t g = 0; g < c->job.num_workers; g++) c->nodes[g].floor = UINT64_MAX; /* none done before */
+    for (uint32_t w = 0; w < c->job.num_workers; w++) c->nodes[c->job.worker_node[w]].size++;
 }
 
 /*
@@ -147,10 +156,11 @@ void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wir
 }
 
 /* A member of the group came back to a restarted coordinator past broadcast next - 1 (see
- * ps_coord_barrier_passed): those waiting at an earlier one lost its bytes with the old one. */
-void ps_coord_bcast_passed(pserv_coordinator_h c, uint32_t node, uint64_t next)
+ * ps_coord_barrier_reported): those waiting at an earlier one lost its bytes with the old one. */
+void ps_coord_bcast_reported(pserv_coordinator_h c, uint32_t node, uint64_t next)
 {
     ps_coord_node_t *n = &c->nodes[node];
+    if (next < n->floor) n->floor = next;
     if (next <= n->seq) return;
     if (n->arrived > 0) ps_coord_bcast_release(c, node, PSERV_ERR_PEER_FAILED);
     n->seq = next;

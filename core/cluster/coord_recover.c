@@ -41,9 +41,7 @@ static void ps_coord_adopt(pserv_coordinator_h c, ps_job_t *job, ps_view_t *view
     memset(view, 0, sizeof(*view));
     int64_t now = ps_now_ms();
     memset(c->members, 0, c->capacity * sizeof(*c->members));
-    memset(c->nodes, 0, c->job.num_workers * sizeof(*c->nodes));
-    for (uint32_t g = 0; g < c->job.num_workers; g++) c->nodes[g].floor = UINT64_MAX; /* lowered by reports */
-    for (uint32_t w = 0; w < c->job.num_workers; w++) c->nodes[c->job.worker_node[w]].size++;
+    ps_coord_nodes_reset(c); /* their sequences come with the workers' reports */
     for (uint32_t i = 0; i < c->job.num_servers + c->job.num_workers; i++) {
         ps_coord_member_t *m = &c->members[i];
         int server = i < c->job.num_servers;
@@ -120,11 +118,8 @@ void ps_coord_on_rejoin(pserv_coordinator_h c, ps_tp_peer_t *peer, const ps_wire
     m->last_heard_ms = ps_now_ms();
     if (j->role == PS_ROLE_WORKER) {
         snprintf(m->node, sizeof(m->node), "%s", j->node);
-        ps_coord_barrier_passed(c, h->round); /* answers those waiting at a barrier it passed */
-        if (h->round < c->barrier_floor) c->barrier_floor = h->round;
-        uint32_t node = c->job.worker_node[rank];
-        ps_coord_bcast_passed(c, node, h->offset); /* the offset: its group's next node broadcast */
-        if (h->offset < c->nodes[node].floor) c->nodes[node].floor = h->offset;
+        ps_coord_barrier_reported(c, h->round);
+        ps_coord_bcast_reported(c, c->job.worker_node[rank], h->offset); /* its group's next broadcast */
         if (!c->have_settings) {
             snprintf(c->settings, sizeof(c->settings), "%s", j->settings);
             c->have_settings = 1;

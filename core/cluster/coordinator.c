@@ -115,8 +115,7 @@ static void ps_coord_group_nodes(pserv_coordinator_h c)
     for (uint32_t r = 0; r < W; r++)
         c->job.worker_node[r] = root[r] == r ? c->job.num_nodes++ : c->job.worker_node[root[r]];
 out:
-    for (uint32_t g = 0; g < W; g++) c->nodes[g].floor = UINT64_MAX; /* no broadcast done before us */
-    for (uint32_t r = 0; r < W; r++) c->nodes[c->job.worker_node[r]].size++;
+    ps_coord_nodes_reset(c);
     free(by_name);
     free(root);
 }

@@ -130,9 +130,11 @@ uint8_t *ps_coord_member_state(pserv_coordinator_h c, const ps_coord_member_t *m
 void ps_coord_on_barrier(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h);
 void ps_coord_barrier_check(pserv_coordinator_h c, pserv_status_t fail);
 /* A restarted coordinator hears a worker passed every barrier below `next` (coord_recover.c). */
-void ps_coord_barrier_passed(pserv_coordinator_h c, uint64_t next);
+void ps_coord_barrier_reported(pserv_coordinator_h c, uint64_t next);
 /* ... and that it passed every broadcast of its node group below `next`. */
-void ps_coord_bcast_passed(pserv_coordinator_h c, uint32_t node, uint64_t next);
+void ps_coord_bcast_reported(pserv_coordinator_h c, uint32_t node, uint64_t next);
+/* The node groups' broadcasts from scratch: sizes from the job, none waiting, none done before. */
+void ps_coord_nodes_reset(pserv_coordinator_h c);
 void ps_coord_on_bcast(pserv_coordinator_h c, ps_coord_member_t *m, const ps_wire_hdr_t *h, const void *data,
                        size_t len);
 /* A worker is gone: its barrier place and its node group's broadcast no longer wait for it. */
